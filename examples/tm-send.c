@@ -1,0 +1,324 @@
+/*
+ * tm-send - deliver one message with libtlsmail.
+ *
+ *   tm-send --from ADDR --to ADDR [--to ADDR ...] [options] [FILE | -]
+ *
+ * Exit status: 0 delivered, 75 deferred or uncertain, 69 bounced, 64 usage
+ * (sysexits.h: EX_TEMPFAIL, EX_UNAVAILABLE, EX_USAGE).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <tlsmail.h>
+
+#define EX_OK_ 0
+#define EX_USAGE_ 64
+#define EX_UNAVAILABLE_ 69
+#define EX_SOFTWARE_ 70
+#define EX_TEMPFAIL_ 75
+#define EX_NOINPUT_ 66
+
+static void usage(FILE *f)
+{
+    fputs("usage: tm-send --from ADDR --to ADDR [--to ADDR ...] [options] [FILE | -]\n"
+          "  --mx HOST[:PORT]       deliver to this host instead of the domain's MX hosts\n"
+          "  --port N               SMTP port used for MX hosts (default 25)\n"
+          "  --dns IP[:PORT]        ask this DNS server instead of the system resolver\n"
+          "  --require-tls          never deliver without TLS\n"
+          "  --skip-verify          accept any certificate and host name\n"
+          "  --keep-unverified-tls  keep TLS when verification fails (not with --require-tls)\n"
+          "  --ca-file FILE         trust these CA certificates instead of the system store\n"
+          "  --helo NAME            name announced in EHLO (default: this host's name)\n"
+          "  --timeout SECONDS      per-command timeout (defaults follow RFC 5321)\n"
+          "  --json                 print the delivery status as one JSON object\n"
+          "  --verbose              print the SMTP dialogue on standard error\n"
+          "  --version              print the library version\n"
+          "exit status: 0 delivered, 75 deferred or uncertain, 69 bounced, 64 usage\n",
+          f);
+}
+
+static void log_stderr(void *arg, int level, const char *msg)
+{
+    static const char *const names[] = { "error", "warning", "info", "debug" };
+    (void)arg;
+    fprintf(stderr, "tm-send: %s: %s\n", names[level & 3], msg);
+}
+
+/* Streams standard input (or a pipe) without reading it all first. */
+static long read_fd(void *arg, unsigned char *buf, size_t size)
+{
+    int fd = *(int *)arg;
+    for (;;) {
+        ssize_t n = read(fd, buf, size);
+        if (n >= 0)
+            return (long)n;
+        if (errno != EINTR)
+            return -1;
+    }
+}
+
+/* "host:port", "[v6]:port" or "host". */
+static int split_host_port(char *arg, unsigned int *port)
+{
+    char *colon;
+    char *end;
+    unsigned long p;
+
+    if (arg[0] == '[') {
+        char *close = strchr(arg, ']');
+        if (!close)
+            return -1;
+        colon = close[1] == ':' ? close + 1 : NULL;
+        if (!colon && close[1] != '\0')
+            return -1;
+        if (colon)
+            *colon = '\0';
+        if (colon) {
+            memmove(arg, arg + 1, (size_t)(close - arg - 1));
+            arg[close - arg - 1] = '\0';
+        }
+    } else {
+        colon = strrchr(arg, ':');
+        if (colon && strchr(arg, ':') != colon)
+            colon = NULL; /* bare IPv6 */
+        if (colon)
+            *colon = '\0';
+    }
+    if (!colon)
+        return 0;
+    errno = 0;
+    p = strtoul(colon + 1, &end, 10);
+    if (errno || *end || p == 0 || p > 65535)
+        return -1;
+    *port = (unsigned int)p;
+    return 0;
+}
+
+static int exit_code(int result)
+{
+    switch (result) {
+    case TM_RESULT_DELIVERED:
+        return EX_OK_;
+    case TM_RESULT_BOUNCED:
+        return EX_UNAVAILABLE_;
+    default:
+        return EX_TEMPFAIL_;
+    }
+}
+
+static void print_summary(const tm_delivery_status *st)
+{
+    unsigned int i;
+
+    printf("result: %s\n", tm_result_name(st->result));
+    if (st->code)
+        printf("reply: %d %s%s%s\n", st->code, st->enhanced_code,
+               st->enhanced_code[0] ? " " : "", st->message);
+    if (st->description[0])
+        printf("description: %s\n", st->description);
+    printf("mx-host: %s\n", st->mx_host[0] ? st->mx_host : "-");
+    printf("mx-address: %s\n", st->mx_address[0] ? st->mx_address : "-");
+    printf("tls: %s\n", st->tls ? "true" : "false");
+    printf("certificate-verified: %s\n", st->cert_verified ? "true" : "false");
+    if (st->tls)
+        printf("tls-version: %s\ntls-cipher: %s\n", st->tls_version, st->tls_cipher);
+    if (st->tls_error[0])
+        printf("tls-error: %s\n", st->tls_error);
+    printf("attempt-no: %u\nsession-seconds: %.3f\n", st->attempt_no, st->session_seconds);
+    for (i = 0; i < st->rcpt_count; i++)
+        printf("recipient: %s %s %d %s\n", st->rcpt[i].address, tm_result_name(st->rcpt[i].result),
+               st->rcpt[i].code, st->rcpt[i].message);
+}
+
+int main(int argc, char **argv)
+{
+    enum { O_MX = 256, O_PORT, O_DNS, O_REQ, O_SKIP, O_KEEP, O_CA, O_HELO, O_TIMEOUT, O_JSON,
+           O_VERBOSE, O_VERSION, O_HELP };
+    static const struct option longopts[] = {
+        { "from", required_argument, NULL, 'f' },
+        { "to", required_argument, NULL, 't' },
+        { "mx", required_argument, NULL, O_MX },
+        { "port", required_argument, NULL, O_PORT },
+        { "dns", required_argument, NULL, O_DNS },
+        { "require-tls", no_argument, NULL, O_REQ },
+        { "skip-verify", no_argument, NULL, O_SKIP },
+        { "keep-unverified-tls", no_argument, NULL, O_KEEP },
+        { "ca-file", required_argument, NULL, O_CA },
+        { "helo", required_argument, NULL, O_HELO },
+        { "timeout", required_argument, NULL, O_TIMEOUT },
+        { "json", no_argument, NULL, O_JSON },
+        { "verbose", no_argument, NULL, O_VERBOSE },
+        { "version", no_argument, NULL, O_VERSION },
+        { "help", no_argument, NULL, O_HELP },
+        { NULL, 0, NULL, 0 },
+    };
+    const char *to[TM_MAX_RECIPIENTS];
+    size_t nto = 0;
+    tm_context_options co = TM_CONTEXT_OPTIONS_INIT;
+    tm_session_options so = TM_SESSION_OPTIONS_INIT;
+    tm_policy policy = TM_POLICY_INIT;
+    tm_message msg = TM_MESSAGE_INIT;
+    tm_delivery_status st;
+    tm_context *ctx = NULL;
+    const char *from = NULL, *file = NULL;
+    char *mx = NULL;
+    int json = 0, opt, rc, fd = -1, ret;
+    void *map = NULL;
+    size_t map_len = 0;
+    char *jbuf;
+
+    while ((opt = getopt_long(argc, argv, "f:t:h", longopts, NULL)) != -1) {
+        switch (opt) {
+        case 'f':
+            from = optarg;
+            break;
+        case 't':
+            if (nto == TM_MAX_RECIPIENTS) {
+                fprintf(stderr, "tm-send: at most %d recipients\n", TM_MAX_RECIPIENTS);
+                return EX_USAGE_;
+            }
+            to[nto++] = optarg;
+            break;
+        case O_MX:
+            mx = optarg;
+            if (split_host_port(mx, &so.port) != 0 || !*mx) {
+                fprintf(stderr, "tm-send: bad --mx %s\n", optarg);
+                return EX_USAGE_;
+            }
+            so.host = mx;
+            break;
+        case O_PORT: {
+            char *end;
+            unsigned long p = strtoul(optarg, &end, 10);
+            if (*end || p == 0 || p > 65535) {
+                fprintf(stderr, "tm-send: bad --port %s\n", optarg);
+                return EX_USAGE_;
+            }
+            co.port = (unsigned int)p;
+            break;
+        }
+        case O_DNS:
+            co.dns_server = optarg;
+            break;
+        case O_REQ:
+            policy.require_tls = TM_ON;
+            break;
+        case O_SKIP:
+            policy.skip_verify = TM_ON;
+            break;
+        case O_KEEP:
+            policy.keep_unverified_tls = TM_ON;
+            break;
+        case O_CA:
+            co.ca_file = optarg;
+            break;
+        case O_HELO:
+            co.helo_name = optarg;
+            break;
+        case O_TIMEOUT: {
+            char *end;
+            double s = strtod(optarg, &end);
+            if (*end || !(s > 0) || s > 86400) {
+                fprintf(stderr, "tm-send: bad --timeout %s\n", optarg);
+                return EX_USAGE_;
+            }
+            co.command_timeout_ms = (unsigned int)(s * 1000);
+            if (co.command_timeout_ms == 0)
+                co.command_timeout_ms = 1;
+            break;
+        }
+        case O_JSON:
+            json = 1;
+            break;
+        case O_VERBOSE:
+            co.log = log_stderr;
+            co.log_level = TM_LOG_DEBUG;
+            break;
+        case O_VERSION:
+            printf("tm-send (libtlsmail %s, %s)\n", tm_version(), tm_tls_backend());
+            return EX_OK_;
+        case O_HELP:
+        case 'h':
+            usage(stdout);
+            return EX_OK_;
+        default:
+            usage(stderr);
+            return EX_USAGE_;
+        }
+    }
+    if (!from || nto == 0 || argc - optind > 1) {
+        usage(stderr);
+        return EX_USAGE_;
+    }
+    if (optind < argc && strcmp(argv[optind], "-") != 0)
+        file = argv[optind];
+    if (!co.log) {
+        co.log = log_stderr;
+        co.log_level = TM_LOG_ERROR;
+    }
+
+    /* A regular file is mapped and sent from memory (SIZE, 8BITMIME known
+     * in advance); anything else is streamed. */
+    fd = file ? open(file, O_RDONLY | O_CLOEXEC) : STDIN_FILENO;
+    if (fd < 0) {
+        fprintf(stderr, "tm-send: %s: %s\n", file, strerror(errno));
+        return EX_NOINPUT_;
+    }
+    {
+        struct stat sb;
+        if (fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) && sb.st_size > 0) {
+            map_len = (size_t)sb.st_size;
+            map = mmap(NULL, map_len, PROT_READ, MAP_PRIVATE, fd, 0);
+            if (map == MAP_FAILED)
+                map = NULL;
+        }
+    }
+    msg.from = from;
+    msg.to = to;
+    msg.to_count = nto;
+    if (map) {
+        msg.data = map;
+        msg.size = map_len;
+    } else {
+        msg.read = read_fd;
+        msg.read_arg = &fd;
+    }
+
+    rc = tm_context_new(&ctx, &co);
+    if (rc != TM_OK) {
+        fprintf(stderr, "tm-send: %s\n", tm_strerror(rc));
+        ret = rc == TM_EINVAL ? EX_USAGE_ : EX_SOFTWARE_;
+        goto out;
+    }
+    rc = tm_deliver(ctx, &msg, &policy, &so, &st);
+    if (rc == TM_EINVAL && st.result == TM_RESULT_BOUNCED && st.mx_host[0] == '\0' &&
+        st.attempt_no == 0) {
+        fprintf(stderr, "tm-send: %s\n", tm_strerror(rc));
+    }
+    if (json) {
+        int need = tm_status_json(&st, NULL, 0);
+        jbuf = need >= 0 ? malloc((size_t)need + 1) : NULL;
+        if (jbuf && tm_status_json(&st, jbuf, (size_t)need + 1) == need)
+            printf("%s\n", jbuf);
+        free(jbuf);
+    } else {
+        print_summary(&st);
+    }
+    ret = exit_code(st.result);
+    if (rc == TM_EINVAL || rc == TM_EADDRESS || rc == TM_ETOOMANY)
+        ret = EX_USAGE_;
+out:
+    tm_context_free(ctx);
+    if (map)
+        munmap(map, map_len);
+    if (file && fd >= 0)
+        close(fd);
+    return ret;
+}

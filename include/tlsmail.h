@@ -1,0 +1,509 @@
+/*
+ * tlsmail.h - libtlsmail public interface.
+ *
+ * libtlsmail delivers email to a recipient domain's mail exchangers (MX) over
+ * SMTP with opportunistic TLS, under a per-message policy, and reports for
+ * every delivery how the message travelled: whether TLS was used, whether the
+ * certificate was verified, and which MX host took the message.
+ *
+ * This header is the specification.  Every public symbol starts with tm_
+ * (TM_ for macros and enumeration constants).
+ *
+ * Conventions that hold for every function unless its comment says otherwise:
+ *
+ *  - Return value: TM_OK (0) on success, a negative tm_error on failure.
+ *    tm_strerror() turns any value into a static string.  Error codes are
+ *    append-only: they are never renumbered or removed.
+ *  - Ownership: the library copies every string and buffer it keeps; it
+ *    writes results into storage the caller provides and never returns heap
+ *    memory the caller must free.  Objects the library allocates (contexts,
+ *    sessions) are released with their own _free/_close function, which
+ *    accept NULL.
+ *  - Threads: there is no global mutable state.  A tm_context is immutable
+ *    once created and may be shared by any number of threads and sessions.
+ *    A tm_session must be used by one thread at a time.
+ *  - Nothing is printed.  Diagnostics reach the host only through the log
+ *    callback of the context, called synchronously on the calling thread.
+ *  - The library never calls exit() or abort() and ignores SIGPIPE on its
+ *    own sockets (MSG_NOSIGNAL).
+ *
+ * Plain structs at the boundary (tm_policy, tm_message, tm_delivery_status,
+ * the option structs) start with a `version` field.  Initialise them with
+ * their TM_*_INIT macro or their tm_*_init() function (for FFI callers that
+ * cannot expand macros); all-zero also means "current version, defaults".
+ */
+#ifndef TLSMAIL_H
+#define TLSMAIL_H
+
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(TM_BUILDING_LIBRARY) && defined(__GNUC__)
+#define TM_EXTERN __attribute__((visibility("default")))
+#else
+#define TM_EXTERN
+#endif
+
+/* ------------------------------------------------------------------------
+ * Version
+ * ---------------------------------------------------------------------- */
+
+#define TM_VERSION_MAJOR 0
+#define TM_VERSION_MINOR 1
+#define TM_VERSION_PATCH 0
+#define TM_VERSION_STRING "0.1.0"
+/* Encoded as 0xMMmmpp. */
+#define TM_VERSION_NUMBER ((TM_VERSION_MAJOR << 16) | (TM_VERSION_MINOR << 8) | TM_VERSION_PATCH)
+
+/* The version of the library actually linked, as "MAJOR.MINOR.PATCH". */
+TM_EXTERN const char *tm_version(void);
+/* The same as a number, encoded like TM_VERSION_NUMBER. */
+TM_EXTERN unsigned int tm_version_number(void);
+/* The TLS library the code was built against, e.g. "mbed TLS 2.28.3". */
+TM_EXTERN const char *tm_tls_backend(void);
+
+/* ------------------------------------------------------------------------
+ * Errors
+ * ---------------------------------------------------------------------- */
+
+typedef enum tm_error {
+    TM_OK = 0,
+    TM_EINVAL = -1,        /* an argument is NULL, out of range or malformed */
+    TM_ENOMEM = -2,        /* out of memory; nothing was sent */
+    TM_EADDRESS = -3,      /* an envelope address is invalid (CR, LF, NUL...) */
+    TM_ECONNECT = -4,      /* no MX host could be connected to */
+    TM_ETIMEOUT = -5,      /* a deadline passed waiting for the server */
+    TM_ECLOSED = -6,       /* the server closed the connection */
+    TM_EPROTOCOL = -7,     /* the server broke the SMTP protocol */
+    TM_ETLS = -8,          /* TLS could not be established */
+    TM_ETLSREQUIRED = -9,  /* the policy requires TLS and no MX offered it */
+    TM_EREJECTED = -10,    /* the server refused the message (see status) */
+    TM_EPARTIAL = -11,     /* delivered to some recipients only (see status) */
+    TM_EUNCERTAIN = -12,   /* end of data sent, no reply: may have arrived */
+    TM_ECONTENT = -13,     /* the message content is unusable (NUL byte) */
+    TM_EREAD = -14,        /* the message read callback failed */
+    TM_ESTATE = -15,       /* the session cannot be used for this call */
+    TM_ECAFILE = -16,      /* the CA file could not be read or parsed */
+    TM_EDNS = -17,         /* the MX lookup failed temporarily */
+    TM_ENODOMAIN = -18,    /* the recipient domain does not exist */
+    TM_ENULLMX = -19,      /* the domain accepts no mail (null MX, RFC 7505) */
+    TM_ETOOMANY = -20,     /* more recipients than TM_MAX_RECIPIENTS */
+    TM_EIO = -21,          /* a local I/O or system error */
+    TM_EUTF8 = -22         /* non-ASCII address, server lacks SMTPUTF8 */
+} tm_error;
+
+/* A static, NUL-terminated English description of `error`.  Never NULL;
+ * unknown values give "unknown error". */
+TM_EXTERN const char *tm_strerror(int error);
+
+/* ------------------------------------------------------------------------
+ * Results
+ * ---------------------------------------------------------------------- */
+
+typedef enum tm_result {
+    TM_RESULT_NONE = 0,      /* nothing attempted yet */
+    TM_RESULT_DELIVERED = 1, /* a 2xx reply to the end of data was received */
+    TM_RESULT_DEFERRED = 2,  /* temporary failure: retry later */
+    TM_RESULT_UNCERTAIN = 3, /* end of data sent, no complete reply: the
+                                message may have arrived (RFC 1047); do not
+                                treat as delivered, a retry may duplicate */
+    TM_RESULT_BOUNCED = 4    /* permanent failure: do not retry */
+} tm_result;
+
+/* "delivered", "deferred", "uncertain", "bounced" or "none". */
+TM_EXTERN const char *tm_result_name(int result);
+
+/* Why TLS was not used (tm_delivery_status.tls_failure). */
+typedef enum tm_tls_failure {
+    TM_TLS_FAILURE_NONE = 0,        /* TLS was used, or not attempted */
+    TM_TLS_FAILURE_NOT_OFFERED = 1, /* the server did not offer STARTTLS */
+    TM_TLS_FAILURE_REFUSED = 2,     /* STARTTLS was answered with 4xx/5xx */
+    TM_TLS_FAILURE_HANDSHAKE = 3,   /* handshake failed or bytes followed 220 */
+    TM_TLS_FAILURE_CERTIFICATE = 4, /* the certificate failed verification */
+    TM_TLS_FAILURE_NOT_TRIED = 5    /* tm_starttls was not called */
+} tm_tls_failure;
+
+/* ------------------------------------------------------------------------
+ * Policy
+ * ---------------------------------------------------------------------- */
+
+/*
+ * Flag values.  A flag is "on" when > 0.  0 means "not set": the flag is
+ * off unless a less specific level sets it; a negative value means "set to
+ * off".  With only per-message policies (this release) 0 and TM_OFF both
+ * mean off.
+ */
+#define TM_ON 1
+#define TM_UNSET 0
+#define TM_OFF (-1)
+
+#define TM_POLICY_VERSION 1
+
+/*
+ * The TLS policy of one delivery.  All-zero is the default: opportunistic
+ * STARTTLS, certificate verified and reported, plaintext fallback.
+ *
+ * require_tls         never deliver without TLS: an MX that cannot give TLS
+ *                     (verified TLS unless skip_verify) is left for the next;
+ *                     nothing but EHLO, STARTTLS and QUIT is sent before.
+ * skip_verify         accept any certificate and host name.  The status still
+ *                     says truthfully whether the certificate verified.
+ * keep_unverified_tls when verification fails and TLS is not required, keep
+ *                     the encrypted session (cert_verified = 0) instead of
+ *                     reconnecting in plaintext.
+ */
+typedef struct tm_policy {
+    unsigned int version;
+    int require_tls;
+    int skip_verify;
+    int keep_unverified_tls;
+} tm_policy;
+
+#define TM_POLICY_INIT { TM_POLICY_VERSION, 0, 0, 0 }
+/* Sets *policy to TM_POLICY_INIT.  Returns TM_EINVAL for NULL. */
+TM_EXTERN int tm_policy_init(tm_policy *policy);
+
+/* ------------------------------------------------------------------------
+ * Delivery status
+ * ---------------------------------------------------------------------- */
+
+#define TM_MAX_RECIPIENTS 50  /* recipients per tm_send / tm_deliver call */
+#define TM_ADDRESS_MAX 256    /* RFC 5321 path limit, NUL included */
+#define TM_HOST_MAX 256       /* a DNS name, NUL included */
+#define TM_IPADDR_MAX 48      /* an IPv6 address in text, NUL included */
+#define TM_TEXT_MAX 512       /* the server's reply text */
+#define TM_RCPT_TEXT_MAX 256  /* a recipient's reply text */
+#define TM_ENHANCED_MAX 16    /* "x.yyy.zzz" */
+
+/* The outcome for one recipient. */
+typedef struct tm_rcpt_status {
+    char address[TM_ADDRESS_MAX];
+    int result;                          /* tm_result */
+    int code;                            /* SMTP reply code, 0 if none */
+    char enhanced_code[TM_ENHANCED_MAX]; /* "2.1.5" or "" */
+    char message[TM_RCPT_TEXT_MAX];      /* reply text, truncated */
+} tm_rcpt_status;
+
+#define TM_STATUS_VERSION 1
+
+/*
+ * How a delivery went.  Caller-owned, fixed size, no pointers; every
+ * function that takes one resets it first and always leaves it consistent,
+ * also on error.  All strings are NUL-terminated and truncated to fit.
+ *
+ * result         tm_result of the whole message: TM_RESULT_DELIVERED only if
+ *                every recipient was delivered.  With a partial delivery the
+ *                function returns TM_EPARTIAL and result is the class of the
+ *                failed recipients (deferred if any deferred, else bounced);
+ *                rcpt[] has each recipient's own result.
+ * error          the tm_error the call returned.
+ * code, enhanced_code, message
+ *                the last meaningful SMTP reply (for a delivery: the reply to
+ *                the end of data, or the reply that failed it); 0/"" if the
+ *                server said nothing.  description is the library's own
+ *                explanation in words.
+ * tls            1 if the message (or the session) travelled over TLS.
+ * cert_verified  1 if the server's certificate chain reached a trusted CA,
+ *                its dates were valid and it matched the MX host name, also
+ *                when skip_verify meant it was not enforced.
+ * tls_failure    tm_tls_failure: why TLS is not in use, when it is not.
+ * tls_error      that reason in words (certificate verification failure
+ *                details, the STARTTLS reply, the handshake error).
+ * mx_host        the host name connected to (the MX name from DNS or the
+ *                explicit host); mx_address its IP address; mx_port its port.
+ * attempt_no     connection attempts made (1 on the first success).
+ * session_seconds seconds from the start of the call to its end.
+ * utf8           1 if SMTPUTF8 was used.
+ */
+typedef struct tm_delivery_status {
+    unsigned int version;
+    int result;
+    int error;
+    int code;
+    char enhanced_code[TM_ENHANCED_MAX];
+    char message[TM_TEXT_MAX];
+    char description[TM_TEXT_MAX];
+    int tls;
+    int cert_verified;
+    int tls_failure;
+    char tls_version[16];
+    char tls_cipher[64];
+    char tls_error[TM_TEXT_MAX];
+    char mx_host[TM_HOST_MAX];
+    char mx_address[TM_IPADDR_MAX];
+    int mx_port;
+    unsigned int attempt_no;
+    double session_seconds;
+    int utf8;
+    unsigned int rcpt_count;
+    tm_rcpt_status rcpt[TM_MAX_RECIPIENTS];
+} tm_delivery_status;
+
+/* Resets *status to an empty status of the current version (result
+ * TM_RESULT_NONE).  Returns TM_EINVAL for NULL. */
+TM_EXTERN int tm_status_init(tm_delivery_status *status);
+
+/* sizeof(tm_delivery_status) as compiled into the library, so bindings can
+ * check their layout at load time.  Likewise for the other public structs. */
+TM_EXTERN size_t tm_status_size(void);
+
+/*
+ * Writes the status as one JSON object (UTF-8, NUL-terminated) into buf:
+ *   {"result": "...", "code": 250, "enhanced-code": "2.0.0", "message": "...",
+ *    "description": "...", "tls": true, "certificate-verified": true,
+ *    "mx-host": "...", "mx-address": "...", "mx-port": 25,
+ *    "tls-version": "TLSv1.2", "tls-cipher": "...", "tls-error": "",
+ *    "attempt-no": 1, "session-seconds": 0.012, "utf8": false,
+ *    "recipients": [{"address": "...", "result": "...", "code": 250,
+ *                    "enhanced-code": "2.1.5", "message": "..."}]}
+ * Control characters and invalid UTF-8 in server text are escaped, so the
+ * output is always valid JSON.
+ *
+ * Like snprintf: returns the length of the whole object (without the NUL)
+ * and writes at most size bytes, NUL included.  A return value >= size means
+ * buf was too small (its content is then cut and not valid JSON); buf may be
+ * NULL when size is 0 to learn the length.  4096 bytes hold any status with
+ * one recipient; TM_STATUS_JSON_MAX holds any status.  Returns TM_EINVAL if
+ * status is NULL or buf is NULL with size > 0.
+ */
+#define TM_STATUS_JSON_MAX 262144
+TM_EXTERN int tm_status_json(const tm_delivery_status *status, char *buf, size_t size);
+
+/* ------------------------------------------------------------------------
+ * Shared context
+ * ---------------------------------------------------------------------- */
+
+typedef struct tm_context tm_context;
+
+/* Log levels for the log callback. */
+typedef enum tm_log_level {
+    TM_LOG_ERROR = 0,
+    TM_LOG_WARNING = 1,
+    TM_LOG_INFO = 2,
+    TM_LOG_DEBUG = 3 /* includes the SMTP dialogue, commands and replies */
+} tm_log_level;
+
+/* Called synchronously on the thread that runs a tm_ call; `message` is a
+ * NUL-terminated line without a newline, valid only during the call. */
+typedef void (*tm_log_fn)(void *arg, int level, const char *message);
+
+#define TM_CONTEXT_OPTIONS_VERSION 1
+
+/*
+ * Options of a context.  Every field 0/NULL means the default shown.
+ * Timeouts are in milliseconds; the per-command defaults are RFC 5321
+ * §4.5.3.2's.  command_timeout_ms, when set, replaces the default of every
+ * per-command timeout that is left 0.
+ *
+ * ca_file          PEM bundle of trusted CAs (default: the system store,
+ *                  /etc/ssl/certs/ca-certificates.crt and similar).
+ * helo_name        name announced in EHLO/HELO (default: this host's name).
+ * port             SMTP port of MX hosts (default 25).
+ * dns_server       "IP" or "IP:PORT" of the DNS server to ask instead of
+ *                  the system resolver's (MX lookup).
+ * connect_timeout_ms   TCP connect (default 30000)
+ * greeting_timeout_ms  initial 220 (default 300000)
+ * ehlo_timeout_ms      EHLO/HELO, STARTTLS, RSET, NOOP (default 300000)
+ * tls_timeout_ms       TLS handshake (default 60000)
+ * mail_timeout_ms      MAIL (default 300000)
+ * rcpt_timeout_ms      RCPT (default 300000)
+ * data_timeout_ms      DATA initiation (default 120000)
+ * data_block_timeout_ms  each write of content (default 180000)
+ * data_end_timeout_ms  reply to the final dot (default 600000)
+ * quit_timeout_ms      QUIT (default 5000)
+ * delivery_timeout_ms  whole tm_deliver / tm_session_open walk (default 0 =
+ *                      no overall limit beyond the per-command ones)
+ * max_mx           MX hosts tried per delivery (default 5)
+ * max_addresses    addresses tried per MX host (default 4)
+ */
+typedef struct tm_context_options {
+    unsigned int version;
+    const char *ca_file;
+    const char *helo_name;
+    const char *dns_server;
+    unsigned int port;
+    unsigned int command_timeout_ms;
+    unsigned int connect_timeout_ms;
+    unsigned int greeting_timeout_ms;
+    unsigned int ehlo_timeout_ms;
+    unsigned int tls_timeout_ms;
+    unsigned int mail_timeout_ms;
+    unsigned int rcpt_timeout_ms;
+    unsigned int data_timeout_ms;
+    unsigned int data_block_timeout_ms;
+    unsigned int data_end_timeout_ms;
+    unsigned int quit_timeout_ms;
+    unsigned int delivery_timeout_ms;
+    unsigned int max_mx;
+    unsigned int max_addresses;
+    tm_log_fn log;
+    void *log_arg;
+    int log_level; /* highest tm_log_level passed to log (default ERROR) */
+} tm_context_options;
+
+#define TM_CONTEXT_OPTIONS_INIT { TM_CONTEXT_OPTIONS_VERSION, NULL, NULL, NULL, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, NULL, NULL, 0 }
+TM_EXTERN int tm_context_options_init(tm_context_options *options);
+
+/*
+ * Creates a context: parses the trust store once, seeds the random
+ * generator, prepares the TLS configuration.  options may be NULL for all
+ * defaults; the strings in it are copied.  On success *out owns a context
+ * to release with tm_context_free() after every session using it is closed.
+ * Errors: TM_EINVAL, TM_ENOMEM, TM_ECAFILE (unreadable or empty CA file or
+ * system store), TM_EIO.  On error *out is set to NULL.
+ */
+TM_EXTERN int tm_context_new(tm_context **out, const tm_context_options *options);
+
+/* Releases a context.  NULL is a no-op. */
+TM_EXTERN void tm_context_free(tm_context *ctx);
+
+/* ------------------------------------------------------------------------
+ * Messages
+ * ---------------------------------------------------------------------- */
+
+/*
+ * Content source for streaming: fills buf with up to size bytes and returns
+ * how many (0 = end of message), or a negative value on error (the delivery
+ * then fails with TM_EREAD, never reported delivered).  Called on the
+ * calling thread during tm_send/tm_deliver only.
+ */
+typedef long (*tm_read_fn)(void *arg, unsigned char *buf, size_t size);
+
+#define TM_MESSAGE_VERSION 1
+
+/*
+ * One message.  The library reads these during the call only and keeps
+ * nothing.
+ *
+ * from        envelope sender (MAIL FROM), "" for the null reverse-path.
+ * to, to_count  envelope recipients, 1..TM_MAX_RECIPIENTS, all of the
+ *             domain the session was opened for.
+ * data, size  the RFC 5322 content in memory; or, when read is set, the
+ *             content is streamed from read(read_arg, ...) instead.
+ *
+ * The content is sent with every bare CR or LF turned into CRLF, lines
+ * starting with "." dot-stuffed, lines longer than 998 octets broken with
+ * CRLF SP (as Postfix does), and a final CRLF added when missing.  A NUL
+ * byte fails the delivery with TM_ECONTENT before the end of data is sent.
+ */
+typedef struct tm_message {
+    unsigned int version;
+    const char *from;
+    const char *const *to;
+    size_t to_count;
+    const void *data;
+    size_t size;
+    tm_read_fn read;
+    void *read_arg;
+} tm_message;
+
+#define TM_MESSAGE_INIT { TM_MESSAGE_VERSION, NULL, NULL, 0, NULL, 0, NULL, NULL }
+TM_EXTERN int tm_message_init(tm_message *message);
+
+/* ------------------------------------------------------------------------
+ * Sessions
+ * ---------------------------------------------------------------------- */
+
+typedef struct tm_session tm_session;
+
+#define TM_SESSION_OPTIONS_VERSION 1
+
+/*
+ * Options of one session.  NULL or all-zero: deliver to the domain's MX
+ * hosts on the context's port.
+ *
+ * host   deliver to this host (name or IP address) instead of the domain's
+ *        MX hosts; its name is the one the certificate must match.
+ * port   port for host or the MX hosts (default: the context's port).
+ */
+typedef struct tm_session_options {
+    unsigned int version;
+    const char *host;
+    unsigned int port;
+} tm_session_options;
+
+#define TM_SESSION_OPTIONS_INIT { TM_SESSION_OPTIONS_VERSION, NULL, 0 }
+TM_EXTERN int tm_session_options_init(tm_session_options *options);
+
+/*
+ * Opens a session to `domain`: finds its MX hosts (or uses options->host),
+ * connects to the first reachable address in order, reads the greeting and
+ * says EHLO (HELO if EHLO is refused).  The session remembers the remaining
+ * hosts so that tm_starttls can move on under require_tls.
+ *
+ * ctx must outlive the session.  domain is copied.  status may be NULL; when
+ * given it is reset and receives the host connected to or, on failure, the
+ * most meaningful failure (result deferred or bounced).
+ *
+ * Errors: TM_EINVAL, TM_ENOMEM, TM_ECONNECT, TM_ETIMEOUT, TM_EREJECTED (5xx
+ * greeting on every host), TM_EDNS, TM_ENODOMAIN, TM_ENULLMX.  On error *out
+ * is NULL.  Blocks for at most the context's timeouts.
+ */
+TM_EXTERN int tm_session_open(tm_session **out, tm_context *ctx, const char *domain,
+                              const tm_session_options *options, tm_delivery_status *status);
+
+/*
+ * Applies `policy` (NULL = defaults) to the open session, following the
+ * policy truth table: STARTTLS when offered, certificate verification, EHLO
+ * again over TLS.  When TLS fails and is not required, the session falls
+ * back to plaintext (on the same connection after a 4xx/5xx to STARTTLS,
+ * on a fresh connection to the same address after a failed handshake or
+ * certificate).  When TLS is required and this MX cannot give it, the
+ * session says QUIT and moves on to the next MX.  The policy is kept for
+ * the session's later tm_send calls.  status may be NULL; it receives the
+ * TLS outcome (tls, cert_verified, tls_failure, tls_error, mx_host).
+ *
+ * Returns TM_OK when the session is ready to send under the policy (over
+ * TLS or, when allowed, in plaintext).  Errors: TM_ETLSREQUIRED (no MX
+ * gave TLS; the session is then closed for sending: only tm_session_close
+ * remains), TM_ECONNECT/TM_ETIMEOUT/TM_ECLOSED/TM_EPROTOCOL when the
+ * plaintext fallback connection failed, TM_ESTATE if already applied.
+ */
+TM_EXTERN int tm_starttls(tm_session *session, const tm_policy *policy, tm_delivery_status *status);
+
+/*
+ * Sends one message over the session and fills status (required).  Uses
+ * PIPELINING when offered.  After a failure that leaves the connection in
+ * sync (a refused MAIL or every RCPT refused) it sends RSET so the session
+ * stays usable for the next message; after a connection failure the
+ * session is unusable (TM_ESTATE on the next call).
+ *
+ * If the session's policy requires TLS and the session is not over TLS,
+ * nothing is sent and TM_ETLSREQUIRED is returned.
+ *
+ * Returns TM_OK only when every recipient was delivered.  Errors:
+ * TM_EINVAL, TM_EADDRESS (before a byte is written), TM_ETOOMANY,
+ * TM_EREJECTED, TM_EPARTIAL, TM_EUNCERTAIN, TM_ETIMEOUT, TM_ECLOSED,
+ * TM_EPROTOCOL, TM_ECONTENT, TM_EREAD, TM_ESTATE, TM_ETLSREQUIRED, TM_EUTF8.
+ */
+TM_EXTERN int tm_send(tm_session *session, const tm_message *message, tm_delivery_status *status);
+
+/* Says QUIT (bounded by quit_timeout_ms), closes and frees.  NULL is a
+ * no-op. */
+TM_EXTERN void tm_session_close(tm_session *session);
+
+/*
+ * One-shot delivery: open a session to the recipients' domain (or
+ * options->host), apply the policy, send, close; with fail-over to the next
+ * MX host when a connection fails, the server says 421 or 4xx/5xx at the
+ * greeting, or TLS is required and unavailable - never after the end of
+ * data was sent.  All recipients must share one domain.  Returns as
+ * tm_send; status is required.
+ */
+TM_EXTERN int tm_deliver(tm_context *ctx, const tm_message *message, const tm_policy *policy,
+                         const tm_session_options *options, tm_delivery_status *status);
+
+/* sizeof of the public structs as compiled into the library (for bindings). */
+TM_EXTERN size_t tm_policy_size(void);
+TM_EXTERN size_t tm_message_size(void);
+TM_EXTERN size_t tm_context_options_size(void);
+TM_EXTERN size_t tm_session_options_size(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TLSMAIL_H */

@@ -1,0 +1,174 @@
+/*
+ * context.c - the shared, read-only context; allocation hooks; logging.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+/*
+ * Fail-the-Nth-allocation hook for the tests.  A process-wide counter is
+ * the one piece of global state: it exists only to be driven by a
+ * single-threaded test, and costs one branch per allocation otherwise.
+ */
+static unsigned long alloc_count;
+static unsigned long alloc_fail_at;
+
+unsigned long tm_test_alloc_fail_at(unsigned long n)
+{
+    unsigned long counted = alloc_count;
+    alloc_count = 0;
+    alloc_fail_at = n;
+    return counted;
+}
+
+void *tm_calloc(size_t n, size_t size)
+{
+    if (alloc_fail_at) {
+        if (++alloc_count >= alloc_fail_at)
+            return NULL;
+    }
+    return calloc(n, size);
+}
+
+void tm_free(void *p)
+{
+    free(p);
+}
+
+char *tm_strdup(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *d = tm_calloc(1, n);
+    if (d)
+        memcpy(d, s, n);
+    return d;
+}
+
+int64_t tm_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t tm_deadline(unsigned int ms)
+{
+    if (ms == 0)
+        return INT64_MAX;
+    return tm_now_ms() + ms;
+}
+
+void tm_log(const tm_context *ctx, int level, const char *fmt, ...)
+{
+    char line[1024];
+    va_list ap;
+
+    if (!ctx || !ctx->log || level > ctx->log_level)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    ctx->log(ctx->log_arg, level, line);
+}
+
+static unsigned int pick(unsigned int value, unsigned int fallback, unsigned int dflt)
+{
+    if (value)
+        return value;
+    return fallback ? fallback : dflt;
+}
+
+TM_EXTERN int tm_context_new(tm_context **out, const tm_context_options *o)
+{
+    tm_context_options defaults = TM_CONTEXT_OPTIONS_INIT;
+    tm_context *ctx;
+    char err[256];
+    unsigned int cmd;
+    int rc;
+
+    if (!out)
+        return TM_EINVAL;
+    *out = NULL;
+    if (!o)
+        o = &defaults;
+    if (o->version > TM_CONTEXT_OPTIONS_VERSION)
+        return TM_EINVAL;
+    if (o->helo_name && (tm_name_check(o->helo_name) != TM_OK))
+        return TM_EINVAL;
+    if (o->port > 65535)
+        return TM_EINVAL;
+
+    ctx = tm_calloc(1, sizeof *ctx);
+    if (!ctx)
+        return TM_ENOMEM;
+
+    if (o->helo_name) {
+        tm_strlcpy(ctx->helo_name, o->helo_name, sizeof ctx->helo_name);
+    } else {
+        char host[TM_HOST_MAX];
+        if (gethostname(host, sizeof host) != 0 || tm_name_check(host) != TM_OK)
+            tm_strlcpy(host, "localhost", sizeof host);
+        host[sizeof host - 1] = '\0';
+        tm_strlcpy(ctx->helo_name, host, sizeof ctx->helo_name);
+    }
+    ctx->port = o->port ? o->port : 25;
+
+    /* RFC 5321 section 4.5.3.2 defaults; command_timeout_ms replaces them. */
+    cmd = o->command_timeout_ms;
+    ctx->to.connect = pick(o->connect_timeout_ms, cmd, 30000);
+    ctx->to.greeting = pick(o->greeting_timeout_ms, cmd, 300000);
+    ctx->to.ehlo = pick(o->ehlo_timeout_ms, cmd, 300000);
+    ctx->to.tls = pick(o->tls_timeout_ms, cmd, 60000);
+    ctx->to.mail = pick(o->mail_timeout_ms, cmd, 300000);
+    ctx->to.rcpt = pick(o->rcpt_timeout_ms, cmd, 300000);
+    ctx->to.data = pick(o->data_timeout_ms, cmd, 120000);
+    ctx->to.data_block = pick(o->data_block_timeout_ms, cmd, 180000);
+    ctx->to.data_end = pick(o->data_end_timeout_ms, cmd, 600000);
+    ctx->to.quit = pick(o->quit_timeout_ms, cmd, 5000);
+    ctx->to.delivery = o->delivery_timeout_ms;
+    ctx->max_mx = o->max_mx ? o->max_mx : 5;
+    if (ctx->max_mx > TM_MX_MAX)
+        ctx->max_mx = TM_MX_MAX;
+    ctx->max_addresses = o->max_addresses ? o->max_addresses : 4;
+    if (ctx->max_addresses > TM_ADDR_MAX)
+        ctx->max_addresses = TM_ADDR_MAX;
+    ctx->log = o->log;
+    ctx->log_arg = o->log_arg;
+    ctx->log_level = o->log_level;
+
+    if (o->dns_server) {
+        if (tm_net_parse_addr(o->dns_server, 53, &ctx->dns_server, &ctx->dns_server_len) != TM_OK) {
+            tm_free(ctx);
+            return TM_EINVAL;
+        }
+        ctx->have_dns_server = 1;
+    }
+
+    rc = tm_tls_config_new(&ctx->tls, o->ca_file, err, sizeof err);
+    if (rc != TM_OK) {
+        tm_log(ctx, TM_LOG_ERROR, "TLS setup failed: %s", err);
+        tm_free(ctx);
+        return rc;
+    }
+    *out = ctx;
+    return TM_OK;
+}
+
+TM_EXTERN void tm_context_free(tm_context *ctx)
+{
+    if (!ctx)
+        return;
+    tm_tls_config_free(ctx->tls);
+    tm_free(ctx);
+}
+
+TM_EXTERN const char *tm_tls_backend(void)
+{
+    return tm_tls_backend_name();
+}

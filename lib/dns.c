@@ -1,0 +1,347 @@
+/*
+ * dns.c - MX and address resolution with libresolv.
+ *
+ * Each lookup uses its own resolver state (res_ninit), never the global
+ * _res, so lookups on several threads do not share anything.  Answers are
+ * parsed with the ns_* functions, which bound every length and pointer.
+ */
+#include <arpa/inet.h>
+#include <arpa/nameser.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <resolv.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "internal.h"
+
+#define TM_DNS_ANSWER_MAX 4096
+
+static int usable_v4(const unsigned char *a)
+{
+    uint32_t v = ((uint32_t)a[0] << 24) | ((uint32_t)a[1] << 16) | ((uint32_t)a[2] << 8) | a[3];
+    if (v == 0 || v == 0xffffffffu)
+        return 0;
+    if ((a[0] & 0xf0) == 0xe0) /* multicast */
+        return 0;
+    return 1;
+}
+
+static int usable_v6(const unsigned char *a)
+{
+    static const unsigned char zero[16];
+    if (memcmp(a, zero, 16) == 0)
+        return 0;
+    if (a[0] == 0xff) /* multicast */
+        return 0;
+    return 1;
+}
+
+static void set_addr(tm_addr *out, int family, const unsigned char *raw, unsigned int port)
+{
+    memset(out, 0, sizeof *out);
+    if (family == AF_INET) {
+        struct sockaddr_in *s4 = (struct sockaddr_in *)(void *)&out->sa;
+        s4->sin_family = AF_INET;
+        s4->sin_port = htons((uint16_t)port);
+        memcpy(&s4->sin_addr, raw, 4);
+        out->len = sizeof *s4;
+    } else {
+        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)(void *)&out->sa;
+        s6->sin6_family = AF_INET6;
+        s6->sin6_port = htons((uint16_t)port);
+        memcpy(&s6->sin6_addr, raw, 16);
+        out->len = sizeof *s6;
+    }
+}
+
+int tm_dns_parse_mx(const unsigned char *msg, int len, tm_mx *out, int max, int *null_mx)
+{
+    ns_msg h;
+    int i, n = 0, count;
+
+    *null_mx = 0;
+    if (!msg || len <= 0 || ns_initparse(msg, len, &h) < 0)
+        return TM_EDNS;
+    count = ns_msg_count(h, ns_s_an);
+    for (i = 0; i < count; i++) {
+        char name[NS_MAXDNAME];
+        const unsigned char *rd;
+        ns_rr rr;
+
+        if (ns_parserr(&h, ns_s_an, i, &rr) < 0)
+            return TM_EDNS;
+        if (ns_rr_type(rr) != ns_t_mx || ns_rr_class(rr) != ns_c_in)
+            continue;
+        rd = ns_rr_rdata(rr);
+        if (ns_rr_rdlen(rr) < 3)
+            return TM_EDNS;
+        if (ns_name_uncompress(ns_msg_base(h), ns_msg_end(h), rd + 2, name, sizeof name) < 0)
+            return TM_EDNS;
+        if (name[0] == '\0' || strcmp(name, ".") == 0) {
+            *null_mx = 1;
+            continue;
+        }
+        if (strlen(name) >= TM_HOST_MAX || tm_name_check(name) != TM_OK)
+            continue;
+        if (n < max) {
+            tm_strlcpy(out[n].host, name, sizeof out[n].host);
+            out[n].pref = ((unsigned int)rd[0] << 8) | rd[1];
+            n++;
+        }
+    }
+    return n;
+}
+
+int tm_dns_parse_addr(const unsigned char *msg, int len, int type, unsigned int port, tm_addr *out,
+                      int max)
+{
+    ns_msg h;
+    int i, n = 0, count;
+
+    if (!msg || len <= 0 || ns_initparse(msg, len, &h) < 0)
+        return TM_EDNS;
+    count = ns_msg_count(h, ns_s_an);
+    for (i = 0; i < count && n < max; i++) {
+        ns_rr rr;
+
+        if (ns_parserr(&h, ns_s_an, i, &rr) < 0)
+            return TM_EDNS;
+        if ((int)ns_rr_type(rr) != type || ns_rr_class(rr) != ns_c_in)
+            continue; /* CNAMEs on the way are followed by the server */
+        if (type == ns_t_a && ns_rr_rdlen(rr) == 4 && usable_v4(ns_rr_rdata(rr)))
+            set_addr(&out[n++], AF_INET, ns_rr_rdata(rr), port);
+        else if (type == ns_t_aaaa && ns_rr_rdlen(rr) == 16 && usable_v6(ns_rr_rdata(rr)))
+            set_addr(&out[n++], AF_INET6, ns_rr_rdata(rr), port);
+        else if (ns_rr_rdlen(rr) != (type == ns_t_a ? 4 : 16))
+            return TM_EDNS;
+    }
+    return n;
+}
+
+/* A private resolver state pointed at the context's server, if any. */
+static int resolver_open(const tm_context *ctx, res_state rs, int64_t deadline)
+{
+    int64_t left;
+
+    memset(rs, 0, sizeof *rs);
+    if (res_ninit(rs) != 0)
+        return TM_EDNS;
+    if (ctx->have_dns_server) {
+        if (ctx->dns_server.ss_family != AF_INET) {
+            res_nclose(rs);
+            return TM_EDNS; /* nsaddr_list holds IPv4 servers only */
+        }
+        memcpy(&rs->nsaddr_list[0], &ctx->dns_server, sizeof(struct sockaddr_in));
+        rs->nscount = 1;
+    }
+    /* Bound the resolver's own retries by what is left of the deadline. */
+    rs->retry = 2;
+    rs->retrans = 2;
+    left = deadline == INT64_MAX ? 10000 : deadline - tm_now_ms();
+    if (left < 1000) {
+        rs->retry = 1;
+        rs->retrans = 1;
+    } else if (left < 8000) {
+        rs->retrans = (int)(left / 2000);
+        if (rs->retrans < 1)
+            rs->retrans = 1;
+    }
+    return TM_OK;
+}
+
+/* Queries name/type.  Returns the answer length, 0 for "no such record"
+ * (NODATA), TM_ENODOMAIN, or TM_EDNS. */
+static int query(res_state rs, const char *name, int type, unsigned char *ans, int anslen)
+{
+    int n = res_nquery(rs, name, ns_c_in, type, ans, anslen);
+
+    if (n >= 0)
+        return n > anslen ? anslen : n;
+    switch (rs->res_h_errno) {
+    case HOST_NOT_FOUND:
+        return TM_ENODOMAIN;
+    case NO_DATA:
+        return 0;
+    default: /* TRY_AGAIN (SERVFAIL, timeout), NO_RECOVERY */
+        return TM_EDNS;
+    }
+}
+
+static int literal(const char *host, unsigned int port, tm_addr *out)
+{
+    unsigned char raw[16];
+    char buf[TM_HOST_MAX];
+    size_t len = strlen(host);
+
+    /* [1.2.3.4] and [IPv6:...] address literals, and bare addresses. */
+    if (host[0] == '[' && len > 2 && host[len - 1] == ']') {
+        tm_strlcpyn(buf, sizeof buf, host + 1, len - 2);
+        if (strncasecmp(buf, "IPv6:", 5) == 0)
+            memmove(buf, buf + 5, strlen(buf + 5) + 1);
+    } else {
+        tm_strlcpy(buf, host, sizeof buf);
+    }
+    if (inet_pton(AF_INET, buf, raw) == 1) {
+        set_addr(out, AF_INET, raw, port);
+        return usable_v4(raw) ? 1 : 0;
+    }
+    if (inet_pton(AF_INET6, buf, raw) == 1) {
+        set_addr(out, AF_INET6, raw, port);
+        return usable_v6(raw) ? 1 : 0;
+    }
+    return -1;
+}
+
+static int host_getaddrinfo(const char *host, unsigned int port, tm_addr *out, int max)
+{
+    struct addrinfo hints, *res = NULL, *ai;
+    int n = 0, pass, rc;
+
+    memset(&hints, 0, sizeof hints);
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_ADDRCONFIG;
+    rc = getaddrinfo(host, NULL, &hints, &res);
+    if (rc == EAI_NONAME || rc == EAI_NODATA)
+        return 0;
+    if (rc == EAI_MEMORY)
+        return TM_ENOMEM;
+    if (rc != 0)
+        return TM_EDNS;
+    for (pass = 0; pass < 2; pass++) {
+        for (ai = res; ai && n < max; ai = ai->ai_next) {
+            if (pass == 0 && ai->ai_family == AF_INET) {
+                const unsigned char *raw =
+                    (const unsigned char *)&((struct sockaddr_in *)(void *)ai->ai_addr)->sin_addr;
+                if (usable_v4(raw))
+                    set_addr(&out[n++], AF_INET, raw, port);
+            } else if (pass == 1 && ai->ai_family == AF_INET6) {
+                const unsigned char *raw =
+                    (const unsigned char *)&((struct sockaddr_in6 *)(void *)ai->ai_addr)->sin6_addr;
+                if (usable_v6(raw))
+                    set_addr(&out[n++], AF_INET6, raw, port);
+            }
+        }
+    }
+    freeaddrinfo(res);
+    return n;
+}
+
+int tm_dns_host(const tm_context *ctx, const char *host, unsigned int port, tm_addr *out, int max,
+                int64_t deadline)
+{
+    struct __res_state rs;
+    unsigned char ans[TM_DNS_ANSWER_MAX];
+    int n, types[2] = { ns_t_a, ns_t_aaaa }, i, total = 0, failed = 0;
+
+    if (max <= 0)
+        return 0;
+    n = literal(host, port, out);
+    if (n >= 0)
+        return n;
+    if (!ctx->have_dns_server)
+        return host_getaddrinfo(host, port, out, max);
+
+    if (resolver_open(ctx, &rs, deadline) != TM_OK)
+        return TM_EDNS;
+    for (i = 0; i < 2 && total < max; i++) {
+        n = query(&rs, host, types[i], ans, sizeof ans);
+        if (n > 0)
+            n = tm_dns_parse_addr(ans, n, types[i], port, out + total, max - total);
+        if (n == TM_EDNS)
+            failed = 1;
+        if (n > 0)
+            total += n;
+    }
+    res_nclose(&rs);
+    if (total == 0 && failed)
+        return TM_EDNS;
+    return total;
+}
+
+/* Shuffles runs of equal preference (RFC 5321 5.1: spread the load). */
+static void sort_mx(tm_mx *mx, int n)
+{
+    struct timespec ts;
+    uint64_t x;
+    int i, j;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    x = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)ts.tv_sec ^ (uint64_t)(uintptr_t)mx;
+    x |= 1;
+    for (i = n - 1; i > 0; i--) { /* Fisher-Yates, then a stable sort */
+        tm_mx t;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        j = (int)(x % (uint64_t)(i + 1));
+        t = mx[i];
+        mx[i] = mx[j];
+        mx[j] = t;
+    }
+    for (i = 1; i < n; i++) { /* insertion sort: stable */
+        tm_mx t = mx[i];
+        for (j = i; j > 0 && mx[j - 1].pref > t.pref; j--)
+            mx[j] = mx[j - 1];
+        mx[j] = t;
+    }
+}
+
+int tm_dns_mx(const tm_context *ctx, const char *domain, tm_mx *out, int max, int64_t deadline,
+              tm_delivery_status *st)
+{
+    struct __res_state rs;
+    unsigned char ans[TM_DNS_ANSWER_MAX];
+    tm_mx found[TM_MX_MAX * 2];
+    int n, null_mx = 0, i, j, kept = 0;
+
+    if (max <= 0)
+        return TM_EINVAL;
+    if (resolver_open(ctx, &rs, deadline) != TM_OK) {
+        if (st)
+            tm_status_describe(st, "resolver initialisation failed");
+        return TM_EDNS;
+    }
+    n = query(&rs, domain, ns_t_mx, ans, sizeof ans);
+    res_nclose(&rs);
+    if (n > 0)
+        n = tm_dns_parse_mx(ans, n, found, TM_MX_MAX * 2, &null_mx);
+    if (n == TM_ENODOMAIN) {
+        if (st) {
+            tm_strlcpy(st->enhanced_code, "5.1.2", sizeof st->enhanced_code);
+            tm_status_describe(st, "domain %s does not exist (NXDOMAIN)", domain);
+        }
+        return TM_ENODOMAIN;
+    }
+    if (n < 0) {
+        if (st) {
+            tm_strlcpy(st->enhanced_code, "4.4.3", sizeof st->enhanced_code);
+            tm_status_describe(st, "MX lookup for %s failed (SERVFAIL, timeout or bad answer)",
+                               domain);
+        }
+        return TM_EDNS;
+    }
+    if (n == 0 && null_mx) {
+        if (st) {
+            tm_strlcpy(st->enhanced_code, "5.1.10", sizeof st->enhanced_code);
+            tm_status_describe(st, "domain %s accepts no mail (null MX)", domain);
+        }
+        return TM_ENULLMX;
+    }
+    if (n == 0) {
+        /* No MX: the domain is its own implicit MX (RFC 5321 5.1). */
+        tm_strlcpy(out[0].host, domain, sizeof out[0].host);
+        out[0].pref = 0;
+        return 1;
+    }
+    sort_mx(found, n);
+    for (i = 0; i < n && kept < max; i++) {
+        for (j = 0; j < kept; j++)
+            if (tm_domain_equal(out[j].host, found[i].host))
+                break;
+        if (j == kept)
+            out[kept++] = found[i];
+    }
+    return kept;
+}

@@ -1,0 +1,231 @@
+/*
+ * net.c - TCP with deadlines, and the transport that reads and writes
+ * either the socket or the TLS engine on top of it.
+ *
+ * Sockets are non-blocking; every wait is a poll() bounded by the caller's
+ * deadline, so a server that drips one byte a second cannot stretch a
+ * command past its deadline.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+/* Waits for events on fd until deadline.  TM_OK, TM_ETIMEOUT or TM_EIO. */
+static int wait_fd(int fd, short events, int64_t deadline)
+{
+    for (;;) {
+        struct pollfd p = { fd, events, 0 };
+        int64_t left = deadline == INT64_MAX ? -1 : deadline - tm_now_ms();
+        int n;
+
+        if (deadline != INT64_MAX && left <= 0)
+            return TM_ETIMEOUT;
+        n = poll(&p, 1, left > 0x7fffffff ? 0x7fffffff : (int)left);
+        if (n > 0)
+            return TM_OK; /* readable, writable, or an error the next call reports */
+        if (n == 0)
+            return TM_ETIMEOUT;
+        if (errno != EINTR)
+            return TM_EIO;
+    }
+}
+
+int tm_net_connect(const struct sockaddr *sa, socklen_t salen, int64_t deadline, int *out)
+{
+    int one = 1;
+    int fd, err = 0, rc;
+    socklen_t errlen = sizeof err;
+
+    *out = -1;
+    fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);
+    if (fd < 0)
+        return errno == ENOMEM || errno == ENOBUFS ? TM_ENOMEM : TM_ECONNECT;
+    /* Commands are written whole and coalesced: never wait for Nagle. */
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+
+    if (connect(fd, sa, salen) != 0) {
+        if (errno != EINPROGRESS) {
+            close(fd);
+            return TM_ECONNECT;
+        }
+        rc = wait_fd(fd, POLLOUT, deadline);
+        if (rc != TM_OK) {
+            close(fd);
+            return rc == TM_ETIMEOUT ? TM_ETIMEOUT : TM_ECONNECT;
+        }
+        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &errlen) != 0 || err != 0) {
+            close(fd);
+            return TM_ECONNECT;
+        }
+    }
+    *out = fd;
+    return TM_OK;
+}
+
+static long sock_read(int fd, void *buf, size_t size, int64_t deadline)
+{
+    for (;;) {
+        ssize_t n = recv(fd, buf, size, 0);
+        int one = 1;
+
+        if (n > 0) {
+            /* Delayed ACKs after a read stall the server's next write by
+             * ~40 ms when it writes in pieces; keep ACKing at once. */
+            setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof one);
+            return (long)n;
+        }
+        if (n == 0)
+            return TM_ECLOSED;
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            int rc = wait_fd(fd, POLLIN, deadline);
+            if (rc != TM_OK)
+                return rc;
+            continue;
+        }
+        return errno == ECONNRESET ? TM_ECLOSED : TM_EIO;
+    }
+}
+
+static int sock_write(int fd, const void *buf, size_t len, int64_t deadline)
+{
+    const unsigned char *p = buf;
+
+    while (len > 0) {
+        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+        if (n > 0) {
+            p += n;
+            len -= (size_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            int rc = wait_fd(fd, POLLOUT, deadline);
+            if (rc != TM_OK)
+                return rc;
+            continue;
+        }
+        return (n < 0 && (errno == EPIPE || errno == ECONNRESET)) ? TM_ECLOSED : TM_EIO;
+    }
+    return TM_OK;
+}
+
+long tm_conn_read(tm_conn *c, void *buf, size_t size, int64_t deadline)
+{
+    if (c->fd < 0)
+        return TM_ECLOSED;
+    if (c->tls_active)
+        return tm_tls_read(c->tls, buf, size, deadline);
+    return sock_read(c->fd, buf, size, deadline);
+}
+
+int tm_conn_write(tm_conn *c, const void *buf, size_t len, int64_t deadline)
+{
+    if (c->fd < 0)
+        return TM_ECLOSED;
+    if (c->tls_active)
+        return tm_tls_write(c->tls, buf, len, deadline);
+    return sock_write(c->fd, buf, len, deadline);
+}
+
+int tm_net_pending(int fd)
+{
+    int n = 0;
+
+    return ioctl(fd, FIONREAD, &n) == 0 && n > 0;
+}
+
+void tm_conn_close(tm_conn *c)
+{
+    if (c->tls_active)
+        tm_tls_shutdown(c->tls);
+    c->tls_active = 0;
+    if (c->fd >= 0)
+        close(c->fd);
+    c->fd = -1;
+}
+
+void tm_net_ntop(const struct sockaddr *sa, char *buf, size_t size)
+{
+    const void *a = NULL;
+
+    if (sa->sa_family == AF_INET)
+        a = &((const struct sockaddr_in *)(const void *)sa)->sin_addr;
+    else if (sa->sa_family == AF_INET6)
+        a = &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr;
+    if (!a || !inet_ntop(sa->sa_family, a, buf, (socklen_t)size))
+        tm_strlcpy(buf, "?", size);
+}
+
+int tm_net_parse_addr(const char *text, unsigned int default_port, struct sockaddr_storage *ss,
+                      socklen_t *len)
+{
+    char host[64];
+    const char *port_s = NULL;
+    unsigned long port = default_port;
+    size_t n;
+
+    if (!text || !*text)
+        return TM_EINVAL;
+    if (text[0] == '[') {
+        const char *end = strchr(text, ']');
+        if (!end || (size_t)(end - text - 1) >= sizeof host)
+            return TM_EINVAL;
+        n = (size_t)(end - text - 1);
+        memcpy(host, text + 1, n);
+        host[n] = '\0';
+        if (end[1] == ':')
+            port_s = end + 2;
+        else if (end[1] != '\0')
+            return TM_EINVAL;
+    } else {
+        const char *colon = strchr(text, ':');
+        if (colon && strchr(colon + 1, ':'))
+            colon = NULL; /* a bare IPv6 address */
+        n = colon ? (size_t)(colon - text) : strlen(text);
+        if (n >= sizeof host)
+            return TM_EINVAL;
+        memcpy(host, text, n);
+        host[n] = '\0';
+        if (colon)
+            port_s = colon + 1;
+    }
+    if (port_s) {
+        char *end;
+        if (!*port_s)
+            return TM_EINVAL;
+        errno = 0;
+        port = strtoul(port_s, &end, 10);
+        if (*end || errno || port == 0 || port > 65535)
+            return TM_EINVAL;
+    }
+    memset(ss, 0, sizeof *ss);
+    {
+        struct sockaddr_in *s4 = (struct sockaddr_in *)(void *)ss;
+        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)(void *)ss;
+        if (inet_pton(AF_INET, host, &s4->sin_addr) == 1) {
+            s4->sin_family = AF_INET;
+            s4->sin_port = htons((uint16_t)port);
+            *len = sizeof *s4;
+        } else if (inet_pton(AF_INET6, host, &s6->sin6_addr) == 1) {
+            s6->sin6_family = AF_INET6;
+            s6->sin6_port = htons((uint16_t)port);
+            *len = sizeof *s6;
+        } else {
+            return TM_EINVAL;
+        }
+    }
+    return TM_OK;
+}

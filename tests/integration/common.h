@@ -1,0 +1,131 @@
+/*
+ * common.h - helpers shared by the integration tests (real peers started by
+ * tests/peers/peers.py, which exports their addresses in the environment).
+ */
+#ifndef TM_TEST_COMMON_H
+#define TM_TEST_COMMON_H
+
+#include <dirent.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <tlsmail.h>
+
+/* An environment variable the harness must have set. */
+static inline const char *need_env(const char *name)
+{
+    const char *v = getenv(name);
+    if (!v || !*v) {
+        fprintf(stderr, "environment variable %s is not set: run through tests/peers/peers.py\n",
+                name);
+        exit(1);
+    }
+    return v;
+}
+
+static inline void sleep_ms(long ms)
+{
+    struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+    nanosleep(&ts, NULL);
+}
+
+/* A recipient local part unique to this process and call. */
+static inline void unique_local(char *buf, size_t size, const char *prefix)
+{
+    static unsigned int counter;
+    snprintf(buf, size, "%s%ld-%u", prefix, (long)getpid(), ++counter);
+}
+
+/* Waits up to timeout_ms for the nth (1-based) message in the maildir of
+ * local@domain; returns its content (malloc'd) or NULL. */
+static inline char *maildir_wait(const char *domain, const char *local, int nth, long timeout_ms)
+{
+    char dir[1024];
+    long waited = 0;
+
+    snprintf(dir, sizeof dir, "%s/%s/%s/new", need_env("TM_TEST_MAILDIR"), domain, local);
+    for (;;) {
+        DIR *d = opendir(dir);
+        int count = 0;
+        char names[64][256];
+
+        if (d) {
+            struct dirent *e;
+            while ((e = readdir(d)) != NULL && count < 64) {
+                if (e->d_name[0] == '.')
+                    continue;
+                snprintf(names[count++], sizeof names[0], "%s", e->d_name);
+            }
+            closedir(d);
+        }
+        if (count >= nth) {
+            /* Maildir names start with the delivery time: sort to order. */
+            int i, j;
+            char path[1400];
+            FILE *f;
+            char *buf;
+            long len;
+
+            for (i = 1; i < count; i++)
+                for (j = i; j > 0 && strcmp(names[j - 1], names[j]) > 0; j--) {
+                    char t[256];
+                    memcpy(t, names[j], sizeof t);
+                    memcpy(names[j], names[j - 1], sizeof t);
+                    memcpy(names[j - 1], t, sizeof t);
+                }
+            snprintf(path, sizeof path, "%s/%s", dir, names[nth - 1]);
+            f = fopen(path, "rb");
+            if (!f)
+                return NULL;
+            fseek(f, 0, SEEK_END);
+            len = ftell(f);
+            fseek(f, 0, SEEK_SET);
+            buf = malloc((size_t)len + 1);
+            if (buf && fread(buf, 1, (size_t)len, f) != (size_t)len) {
+                free(buf);
+                buf = NULL;
+            }
+            if (buf)
+                buf[len] = '\0';
+            fclose(f);
+            return buf;
+        }
+        if (waited >= timeout_ms)
+            return NULL;
+        sleep_ms(50);
+        waited += 50;
+    }
+}
+
+/* Number of messages in the maildir of local@domain right now. */
+static inline int maildir_count(const char *domain, const char *local)
+{
+    char dir[1024];
+    DIR *d;
+    struct dirent *e;
+    int n = 0;
+
+    snprintf(dir, sizeof dir, "%s/%s/%s/new", need_env("TM_TEST_MAILDIR"), domain, local);
+    d = opendir(dir);
+    if (!d)
+        return 0;
+    while ((e = readdir(d)) != NULL)
+        if (e->d_name[0] != '.')
+            n++;
+    closedir(d);
+    return n;
+}
+
+/* True when s ends with suffix. */
+static inline int ends_with(const char *s, const char *suffix)
+{
+    size_t a = strlen(s), b = strlen(suffix);
+    return a >= b && memcmp(s + a - b, suffix, b) == 0;
+}
+
+#endif
