@@ -261,21 +261,25 @@ int tm_dns_host(const tm_context *ctx, const char *host, unsigned int port, tm_a
 }
 
 /* Shuffles runs of equal preference (RFC 5321 5.1: spread the load). */
-static void sort_mx(tm_mx *mx, int n)
+static void sort_mx(const tm_context *ctx, tm_mx *mx, int n)
 {
-    struct timespec ts;
-    uint64_t x;
+    uint64_t x = 0;
     int i, j;
 
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    x = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)ts.tv_sec ^ (uint64_t)(uintptr_t)mx;
-    x |= 1;
-    for (i = n - 1; i > 0; i--) { /* Fisher-Yates, then a stable sort */
+    if (tm_tls_random(ctx->tls, &x, sizeof x) != TM_OK) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        x = (uint64_t)ts.tv_nsec * 0x9e3779b97f4a7c15ull ^ (uint64_t)ts.tv_sec;
+    }
+    for (i = n - 1; i > 0; i--) { /* Fisher-Yates (splitmix64 steps), then a stable sort */
+        uint64_t z;
         tm_mx t;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        j = (int)(x % (uint64_t)(i + 1));
+        x += 0x9e3779b97f4a7c15ull;
+        z = x;
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+        z ^= z >> 31;
+        j = (int)(z % (uint64_t)(i + 1));
         t = mx[i];
         mx[i] = mx[j];
         mx[j] = t;
@@ -335,7 +339,7 @@ int tm_dns_mx(const tm_context *ctx, const char *domain, tm_mx *out, int max, in
         out[0].pref = 0;
         return 1;
     }
-    sort_mx(found, n);
+    sort_mx(ctx, found, n);
     for (i = 0; i < n && kept < max; i++) {
         for (j = 0; j < kept; j++)
             if (tm_domain_equal(out[j].host, found[i].host))

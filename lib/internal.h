@@ -257,6 +257,8 @@ void tm_tls_shutdown(struct tm_tls *t);
 /* Bytes already decrypted and buffered inside the TLS engine. */
 size_t tm_tls_pending(const struct tm_tls *t);
 const char *tm_tls_backend_name(void);
+/* Fills buf from the context's random generator (thread-safe). */
+int tm_tls_random(struct tm_tls_config *cfg, void *buf, size_t len);
 
 /* ---- DNS (dns.c) ----------------------------------------------------- */
 

@@ -360,6 +360,10 @@ static void fail_status(tm_session *s, tm_delivery_status *st, int rc)
         st->result = TM_RESULT_DEFERRED;
     st->attempt_no = s->attempts;
     st->mx_port = (int)s->port;
+    if (st->mx_host[0] == '\0') { /* the last host tried */
+        tm_strlcpy(st->mx_host, s->host, sizeof st->mx_host);
+        tm_strlcpy(st->mx_address, s->address, sizeof st->mx_address);
+    }
 }
 
 static int session_new(tm_session **out, tm_context *ctx, const char *domain,
@@ -635,8 +639,7 @@ TM_EXTERN int tm_starttls(tm_session *s, const tm_policy *policy, tm_delivery_st
         drop_connection(s);
         s->state = S_BROKEN;
         if (st) {
-            st->result = TM_RESULT_DEFERRED;
-            st->attempt_no = s->attempts;
+            fail_status(s, st, rc);
             st->tls = 0;
             st->tls_failure = tls_failure;
             tm_strlcpy(st->tls_error, tls_error, sizeof st->tls_error);

@@ -417,6 +417,11 @@ int tm_tls_write(struct tm_tls *t, const void *buf, size_t len, int64_t deadline
     return TM_OK;
 }
 
+int tm_tls_random(struct tm_tls_config *cfg, void *buf, size_t len)
+{
+    return mbedtls_ctr_drbg_random(&cfg->drbg, buf, len) == 0 ? TM_OK : TM_EIO;
+}
+
 size_t tm_tls_pending(const struct tm_tls *t)
 {
     return mbedtls_ssl_get_bytes_avail(&t->ssl);

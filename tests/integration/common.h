@@ -78,7 +78,7 @@ static inline char *maildir_wait(const char *domain, const char *local, int nth,
                     memcpy(names[j], names[j - 1], sizeof t);
                     memcpy(names[j - 1], t, sizeof t);
                 }
-            snprintf(path, sizeof path, "%s/%s", dir, names[nth - 1]);
+            snprintf(path, sizeof path, "%.1023s/%.255s", dir, names[nth - 1]);
             f = fopen(path, "rb");
             if (!f)
                 return NULL;

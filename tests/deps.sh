@@ -1,0 +1,32 @@
+#!/bin/sh
+# Installs what building and testing libtlsmail needs on Debian 12, and only
+# what is missing.  Sourced or run by examples/demo.sh and tests/run.sh.
+set -eu
+
+packages="meson ninja-build pkg-config gcc g++ clang libclang-rt-14-dev libmbedtls-dev
+libcmocka-dev postfix dnsmasq-base openssl ca-certificates python3 valgrind binutils"
+
+missing=""
+for p in $packages; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+        missing="$missing $p"
+    fi
+done
+[ -z "$missing" ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then
+        SUDO=sudo
+    else
+        echo "deps.sh: need root to install:$missing" >&2
+        exit 1
+    fi
+else
+    SUDO=
+fi
+echo "deps.sh: installing:$missing"
+# Postfix without any system configuration: the tests run private instances.
+echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
+$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+# shellcheck disable=SC2086
+$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
