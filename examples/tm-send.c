@@ -119,8 +119,7 @@ static void print_summary(const tm_delivery_status *st)
 
     printf("result: %s\n", tm_result_name(st->result));
     if (st->code)
-        printf("reply: %d %s%s%s\n", st->code, st->enhanced_code,
-               st->enhanced_code[0] ? " " : "", st->message);
+        printf("reply: %d %s\n", st->code, st->message);
     if (st->description[0])
         printf("description: %s\n", st->description);
     printf("mx-host: %s\n", st->mx_host[0] ? st->mx_host : "-");

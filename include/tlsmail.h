@@ -92,7 +92,9 @@ typedef enum tm_error {
     TM_ENULLMX = -19,      /* the domain accepts no mail (null MX, RFC 7505) */
     TM_ETOOMANY = -20,     /* more recipients than TM_MAX_RECIPIENTS */
     TM_EIO = -21,          /* a local I/O or system error */
-    TM_EUTF8 = -22         /* non-ASCII address, server lacks SMTPUTF8 */
+    TM_EUTF8 = -22,        /* non-ASCII address, server lacks SMTPUTF8 */
+    TM_ENOTFOUND = -23,    /* no setting for that domain */
+    TM_ESYNTAX = -24       /* a settings file line is malformed (see line) */
 } tm_error;
 
 /* A static, NUL-terminated English description of `error`.  Never NULL;
@@ -131,10 +133,11 @@ typedef enum tm_tls_failure {
  * ---------------------------------------------------------------------- */
 
 /*
- * Flag values.  A flag is "on" when > 0.  0 means "not set": the flag is
- * off unless a less specific level sets it; a negative value means "set to
- * off".  With only per-message policies (this release) 0 and TM_OFF both
- * mean off.
+ * Flag values.  A flag is "on" when > 0.  0 means "not set": the flag takes
+ * the value of the next, less specific level (message, then sending domain,
+ * then the default: off); a negative value means "set to off", which
+ * overrides a less specific "on".  A recipient-domain floor (below) can
+ * still force require_tls on and skip_verify off.
  */
 #define TM_ON 1
 #define TM_UNSET 0
@@ -165,6 +168,27 @@ typedef struct tm_policy {
 #define TM_POLICY_INIT { TM_POLICY_VERSION, 0, 0, 0 }
 /* Sets *policy to TM_POLICY_INIT.  Returns TM_EINVAL for NULL. */
 TM_EXTERN int tm_policy_init(tm_policy *policy);
+
+/* Where a flag of the applied policy came from (tm_delivery_status). */
+typedef enum tm_policy_source {
+    TM_SOURCE_DEFAULT = 0,         /* no level set it: off */
+    TM_SOURCE_MESSAGE = 1,         /* the per-message (or per-session) policy */
+    TM_SOURCE_SENDING_DOMAIN = 2,  /* the sending domain's setting */
+    TM_SOURCE_RECIPIENT_FLOOR = 3  /* forced by the recipient domain's floor */
+} tm_policy_source;
+
+/* "default", "message", "sending-domain", "recipient-floor". */
+TM_EXTERN const char *tm_policy_source_name(int source);
+
+/* The least TLS that mail to a recipient domain must travel with. */
+typedef enum tm_floor {
+    TM_FLOOR_NONE = 0,     /* no floor */
+    TM_FLOOR_TLS = 1,      /* require_tls forced on */
+    TM_FLOOR_VERIFIED = 2  /* require_tls on and skip_verify off */
+} tm_floor;
+
+/* "none", "tls", "verified". */
+TM_EXTERN const char *tm_floor_name(int floor);
 
 /* ------------------------------------------------------------------------
  * Delivery status
@@ -217,6 +241,10 @@ typedef struct tm_rcpt_status {
  * attempt_no     connection attempts made (1 on the first success).
  * session_seconds seconds from the start of the call to its end.
  * utf8           1 if SMTPUTF8 was used.
+ * policy         the policy in force, after resolving message overrides,
+ *                sending-domain settings, recipient-domain floors and
+ *                defaults (each flag 0 or 1); *_source says where each flag
+ *                came from (tm_policy_source) and floor which floor applied.
  */
 typedef struct tm_delivery_status {
     unsigned int version;
@@ -238,6 +266,11 @@ typedef struct tm_delivery_status {
     unsigned int attempt_no;
     double session_seconds;
     int utf8;
+    tm_policy policy;          /* the policy applied, resolved (flags 0/1) */
+    int require_tls_source;    /* tm_policy_source of each flag */
+    int skip_verify_source;
+    int keep_unverified_tls_source;
+    int floor;                 /* tm_floor of the recipient domain */
     unsigned int rcpt_count;
     tm_rcpt_status rcpt[TM_MAX_RECIPIENTS];
 } tm_delivery_status;
@@ -257,6 +290,11 @@ TM_EXTERN size_t tm_status_size(void);
  *    "mx-host": "...", "mx-address": "...", "mx-port": 25,
  *    "tls-version": "TLSv1.2", "tls-cipher": "...", "tls-error": "",
  *    "attempt-no": 1, "session-seconds": 0.012, "utf8": false,
+ *    "policy": {"require-tls": true, "require-tls-from": "message",
+ *               "skip-verify": false, "skip-verify-from": "default",
+ *               "keep-unverified-tls": false,
+ *               "keep-unverified-tls-from": "default",
+ *               "recipient-floor": "none"},
  *    "recipients": [{"address": "...", "result": "...", "code": 250,
  *                    "enhanced-code": "2.1.5", "message": "..."}]}
  * Control characters and invalid UTF-8 in server text are escaped, so the
@@ -383,6 +421,8 @@ typedef long (*tm_read_fn)(void *arg, unsigned char *buf, size_t size);
  *             domain the session was opened for.
  * data, size  the RFC 5322 content in memory; or, when read is set, the
  *             content is streamed from read(read_arg, ...) instead.
+ * sending_domain  the domain whose connection settings apply (see
+ *             tm_domain_policy_set); NULL: the domain of `from`.
  *
  * The content is sent with every bare CR or LF turned into CRLF, lines
  * starting with "." dot-stuffed, lines longer than 998 octets broken with
@@ -398,9 +438,10 @@ typedef struct tm_message {
     size_t size;
     tm_read_fn read;
     void *read_arg;
+    const char *sending_domain;
 } tm_message;
 
-#define TM_MESSAGE_INIT { TM_MESSAGE_VERSION, NULL, NULL, 0, NULL, 0, NULL, NULL }
+#define TM_MESSAGE_INIT { TM_MESSAGE_VERSION, NULL, NULL, 0, NULL, 0, NULL, NULL, NULL }
 TM_EXTERN int tm_message_init(tm_message *message);
 
 /* ------------------------------------------------------------------------
@@ -446,7 +487,9 @@ TM_EXTERN int tm_session_open(tm_session **out, tm_context *ctx, const char *dom
                               const tm_session_options *options, tm_delivery_status *status);
 
 /*
- * Applies `policy` (NULL = defaults) to the open session, following the
+ * Applies `policy` (NULL = nothing set) resolved against the recipient
+ * domain's floor (sending-domain settings apply per message in tm_send)
+ * to the open session, following the
  * policy truth table: STARTTLS when offered, certificate verification, EHLO
  * again over TLS.  When TLS fails and is not required, the session falls
  * back to plaintext (on the same connection after a 4xx/5xx to STARTTLS,
@@ -471,8 +514,10 @@ TM_EXTERN int tm_starttls(tm_session *session, const tm_policy *policy, tm_deliv
  * stays usable for the next message; after a connection failure the
  * session is unusable (TM_ESTATE on the next call).
  *
- * If the session's policy requires TLS and the session is not over TLS,
- * nothing is sent and TM_ETLSREQUIRED is returned.
+ * The message's policy is resolved from the session's policy (as the
+ * message level), the message's sending-domain settings and the recipient
+ * floor; if it requires TLS (verified unless skip_verify) and the session
+ * does not have it, nothing is sent and TM_ETLSREQUIRED is returned.
  *
  * Returns TM_OK only when every recipient was delivered.  Errors:
  * TM_EINVAL, TM_EADDRESS (before a byte is written), TM_ETOOMANY,
@@ -487,7 +532,9 @@ TM_EXTERN void tm_session_close(tm_session *session);
 
 /*
  * One-shot delivery: open a session to the recipients' domain (or
- * options->host), apply the policy, send, close; with fail-over to the next
+ * options->host), apply the policy - `policy` is the per-message override,
+ * resolved against the sending domain's settings and the recipient domain's
+ * floor (see "Connection settings") - send, close; with fail-over to the next
  * MX host when a connection fails, the server says 421 or 4xx/5xx at the
  * greeting, or TLS is required and unavailable - never after the end of
  * data was sent.  All recipients must share one domain.  Returns as
@@ -495,6 +542,73 @@ TM_EXTERN void tm_session_close(tm_session *session);
  */
 TM_EXTERN int tm_deliver(tm_context *ctx, const tm_message *message, const tm_policy *policy,
                          const tm_session_options *options, tm_delivery_status *status);
+
+/* ------------------------------------------------------------------------
+ * Connection settings per sending domain, floors per recipient domain
+ * ---------------------------------------------------------------------- */
+
+/*
+ * A sending service sets TLS behaviour for a whole sending domain (the
+ * domain a customer sends from), overrides it per message, and an operator
+ * can demand TLS for mail *to* a recipient domain.  The policy of one
+ * delivery is resolved flag by flag:
+ *
+ *     message policy (tm_deliver's `policy`, tm_starttls's `policy`) if the
+ *     flag is set (!= 0), else the sending domain's setting if set, else off;
+ *     then the recipient domain's floor: TM_FLOOR_TLS forces require_tls on,
+ *     TM_FLOOR_VERIFIED forces require_tls on and skip_verify off.  Nothing
+ *     weakens a floor.
+ *
+ * The tables live in the context.  Every function below is thread-safe and
+ * may run while deliveries run on other threads: readers do not block each
+ * other, and a delivery reads its settings once, so it sees one consistent
+ * policy.  Domain names are compared case-insensitively, a trailing dot
+ * ignored; an invalid name gives TM_EINVAL.
+ */
+
+/* Sets (replaces) the settings of a sending domain; flags left 0 are "not
+ * set" and fall through to the default.  Errors: TM_EINVAL, TM_ENOMEM. */
+TM_EXTERN int tm_domain_policy_set(tm_context *ctx, const char *sending_domain,
+                                   const tm_policy *policy);
+/* Copies the settings of a sending domain into *policy, or TM_ENOTFOUND. */
+TM_EXTERN int tm_domain_policy_get(tm_context *ctx, const char *sending_domain, tm_policy *policy);
+/* Removes them; TM_ENOTFOUND if there were none. */
+TM_EXTERN int tm_domain_policy_delete(tm_context *ctx, const char *sending_domain);
+
+/* Sets the floor of a recipient domain (TM_FLOOR_NONE removes it). */
+TM_EXTERN int tm_recipient_floor_set(tm_context *ctx, const char *recipient_domain, int floor);
+/* Writes the floor of a recipient domain (TM_FLOOR_NONE when unset). */
+TM_EXTERN int tm_recipient_floor_get(tm_context *ctx, const char *recipient_domain, int *floor);
+
+/*
+ * Writes every setting into buf in the settings file format (below), sorted
+ * by domain, NUL-terminated: that is the "list" of both tables.  snprintf
+ * semantics: returns the full length, >= size means cut; buf may be NULL
+ * when size is 0.  TM_EINVAL for a NULL ctx.
+ */
+TM_EXTERN int tm_settings_list(tm_context *ctx, char *buf, size_t size);
+
+/*
+ * The settings file: one line per domain, '#' starts a comment, blank lines
+ * are ignored:
+ *
+ *     sending example.com require_tls=yes skip_verify=no
+ *     sending news.example.com keep_unverified_tls=yes
+ *     recipient bank.example floor=verified
+ *
+ * Keys: require_tls, skip_verify, keep_unverified_tls (yes/no/unset) for
+ * `sending`; floor (none/tls/verified) for `recipient`.  A later line for
+ * the same domain replaces the earlier one.
+ *
+ * tm_settings_load parses the whole file first and applies it only when it
+ * is valid: on TM_ESYNTAX (unknown key or word, bad value, bad domain)
+ * nothing changes and *error_line (may be NULL) gets the 1-based line.
+ * replace != 0 clears both tables first.  Errors: TM_EINVAL, TM_EIO (file
+ * unreadable), TM_ESYNTAX, TM_ENOMEM.
+ * tm_settings_save writes the tables (atomically: temp file + rename).
+ */
+TM_EXTERN int tm_settings_load(tm_context *ctx, const char *path, int replace, int *error_line);
+TM_EXTERN int tm_settings_save(tm_context *ctx, const char *path);
 
 /* sizeof of the public structs as compiled into the library (for bindings). */
 TM_EXTERN size_t tm_policy_size(void);

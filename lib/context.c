@@ -150,9 +150,14 @@ TM_EXTERN int tm_context_new(tm_context **out, const tm_context_options *o)
         ctx->have_dns_server = 1;
     }
 
+    if (pthread_rwlock_init(&ctx->settings_lock, NULL) != 0) {
+        tm_free(ctx);
+        return TM_ENOMEM;
+    }
     rc = tm_tls_config_new(&ctx->tls, o->ca_file, err, sizeof err);
     if (rc != TM_OK) {
         tm_log(ctx, TM_LOG_ERROR, "TLS setup failed: %s", err);
+        pthread_rwlock_destroy(&ctx->settings_lock);
         tm_free(ctx);
         return rc;
     }
@@ -165,6 +170,8 @@ TM_EXTERN void tm_context_free(tm_context *ctx)
     if (!ctx)
         return;
     tm_tls_config_free(ctx->tls);
+    tm_settings_free(ctx);
+    pthread_rwlock_destroy(&ctx->settings_lock);
     tm_free(ctx);
 }
 

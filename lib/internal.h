@@ -16,6 +16,7 @@
 #define TM_INTERNAL_H
 
 #include <stddef.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <sys/socket.h>
 
@@ -157,6 +158,20 @@ typedef enum tm_tls_action {
     TM_ACT_NEXT_MX         /* QUIT; this MX does not satisfy the policy */
 } tm_tls_action;
 
+/* A policy resolved for one delivery: flags 0/1, where each came from
+ * (tm_policy_source), and the recipient floor that applied. */
+typedef struct tm_resolved {
+    tm_policy policy;
+    int require_tls_source, skip_verify_source, keep_unverified_tls_source;
+    int floor;
+} tm_resolved;
+
+/* Resolves flag by flag: message if set (!= 0), else domain if set, else
+ * off; then the floor forces require_tls on (TM_FLOOR_TLS, VERIFIED) and
+ * skip_verify off (VERIFIED).  message and domain may be NULL. */
+void tm_policy_resolve(const tm_policy *message, const tm_policy *domain, int floor,
+                       tm_resolved *out);
+
 /* The truth table of DESIGN.md.  policy may be NULL (defaults). */
 tm_tls_action tm_policy_decide(const tm_policy *policy, tm_tls_event event);
 /* Flag value helper: > 0 is on. */
@@ -180,6 +195,14 @@ typedef struct tm_timeouts {
         delivery;
 } tm_timeouts;
 
+/* One entry of the settings tables (settings.c). */
+typedef struct tm_setting {
+    char name[TM_HOST_MAX]; /* normalised: lower case, no trailing dot */
+    int recipient;          /* 0: sending-domain policy, 1: recipient floor */
+    tm_policy policy;
+    int floor;
+} tm_setting;
+
 struct tm_context {
     char helo_name[TM_HOST_MAX];
     unsigned int port;
@@ -192,7 +215,22 @@ struct tm_context {
     void *log_arg;
     int log_level;
     struct tm_tls_config *tls;
+    /* Settings tables: sorted by (recipient, name), guarded by the lock. */
+    pthread_rwlock_t settings_lock;
+    tm_setting *settings;
+    size_t nsettings, capsettings;
 };
+
+/* Looks up, under one read lock, the sending domain's policy (sets
+ * *have_domain) and the recipient domain's floor, and resolves them with
+ * the message policy.  sending_domain / recipient_domain may be NULL. */
+void tm_settings_resolve(tm_context *ctx, const tm_policy *message, const char *sending_domain,
+                         const char *recipient_domain, tm_resolved *out);
+void tm_settings_free(tm_context *ctx);
+/* Parses the settings file format into a private table (tm_free(*tab)
+ * after use).  TM_OK, TM_ESYNTAX with *error_line set, TM_ENOMEM. */
+int tm_settings_parse(const char *text, size_t len, tm_setting **tab, size_t *n, size_t *cap,
+                      int *error_line);
 
 void tm_log(const tm_context *ctx, int level, const char *fmt, ...) TM_PRINTF(3, 4);
 

@@ -40,8 +40,12 @@ struct tm_session {
     tm_caps caps;
     int esmtp;
 
-    /* Policy and TLS outcome. */
+    /* Policy and TLS outcome.  policy is what the connection was made
+     * under (resolved); msg_policy the message-level policy given to
+     * tm_starttls, resolved again for each message's sending domain. */
     tm_policy policy;
+    tm_policy msg_policy;
+    tm_resolved resolved;
     int policy_applied;
     struct tm_tls *tls;
     int tls_failure;
@@ -338,6 +342,23 @@ static void fill_connection(const tm_session *s, tm_delivery_status *st)
     }
 }
 
+static void set_policy_status(tm_delivery_status *st, const tm_resolved *r)
+{
+    st->policy = r->policy;
+    st->require_tls_source = r->require_tls_source;
+    st->skip_verify_source = r->skip_verify_source;
+    st->keep_unverified_tls_source = r->keep_unverified_tls_source;
+    st->floor = r->floor;
+}
+
+/* The sending domain of a message: explicit, else the sender's domain. */
+static const char *sending_domain(const tm_message *m)
+{
+    if (m->sending_domain)
+        return m->sending_domain;
+    return m->from ? tm_address_domain(m->from) : NULL;
+}
+
 static void finish_status(tm_delivery_status *st, int64_t start, int rc)
 {
     st->error = rc;
@@ -629,8 +650,12 @@ TM_EXTERN int tm_starttls(tm_session *s, const tm_policy *policy, tm_delivery_st
         return rc;
     }
     if (policy)
-        s->policy = *policy;
+        s->msg_policy = *policy;
+    tm_settings_resolve(s->ctx, policy, NULL, s->domain[0] ? s->domain : NULL, &s->resolved);
+    s->policy = s->resolved.policy;
     s->policy_applied = 1;
+    if (st)
+        set_policy_status(st, &s->resolved);
     rc = apply_policy(s, st);
     if (rc != TM_OK) {
         /* Keep the TLS reason of the last MX: it is why we failed. */
@@ -655,6 +680,7 @@ TM_EXTERN int tm_starttls(tm_session *s, const tm_policy *policy, tm_delivery_st
     if (st) {
         tm_status_set_reply(st, &s->reply);
         fill_connection(s, st);
+        set_policy_status(st, &s->resolved);
         finish_status(st, start, TM_OK);
     }
     return TM_OK;
@@ -1018,8 +1044,10 @@ static int overall(tm_delivery_status *st, int rc)
     return rc == TM_OK ? TM_EREJECTED : rc;
 }
 
-static int do_send(tm_session *s, const tm_message *m, tm_delivery_status *st, int64_t start)
+static int do_send(tm_session *s, const tm_message *m, tm_delivery_status *st, int64_t start,
+                   const tm_resolved *pre)
 {
+    tm_resolved r;
     int utf8, rc;
     size_t i;
 
@@ -1035,10 +1063,20 @@ static int do_send(tm_session *s, const tm_message *m, tm_delivery_status *st, i
                       "the session has no usable connection");
     }
     fill_connection(s, st);
-    if (TM_FLAG(s->policy.require_tls) &&
-        (!s->conn.tls_active || (!s->cert_verified && !TM_FLAG(s->policy.skip_verify))))
+    /* One resolution per message: its sending domain may ask for more than
+     * the session was opened with. */
+    if (!pre) {
+        tm_settings_resolve(s->ctx, &s->msg_policy, sending_domain(m),
+                            s->domain[0] ? s->domain : NULL, &r);
+        pre = &r;
+    }
+    set_policy_status(st, pre);
+    if (pre->policy.require_tls &&
+        (!s->conn.tls_active || (!s->cert_verified && !pre->policy.skip_verify)))
         return refuse(st, m, TM_ETLSREQUIRED, TM_RESULT_DEFERRED, start,
-                      "TLS required, but the session is not over TLS");
+                      s->conn.tls_active ? "verified TLS required, but the session's certificate "
+                                           "did not verify"
+                                         : "TLS required, but the session is not over TLS");
 
     st->rcpt_count = (unsigned int)m->to_count;
     for (i = 0; i < m->to_count; i++)
@@ -1064,7 +1102,7 @@ TM_EXTERN int tm_send(tm_session *s, const tm_message *m, tm_delivery_status *st
     tm_status_init(st);
     if (!s || !m)
         return refuse(st, NULL, TM_EINVAL, TM_RESULT_BOUNCED, start, NULL);
-    return do_send(s, m, st, start);
+    return do_send(s, m, st, start, NULL);
 }
 
 TM_EXTERN void tm_session_close(tm_session *s)
@@ -1109,14 +1147,17 @@ TM_EXTERN int tm_deliver(tm_context *ctx, const tm_message *m, const tm_policy *
     if (rc == TM_OK) {
         s->policy_applied = 1;
         if (policy)
-            s->policy = *policy;
+            s->msg_policy = *policy;
+        tm_settings_resolve(ctx, policy, sending_domain(m), domain, &s->resolved);
+        s->policy = s->resolved.policy;
+        set_policy_status(st, &s->resolved);
         rc = connect_walk(s, st);
     }
     while (rc == TM_OK) {
         rc = apply_policy(s, st);
         if (rc != TM_OK)
             break;
-        rc = do_send(s, m, st, start);
+        rc = do_send(s, m, st, start, &s->resolved);
         /* Another MX only when nothing can have been delivered. */
         if (rc == TM_OK || !s->failover_ok || s->mx_i + 1 >= s->nmx)
             break;
@@ -1140,8 +1181,7 @@ TM_EXTERN int tm_deliver(tm_context *ctx, const tm_message *m, const tm_policy *
             st->tls_failure = tls_failure;
             tm_strlcpy(st->tls_error, tls_error, sizeof st->tls_error);
             tm_status_describe(st, "TLS required, but no MX host of %s gave %s: %s", domain,
-                               policy && TM_FLAG(policy->skip_verify) ? "TLS" : "verified TLS",
-                               tls_error);
+                               s->policy.skip_verify ? "TLS" : "verified TLS", tls_error);
         }
         st->rcpt_count = (unsigned int)m->to_count;
         for (i = 0; i < m->to_count; i++) {
