@@ -38,6 +38,8 @@ static void usage(FILE *f)
           "  --helo NAME            name announced in EHLO (default: this host's name)\n"
           "  --timeout SECONDS      per-command timeout (defaults follow RFC 5321)\n"
           "  --json                 print the delivery status as one JSON object\n"
+          "  --settings FILE        connection settings per sending / recipient domain\n"
+          "  --sending-domain NAME  whose settings apply (default: the --from domain)\n"
           "  --verbose              print the SMTP dialogue on standard error\n"
           "  --version              print the library version\n"
           "exit status: 0 delivered, 75 deferred or uncertain, 69 bounced, 64 usage\n",
@@ -130,6 +132,12 @@ static void print_summary(const tm_delivery_status *st)
         printf("tls-version: %s\ntls-cipher: %s\n", st->tls_version, st->tls_cipher);
     if (st->tls_error[0])
         printf("tls-error: %s\n", st->tls_error);
+    printf("policy: require-tls=%s (%s) skip-verify=%s (%s) keep-unverified-tls=%s (%s) "
+           "recipient-floor=%s\n",
+           st->policy.require_tls ? "yes" : "no", tm_policy_source_name(st->require_tls_source),
+           st->policy.skip_verify ? "yes" : "no", tm_policy_source_name(st->skip_verify_source),
+           st->policy.keep_unverified_tls ? "yes" : "no",
+           tm_policy_source_name(st->keep_unverified_tls_source), tm_floor_name(st->floor));
     printf("attempt-no: %u\nsession-seconds: %.3f\n", st->attempt_no, st->session_seconds);
     for (i = 0; i < st->rcpt_count; i++)
         printf("recipient: %s %s %d %s\n", st->rcpt[i].address, tm_result_name(st->rcpt[i].result),
@@ -139,7 +147,7 @@ static void print_summary(const tm_delivery_status *st)
 int main(int argc, char **argv)
 {
     enum { O_MX = 256, O_PORT, O_DNS, O_REQ, O_SKIP, O_KEEP, O_CA, O_HELO, O_TIMEOUT, O_JSON,
-           O_VERBOSE, O_VERSION, O_HELP };
+           O_VERBOSE, O_VERSION, O_HELP, O_SETTINGS, O_SENDING };
     static const struct option longopts[] = {
         { "from", required_argument, NULL, 'f' },
         { "to", required_argument, NULL, 't' },
@@ -156,6 +164,8 @@ int main(int argc, char **argv)
         { "verbose", no_argument, NULL, O_VERBOSE },
         { "version", no_argument, NULL, O_VERSION },
         { "help", no_argument, NULL, O_HELP },
+        { "settings", required_argument, NULL, O_SETTINGS },
+        { "sending-domain", required_argument, NULL, O_SENDING },
         { NULL, 0, NULL, 0 },
     };
     const char *to[TM_MAX_RECIPIENTS];
@@ -166,7 +176,7 @@ int main(int argc, char **argv)
     tm_message msg = TM_MESSAGE_INIT;
     tm_delivery_status st;
     tm_context *ctx = NULL;
-    const char *from = NULL, *file = NULL;
+    const char *from = NULL, *file = NULL, *settings = NULL, *sending = NULL;
     char *mx = NULL;
     int json = 0, opt, rc, fd = -1, ret;
     void *map = NULL;
@@ -236,6 +246,12 @@ int main(int argc, char **argv)
         case O_JSON:
             json = 1;
             break;
+        case O_SETTINGS:
+            settings = optarg;
+            break;
+        case O_SENDING:
+            sending = optarg;
+            break;
         case O_VERBOSE:
             co.log = log_stderr;
             co.log_level = TM_LOG_DEBUG;
@@ -280,6 +296,7 @@ int main(int argc, char **argv)
         }
     }
     msg.from = from;
+    msg.sending_domain = sending;
     msg.to = to;
     msg.to_count = nto;
     if (map) {
@@ -295,6 +312,18 @@ int main(int argc, char **argv)
         fprintf(stderr, "tm-send: %s\n", tm_strerror(rc));
         ret = rc == TM_EINVAL ? EX_USAGE_ : EX_SOFTWARE_;
         goto out;
+    }
+    if (settings) {
+        int line = 0;
+        rc = tm_settings_load(ctx, settings, 1, &line);
+        if (rc != TM_OK) {
+            if (line)
+                fprintf(stderr, "tm-send: %s:%d: %s\n", settings, line, tm_strerror(rc));
+            else
+                fprintf(stderr, "tm-send: %s: %s\n", settings, tm_strerror(rc));
+            ret = EX_USAGE_;
+            goto out;
+        }
     }
     rc = tm_deliver(ctx, &msg, &policy, &so, &st);
     if (rc == TM_EINVAL && st.result == TM_RESULT_BOUNCED && st.mx_host[0] == '\0' &&
