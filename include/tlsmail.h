@@ -303,8 +303,8 @@ TM_EXTERN size_t tm_status_size(void);
  * Like snprintf: returns the length of the whole object (without the NUL)
  * and writes at most size bytes, NUL included.  A return value >= size means
  * buf was too small (its content is then cut and not valid JSON); buf may be
- * NULL when size is 0 to learn the length.  4096 bytes hold any status with
- * one recipient; TM_STATUS_JSON_MAX holds any status.  Returns TM_EINVAL if
+ * NULL when size is 0 to learn the length.  16384 bytes hold any status
+ * with one recipient; TM_STATUS_JSON_MAX holds any status.  Returns TM_EINVAL if
  * status is NULL or buf is NULL with size > 0.
  */
 #define TM_STATUS_JSON_MAX 262144

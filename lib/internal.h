@@ -119,6 +119,7 @@ typedef struct tm_body {
     size_t line_len; /* octets already written on the current line */
     int at_bol;      /* at the beginning of a line */
     int pending_cr;  /* last input byte was a CR not yet written */
+    int raw;         /* BDAT (RFC 3030): no dot-stuffing, no final dot */
 } tm_body;
 
 void tm_body_init(tm_body *b);
@@ -134,7 +135,8 @@ void tm_body_init(tm_body *b);
 int tm_body_encode(tm_body *b, const unsigned char *in, size_t inlen, size_t *consumed,
                    unsigned char *out, size_t outcap, size_t *produced);
 
-/* Writes the end of data: CRLF if the last line is open, then ".\r\n".
+/* Writes the end of data: CRLF if the last line is open, then ".\r\n"
+ * (in raw mode only the CRLF).  Keeps the mode, resets the rest.
  * Returns the bytes written; out needs TM_BODY_FINISH_MAX bytes. */
 #define TM_BODY_FINISH_MAX 5
 size_t tm_body_finish(tm_body *b, unsigned char *out);
@@ -281,8 +283,16 @@ void tm_tls_free(struct tm_tls *t);
  * otherwise with err set.  After TM_OK, tm_tls_verified() says whether the
  * certificate verified and tm_tls_verify_error() why not.
  */
-int tm_tls_handshake(struct tm_tls *t, int fd, const char *hostname, int64_t deadline, char *err,
-                     size_t errlen);
+int tm_tls_handshake(struct tm_tls *t, int fd, const char *hostname, const char *cache_key,
+                     int64_t deadline, char *err, size_t errlen);
+/* Session resumption: cache_key (host, address, port, policy) selects a
+ * cached session to offer; tm_tls_cache_save() stores this connection's
+ * session once the session decided to keep it (TLS 1.2; TLS 1.3 stores at
+ * shutdown, when its tickets have arrived); tm_tls_cache_drop() forgets the
+ * key after a failure.  tm_tls_resumed(): a cached session was offered. */
+void tm_tls_cache_save(struct tm_tls *t);
+void tm_tls_cache_drop(struct tm_tls *t);
+int tm_tls_resumed(const struct tm_tls *t);
 int tm_tls_verified(const struct tm_tls *t);
 void tm_tls_verify_error(const struct tm_tls *t, char *buf, size_t size);
 const char *tm_tls_version(const struct tm_tls *t);

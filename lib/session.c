@@ -533,8 +533,13 @@ static tm_tls_event try_tls(tm_session *s, int *fatal)
         }
         s->conn.tls = s->tls;
     }
-    rc = tm_tls_handshake(s->tls, s->conn.fd, s->host, cmd_deadline(s, s->ctx->to.tls), err,
-                          sizeof err);
+    {
+        char key[TM_HOST_MAX + TM_IPADDR_MAX + 32];
+        snprintf(key, sizeof key, "%s|%s|%u|%d%d", s->host, s->address, s->port,
+                 s->policy.require_tls, s->policy.skip_verify);
+        rc = tm_tls_handshake(s->tls, s->conn.fd, s->host, key, cmd_deadline(s, s->ctx->to.tls),
+                              err, sizeof err);
+    }
     if (rc != TM_OK) {
         if (rc == TM_ENOMEM)
             *fatal = rc;
@@ -599,8 +604,11 @@ static int apply_policy(tm_session *s, tm_delivery_status *st)
                 act = tm_policy_decide(&s->policy, TM_EV_HANDSHAKE);
             }
         }
+        if (act != TM_ACT_USE_TLS && s->tls)
+            tm_tls_cache_drop(s->tls);
         switch (act) {
         case TM_ACT_USE_TLS:
+            tm_tls_cache_save(s->tls);
             if (!s->cert_verified)
                 tm_log(s->ctx, TM_LOG_WARNING, "TLS to %s not verified: %s", s->host, s->tls_error);
             return TM_OK;
@@ -837,12 +845,43 @@ static int refuse(tm_delivery_status *st, const tm_message *m, int rc, int resul
     return rc;
 }
 
+/*
+ * BDAT (RFC 3030) behind the pipelined envelope: MAIL, RCPT... and
+ * "BDAT n LAST" with the content go in one write, so a message costs one
+ * round trip.  Used when the whole encoded message fits in the write buffer
+ * after the queued commands; returns 1 when staged, 0 to use DATA.
+ */
+static int stage_bdat(tm_session *s, const tm_message *m)
+{
+    const size_t reserve = 32;
+    size_t cmd_len = s->wlen, data_pos = cmd_len + reserve, consumed = 0, produced = 0;
+    char hdr[32];
+    tm_body body;
+    int hl;
+
+    if (data_pos + 64 >= sizeof s->wbuf || m->size > sizeof s->wbuf)
+        return 0;
+    tm_body_init(&body);
+    body.raw = 1;
+    if (tm_body_encode(&body, m->data, m->size, &consumed, s->wbuf + data_pos,
+                       sizeof s->wbuf - data_pos - TM_BODY_FINISH_MAX, &produced) != TM_OK ||
+        consumed != m->size)
+        return 0;
+    produced += tm_body_finish(&body, s->wbuf + data_pos + produced);
+    hl = snprintf(hdr, sizeof hdr, "BDAT %zu LAST\r\n", produced);
+    memcpy(s->wbuf + cmd_len, hdr, (size_t)hl);
+    memmove(s->wbuf + cmd_len + hl, s->wbuf + data_pos, produced);
+    s->wlen = cmd_len + (size_t)hl + produced;
+    tm_log(s->ctx, TM_LOG_DEBUG, "C: BDAT %zu LAST (+ content)", produced);
+    return 1;
+}
+
 static int send_message(tm_session *s, const tm_message *m, tm_delivery_status *st, int utf8)
 {
     char params[96];
     unsigned char accepted[TM_MAX_RECIPIENTS];
     int pipelining = (s->caps.flags & TM_CAP_PIPELINING) != 0;
-    int has_nul = 0, has_8bit = 0, naccepted = 0, rc;
+    int has_nul = 0, has_8bit = 0, naccepted = 0, bdat = 0, rc;
     size_t i;
     char size_s[32] = "";
 
@@ -908,9 +947,11 @@ static int send_message(tm_session *s, const tm_message *m, tm_delivery_status *
         rc = reset_transaction(s);
         return rc == TM_OK ? TM_EREJECTED : rc;
     }
-    rc = queue_cmd(s, "DATA", NULL, NULL);
+    if (pipelining && (s->caps.flags & TM_CAP_CHUNKING) && !m->read)
+        bdat = stage_bdat(s, m);
+    rc = bdat ? TM_OK : queue_cmd(s, "DATA", NULL, NULL);
     if (rc == TM_OK)
-        rc = flush(s, pipelining ? s->ctx->to.mail : s->ctx->to.data);
+        rc = flush(s, bdat ? s->ctx->to.data_block : pipelining ? s->ctx->to.mail : s->ctx->to.data);
     if (rc != TM_OK)
         goto conn_failed;
 
@@ -918,7 +959,11 @@ static int send_message(tm_session *s, const tm_message *m, tm_delivery_status *
         int mail_ok;
         rc = read_reply(s, s->ctx->to.mail);
         if (rc != TM_OK)
+            {
+            if (bdat)
+                goto content_sent;
             goto conn_failed;
+        }
         if (s->reply.code == 421)
             goto closing;
         mail_ok = s->reply.code / 100 == 2;
@@ -928,6 +973,8 @@ static int send_message(tm_session *s, const tm_message *m, tm_delivery_status *
         }
         for (i = 0; i < m->to_count; i++) {
             rc = read_reply(s, s->ctx->to.rcpt);
+            if (rc != TM_OK && bdat)
+                goto content_sent;
             if (rc != TM_OK)
                 goto conn_failed;
             if (s->reply.code == 421)
@@ -943,6 +990,21 @@ static int send_message(tm_session *s, const tm_message *m, tm_delivery_status *
         }
         if (mail_ok && naccepted == 0)
             tm_status_set_reply(st, &s->reply);
+    }
+    if (bdat) {
+        rc = read_reply(s, s->ctx->to.data_end);
+        if (rc != TM_OK)
+            goto content_sent;
+        if (s->reply.code == 421)
+            goto closing;
+        if (naccepted > 0) {
+            tm_status_set_reply(st, &s->reply);
+            rcpt_set_pending(st, accepted, tm_result_of_code(s->reply.code), &s->reply, 1);
+            if (s->reply.code / 100 == 2)
+                return TM_OK;
+        }
+        rc = reset_transaction(s);
+        return rc == TM_OK ? TM_EREJECTED : rc;
     }
     rc = read_reply(s, s->ctx->to.data);
     if (rc != TM_OK)
@@ -983,6 +1045,10 @@ static int send_message(tm_session *s, const tm_message *m, tm_delivery_status *
     }
     rc = read_reply(s, s->ctx->to.data_end);
     if (rc != TM_OK) {
+content_sent:
+        /* The whole message went out: whoever was (or may have been)
+         * accepted may have it. */
+        rcpt_set_pending(st, accepted, TM_RESULT_UNCERTAIN, NULL, 0);
         rcpt_set_pending(st, accepted, TM_RESULT_UNCERTAIN, NULL, 1);
         tm_status_describe(st, "no reply to the end of data from %s (%s): the message may have "
                                "been delivered",

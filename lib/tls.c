@@ -7,6 +7,7 @@
  */
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -33,11 +34,30 @@
 
 #include "internal.h"
 
+/*
+ * Resumable sessions, keyed by host, address, port and policy, so that a
+ * session verified for one name is never offered for another.  A small
+ * table with least-recently-stored eviction; entries expire.
+ */
+#define TM_TLS_CACHE_SIZE 64
+#define TM_TLS_CACHE_TTL_MS (30 * 60 * 1000)
+#define TM_TLS_KEY_MAX 384
+
+typedef struct tm_tls_cached {
+    char key[TM_TLS_KEY_MAX];
+    int64_t stored;
+    unsigned char *data; /* mbedtls_ssl_session_save() output */
+    size_t len;
+} tm_tls_cached;
+
 struct tm_tls_config {
     mbedtls_entropy_context entropy;
     mbedtls_ctr_drbg_context drbg; /* locked internally (MBEDTLS_THREADING_C) */
     mbedtls_x509_crt ca;
     mbedtls_ssl_config conf;
+    pthread_mutex_t cache_lock;
+    int cache_ready;
+    tm_tls_cached cache[TM_TLS_CACHE_SIZE];
 };
 
 struct tm_tls {
@@ -47,6 +67,9 @@ struct tm_tls {
     int ready;      /* mbedtls_ssl_setup done: buffers allocated once */
     int used;       /* a connection used it since the last reset */
     uint32_t flags; /* verification result of the last handshake */
+    int offered;    /* a cached session was offered for resumption */
+    int saved;      /* this connection's session is in the cache */
+    char key[TM_TLS_KEY_MAX]; /* cache key of this connection, "" = none */
 };
 
 #if defined(MBEDTLS_THREADING_C) == 0
@@ -125,6 +148,11 @@ int tm_tls_config_new(struct tm_tls_config **out, const char *ca_file, char *err
     mbedtls_ctr_drbg_init(&cfg->drbg);
     mbedtls_x509_crt_init(&cfg->ca);
     mbedtls_ssl_config_init(&cfg->conf);
+    if (pthread_mutex_init(&cfg->cache_lock, NULL) != 0) {
+        tm_tls_config_free(cfg);
+        return TM_ENOMEM;
+    }
+    cfg->cache_ready = 1;
 
     ret = mbedtls_ctr_drbg_seed(&cfg->drbg, mbedtls_entropy_func, &cfg->entropy, pers,
                                 sizeof pers - 1);
@@ -175,8 +203,14 @@ int tm_tls_config_new(struct tm_tls_config **out, const char *ca_file, char *err
 
 void tm_tls_config_free(struct tm_tls_config *cfg)
 {
+    size_t i;
+
     if (!cfg)
         return;
+    for (i = 0; i < TM_TLS_CACHE_SIZE; i++)
+        tm_free(cfg->cache[i].data);
+    if (cfg->cache_ready)
+        pthread_mutex_destroy(&cfg->cache_lock);
     mbedtls_ssl_config_free(&cfg->conf);
     mbedtls_x509_crt_free(&cfg->ca);
     mbedtls_ctr_drbg_free(&cfg->drbg);
@@ -263,8 +297,114 @@ static int is_want(int ret)
     return ret == MBEDTLS_ERR_SSL_WANT_READ || ret == MBEDTLS_ERR_SSL_WANT_WRITE;
 }
 
-int tm_tls_handshake(struct tm_tls *t, int fd, const char *hostname, int64_t deadline, char *err,
-                     size_t errlen)
+/* Offers the cached session for t->key, if any and fresh. */
+static void cache_offer(struct tm_tls *t)
+{
+    struct tm_tls_config *cfg = t->cfg;
+    mbedtls_ssl_session sess;
+    int64_t now = tm_now_ms();
+    size_t i;
+
+    t->offered = 0;
+    if (!t->key[0])
+        return;
+    mbedtls_ssl_session_init(&sess);
+    pthread_mutex_lock(&cfg->cache_lock);
+    for (i = 0; i < TM_TLS_CACHE_SIZE; i++) {
+        tm_tls_cached *c = &cfg->cache[i];
+        if (!c->data || strcmp(c->key, t->key) != 0)
+            continue;
+        if (now - c->stored > TM_TLS_CACHE_TTL_MS) {
+            tm_free(c->data);
+            c->data = NULL;
+            break;
+        }
+        if (mbedtls_ssl_session_load(&sess, c->data, c->len) == 0)
+            t->offered = mbedtls_ssl_set_session(&t->ssl, &sess) == 0;
+        break;
+    }
+    pthread_mutex_unlock(&cfg->cache_lock);
+    mbedtls_ssl_session_free(&sess);
+}
+
+void tm_tls_cache_drop(struct tm_tls *t)
+{
+    struct tm_tls_config *cfg = t->cfg;
+    size_t i;
+
+    if (!t->key[0])
+        return;
+    pthread_mutex_lock(&cfg->cache_lock);
+    for (i = 0; i < TM_TLS_CACHE_SIZE; i++) {
+        if (cfg->cache[i].data && strcmp(cfg->cache[i].key, t->key) == 0) {
+            tm_free(cfg->cache[i].data);
+            cfg->cache[i].data = NULL;
+        }
+    }
+    pthread_mutex_unlock(&cfg->cache_lock);
+    t->saved = 0;
+}
+
+static void cache_save(struct tm_tls *t)
+{
+    struct tm_tls_config *cfg = t->cfg;
+    mbedtls_ssl_session sess;
+    unsigned char *buf = NULL;
+    size_t len = 0, i, slot = 0;
+    int64_t oldest = INT64_MAX;
+
+    if (!t->key[0] || t->saved)
+        return;
+    mbedtls_ssl_session_init(&sess);
+    if (mbedtls_ssl_get_session(&t->ssl, &sess) == 0 &&
+        mbedtls_ssl_session_save(&sess, NULL, 0, &len) == MBEDTLS_ERR_SSL_BUFFER_TOO_SMALL &&
+        len > 0 && (buf = tm_calloc(1, len)) != NULL &&
+        mbedtls_ssl_session_save(&sess, buf, len, &len) == 0) {
+        pthread_mutex_lock(&cfg->cache_lock);
+        for (i = 0; i < TM_TLS_CACHE_SIZE; i++) {
+            tm_tls_cached *c = &cfg->cache[i];
+            if (c->data && strcmp(c->key, t->key) == 0) {
+                slot = i;
+                break;
+            }
+            if (!c->data) {
+                slot = i;
+                oldest = INT64_MIN;
+            } else if (c->stored < oldest) {
+                slot = i;
+                oldest = c->stored;
+            }
+        }
+        tm_free(cfg->cache[slot].data);
+        tm_strlcpy(cfg->cache[slot].key, t->key, sizeof cfg->cache[slot].key);
+        cfg->cache[slot].data = buf;
+        cfg->cache[slot].len = len;
+        cfg->cache[slot].stored = tm_now_ms();
+        pthread_mutex_unlock(&cfg->cache_lock);
+        buf = NULL;
+        t->saved = 1;
+    }
+    tm_free(buf);
+    mbedtls_ssl_session_free(&sess);
+}
+
+void tm_tls_cache_save(struct tm_tls *t)
+{
+#if defined(MBEDTLS_SSL_PROTO_TLS1_3)
+    /* TLS 1.3: the tickets come later; saved at shutdown instead. */
+    if (mbedtls_ssl_get_version_number(&t->ssl) == MBEDTLS_SSL_VERSION_TLS1_3)
+        return;
+#endif
+    cache_save(t);
+}
+
+int tm_tls_resumed(const struct tm_tls *t)
+{
+    return t->offered;
+}
+
+int tm_tls_handshake(struct tm_tls *t, int fd, const char *hostname, const char *cache_key,
+                     int64_t deadline, char *err, size_t errlen)
 {
     int ret;
 
@@ -293,6 +433,9 @@ int tm_tls_handshake(struct tm_tls *t, int fd, const char *hostname, int64_t dea
         return ret == MBEDTLS_ERR_SSL_ALLOC_FAILED ? TM_ENOMEM : TM_ETLS;
     }
     mbedtls_ssl_set_bio(&t->ssl, t, bio_send, bio_recv, NULL);
+    t->saved = 0;
+    tm_strlcpy(t->key, cache_key ? cache_key : "", sizeof t->key);
+    cache_offer(t);
 
     while ((ret = mbedtls_ssl_handshake(&t->ssl)) != 0) {
         if (is_want(ret)) {
@@ -305,6 +448,7 @@ int tm_tls_handshake(struct tm_tls *t, int fd, const char *hostname, int64_t dea
             continue;
         }
         describe(ret, err, errlen);
+        tm_tls_cache_drop(t); /* a failed handshake forgets the session */
         if (ret == MBEDTLS_ERR_SSL_ALLOC_FAILED)
             return TM_ENOMEM;
         return TM_ETLS;
@@ -429,6 +573,12 @@ size_t tm_tls_pending(const struct tm_tls *t)
 
 void tm_tls_shutdown(struct tm_tls *t)
 {
+#if defined(MBEDTLS_SSL_PROTO_TLS1_3)
+    /* TLS 1.3 tickets arrive after the handshake: keep the latest. */
+    if (t->fd >= 0 && t->key[0] && !t->saved &&
+        mbedtls_ssl_get_version_number(&t->ssl) == MBEDTLS_SSL_VERSION_TLS1_3)
+        cache_save(t);
+#endif
     if (t->fd >= 0)
         (void)mbedtls_ssl_close_notify(&t->ssl); /* one try; never wait */
     t->fd = -1;

@@ -29,6 +29,6 @@ if [ -f tests/fuzz/run.sh ]; then
     rm -rf build-fuzz
     CC=clang meson setup build-fuzz -Dfuzzing=true >build-fuzz.setup.log 2>&1 || { cat build-fuzz.setup.log; exit 1; }
     ninja -C build-fuzz >build-fuzz.build.log 2>&1 || { cat build-fuzz.build.log; exit 1; }
-    sh tests/fuzz/run.sh build-fuzz "${TM_FUZZ_SECONDS:-20}"
+    sh tests/fuzz/run.sh build-fuzz "${TM_FUZZ_SECONDS:-15}"
 fi
 echo "== all tests passed"

@@ -352,6 +352,52 @@ static void drop_after_dot(void **state)
     free(rec);
 }
 
+/* BDAT: envelope and content in one write; the connection drops before
+ * any reply.  The whole message went out: uncertain, never deferred (a
+ * retry could duplicate it) and never delivered. */
+static void bdat_drop_after_content(void **state)
+{
+    const char *script = "{\"linger\": 0.3, \"connections\": [[" GREET
+                         "{\"send\": \"250-hostile\\r\\n250-PIPELINING\\r\\n250 CHUNKING\\r\\n\"},"
+                         "{\"expect\": \"MAIL\"}, {\"expect\": \"RCPT\"}, {\"expect\": \"BDAT\"},"
+                         "{\"sleep\": 0.2}, {\"close\": true}]]}";
+    tm_delivery_status st;
+    int rc;
+    char *rec = run(script, NULL, 5000, &rc, &st);
+    (void)state;
+
+    assert_int_equal(rc, TM_EUNCERTAIN);
+    assert_int_equal(st.result, TM_RESULT_UNCERTAIN);
+    assert_int_equal(st.rcpt[0].result, TM_RESULT_UNCERTAIN);
+    /* One write: envelope, BDAT with its exact length, the raw content. */
+    assert_field(rec, 0, "received",
+                 EHLO_LINE "MAIL FROM:<sender@tm.test>\r\nRCPT TO:<rcpt@example.test>\r\n"
+                           "BDAT 27 LAST\r\nSubject: hostile\r\n\r\nhello\r\n");
+    free(rec);
+}
+
+/* BDAT with a refused recipient: bounced, RSET, and nothing delivered. */
+static void bdat_recipient_refused(void **state)
+{
+    const char *script = "{\"linger\": 0, \"connections\": [[" GREET
+                         "{\"send\": \"250-hostile\\r\\n250-PIPELINING\\r\\n250 CHUNKING\\r\\n\"},"
+                         "{\"expect\": \"MAIL\"}, {\"expect\": \"RCPT\"}, {\"expect\": \"BDAT\"},"
+                         "{\"expect\": null}, {\"expect\": null}, {\"expect\": null},"
+                         "{\"send\": \"250 2.1.0 ok\\r\\n550 5.1.1 no such user\\r\\n"
+                         "554 5.5.1 no valid recipients\\r\\n\"},"
+                         "{\"auto\": true, \"caps\": []}]]}";
+    tm_delivery_status st;
+    int rc;
+    char *rec = run(script, NULL, 5000, &rc, &st);
+    (void)state;
+
+    assert_int_equal(rc, TM_EREJECTED);
+    assert_int_equal(st.result, TM_RESULT_BOUNCED);
+    assert_int_equal(st.rcpt[0].result, TM_RESULT_BOUNCED);
+    assert_int_equal(st.rcpt[0].code, 550);
+    free(rec);
+}
+
 /* No reply to the final dot within the deadline: uncertain too. */
 static void silent_after_dot(void **state)
 {
@@ -506,6 +552,8 @@ int main(void)
         cmocka_unit_test(caps_forgotten),
         cmocka_unit_test(drop_after_dot),
         cmocka_unit_test(silent_after_dot),
+        cmocka_unit_test(bdat_drop_after_content),
+        cmocka_unit_test(bdat_recipient_refused),
         cmocka_unit_test(drop_before_data),
         cmocka_unit_test(drip_greeting),
         cmocka_unit_test(mixed_codes),

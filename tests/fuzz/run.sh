@@ -1,0 +1,41 @@
+#!/bin/sh
+# Runs every libFuzzer target for SECONDS seconds over its seed corpus.
+#   tests/fuzz/run.sh BUILD_DIR SECONDS
+# BUILD_DIR was configured with CC=clang and -Dfuzzing=true.  New inputs go
+# to BUILD_DIR/fuzz-work/NAME (the seed corpus in the source tree is only
+# read); a crash leaves BUILD_DIR/fuzz-artifacts/NAME-crash-* and makes the
+# script exit non-zero.  Add such a file to tests/fuzz/corpus/NAME/ once
+# the bug is fixed.
+set -u
+if [ $# -ne 2 ]; then
+    echo "usage: $0 BUILD_DIR SECONDS" >&2
+    exit 2
+fi
+build=$1
+seconds=$2
+src=$(cd "$(dirname "$0")" && pwd)
+status=0
+# fuzz_body_isaN: the encoder's slower paths, fuzzed on the body corpus
+for name in reply body address dns settings body_isa0 body_isa1 body_isa2; do
+    bin=$build/tests/fuzz/fuzz_$name
+    if [ ! -x "$bin" ]; then
+        echo "$bin: not built (CC=clang meson setup ... -Dfuzzing=true)" >&2
+        exit 2
+    fi
+    corpus=${name%%_isa*}
+    work=$build/fuzz-work/$name
+    art=$build/fuzz-artifacts
+    mkdir -p "$work" "$art"
+    echo "== fuzz_$name for ${seconds}s"
+    if "$bin" -max_total_time="$seconds" -print_final_stats=1 \
+        -artifact_prefix="$art/$name-" "$work" "$src/corpus/$corpus" \
+        >"$build/fuzz-$name.log" 2>&1; then
+        grep -E '^(stat::number_of_executed_units|stat::average_exec_per_sec|stat::new_units_added)|cov:' \
+            "$build/fuzz-$name.log" | tail -4
+    else
+        echo "fuzz_$name FAILED; log: $build/fuzz-$name.log" >&2
+        tail -40 "$build/fuzz-$name.log" >&2
+        status=1
+    fi
+done
+exit $status

@@ -1,0 +1,311 @@
+/*
+ * test_dns.c - the DNS answer parsers on canned answers, including
+ * truncated and malicious ones (compression loops, lengths past the end,
+ * wrong types, unusable addresses).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <arpa/inet.h>
+#include <cmocka.h>
+#include <netinet/in.h>
+#include <string.h>
+
+#include "internal.h"
+
+typedef struct msg {
+    unsigned char b[1024];
+    int len;
+} msg;
+
+static void put8(msg *m, unsigned v)
+{
+    m->b[m->len++] = (unsigned char)v;
+}
+
+static void put16(msg *m, unsigned v)
+{
+    put8(m, v >> 8);
+    put8(m, v & 0xff);
+}
+
+static void put_name(msg *m, const char *name)
+{
+    while (*name) {
+        const char *dot = strchr(name, '.');
+        size_t n = dot ? (size_t)(dot - name) : strlen(name);
+        put8(m, (unsigned)n);
+        memcpy(m->b + m->len, name, n);
+        m->len += (int)n;
+        name += n + (dot != NULL);
+    }
+    put8(m, 0);
+}
+
+/* Header and question; `an` answers follow. */
+static void begin(msg *m, const char *qname, unsigned qtype, unsigned an)
+{
+    m->len = 0;
+    put16(m, 0x1234);
+    put16(m, 0x8180);
+    put16(m, 1);
+    put16(m, an);
+    put16(m, 0);
+    put16(m, 0);
+    put_name(m, qname);
+    put16(m, qtype);
+    put16(m, 1);
+}
+
+/* RR header with the owner as a pointer to the question name (offset 12). */
+static void rr(msg *m, unsigned type, unsigned rdlen)
+{
+    put16(m, 0xc00c);
+    put16(m, type);
+    put16(m, 1);
+    put16(m, 0);
+    put16(m, 300);
+    put16(m, rdlen);
+}
+
+static void mx(msg *m, unsigned pref, const char *target)
+{
+    msg t = { { 0 }, 0 };
+    put_name(&t, target);
+    rr(m, 15, (unsigned)t.len + 2);
+    put16(m, pref);
+    memcpy(m->b + m->len, t.b, (size_t)t.len);
+    m->len += t.len;
+}
+
+static void mx_records(void **state)
+{
+    msg m;
+    tm_mx out[4];
+    int null_mx;
+    (void)state;
+
+    begin(&m, "example.org", 15, 2);
+    mx(&m, 20, "mx2.example.org");
+    mx(&m, 10, "mx1.example.org");
+    assert_int_equal(tm_dns_parse_mx(m.b, m.len, out, 4, &null_mx), 2);
+    assert_int_equal(null_mx, 0);
+    assert_string_equal(out[0].host, "mx2.example.org");
+    assert_int_equal(out[0].pref, 20);
+    assert_string_equal(out[1].host, "mx1.example.org");
+    assert_int_equal(out[1].pref, 10);
+    /* max bounds the output. */
+    assert_int_equal(tm_dns_parse_mx(m.b, m.len, out, 1, &null_mx), 1);
+}
+
+static void mx_compressed_target(void **state)
+{
+    msg m;
+    tm_mx out[2];
+    int null_mx;
+    (void)state;
+
+    /* Target "mx" + pointer to the question name. */
+    begin(&m, "example.org", 15, 1);
+    rr(&m, 15, 2 + 3 + 2);
+    put16(&m, 5);
+    put8(&m, 2);
+    put8(&m, 'm');
+    put8(&m, 'x');
+    put16(&m, 0xc00c);
+    assert_int_equal(tm_dns_parse_mx(m.b, m.len, out, 2, &null_mx), 1);
+    assert_string_equal(out[0].host, "mx.example.org");
+}
+
+static void null_mx_record(void **state)
+{
+    msg m;
+    tm_mx out[2];
+    int null_mx;
+    (void)state;
+
+    begin(&m, "example.org", 15, 1);
+    mx(&m, 0, "");
+    assert_int_equal(tm_dns_parse_mx(m.b, m.len, out, 2, &null_mx), 0);
+    assert_int_equal(null_mx, 1);
+}
+
+static void compression_loop(void **state)
+{
+    msg m;
+    tm_mx out[2];
+    int null_mx, at;
+    (void)state;
+
+    begin(&m, "example.org", 15, 1);
+    rr(&m, 15, 4);
+    put16(&m, 10);
+    at = m.len;
+    put16(&m, 0xc000 | (unsigned)at); /* points at itself */
+    assert_int_equal(tm_dns_parse_mx(m.b, m.len, out, 2, &null_mx), TM_EDNS);
+}
+
+static void pointer_past_end(void **state)
+{
+    msg m;
+    tm_mx out[2];
+    int null_mx;
+    (void)state;
+
+    begin(&m, "example.org", 15, 1);
+    rr(&m, 15, 4);
+    put16(&m, 10);
+    put16(&m, 0xc000 | 0x3ff);
+    assert_int_equal(tm_dns_parse_mx(m.b, m.len, out, 2, &null_mx), TM_EDNS);
+}
+
+static void truncated(void **state)
+{
+    msg m;
+    tm_mx out[2];
+    int null_mx, cut;
+    (void)state;
+
+    begin(&m, "example.org", 15, 1);
+    mx(&m, 10, "mx1.example.org");
+    /* Every strict prefix of the message is refused or yields nothing. */
+    for (cut = 0; cut < m.len; cut++) {
+        int n = tm_dns_parse_mx(m.b, cut, out, 2, &null_mx);
+        assert_true(n == TM_EDNS || n == 0);
+    }
+    /* rdlength past the end. */
+    m.b[m.len - 21] = 0x01; /* rdlength 0x01ff: 2 + 17 bytes are there */
+    m.b[m.len - 20] = 0xff;
+    assert_int_equal(tm_dns_parse_mx(m.b, m.len, out, 2, &null_mx), TM_EDNS);
+    assert_int_equal(tm_dns_parse_mx(NULL, 0, out, 2, &null_mx), TM_EDNS);
+}
+
+static void short_mx_rdata(void **state)
+{
+    msg m;
+    tm_mx out[2];
+    int null_mx;
+    (void)state;
+
+    begin(&m, "example.org", 15, 1);
+    rr(&m, 15, 2);
+    put16(&m, 10);
+    assert_int_equal(tm_dns_parse_mx(m.b, m.len, out, 2, &null_mx), TM_EDNS);
+}
+
+static void wrong_types_ignored(void **state)
+{
+    msg m;
+    tm_mx out[2];
+    int null_mx;
+    (void)state;
+
+    begin(&m, "example.org", 15, 2);
+    rr(&m, 16, 4); /* TXT */
+    put8(&m, 3);
+    put8(&m, 'a');
+    put8(&m, 'b');
+    put8(&m, 'c');
+    mx(&m, 5, "mx.example.org");
+    assert_int_equal(tm_dns_parse_mx(m.b, m.len, out, 2, &null_mx), 1);
+    assert_string_equal(out[0].host, "mx.example.org");
+}
+
+static void a_records(void **state)
+{
+    msg m;
+    tm_addr out[4];
+    static const unsigned char addrs[][4] = {
+        { 127, 0, 0, 2 }, { 0, 0, 0, 0 }, { 224, 0, 0, 1 }, { 255, 255, 255, 255 }, { 192, 0, 2, 7 }
+    };
+    size_t i;
+    char text[64];
+    (void)state;
+
+    begin(&m, "mx.example.org", 1, 5);
+    for (i = 0; i < 5; i++) {
+        rr(&m, 1, 4);
+        memcpy(m.b + m.len, addrs[i], 4);
+        m.len += 4;
+    }
+    assert_int_equal(tm_dns_parse_addr(m.b, m.len, 1, 2525, out, 4), 2);
+    tm_net_ntop((struct sockaddr *)&out[0].sa, text, sizeof text);
+    assert_string_equal(text, "127.0.0.2");
+    assert_int_equal(ntohs(((struct sockaddr_in *)&out[0].sa)->sin_port), 2525);
+    tm_net_ntop((struct sockaddr *)&out[1].sa, text, sizeof text);
+    assert_string_equal(text, "192.0.2.7");
+}
+
+static void aaaa_records(void **state)
+{
+    msg m;
+    tm_addr out[4];
+    unsigned char any[16] = { 0 }, one[16] = { 0 };
+    char text[64];
+    (void)state;
+
+    one[15] = 1;
+    begin(&m, "mx.example.org", 28, 2);
+    rr(&m, 28, 16);
+    memcpy(m.b + m.len, any, 16);
+    m.len += 16;
+    rr(&m, 28, 16);
+    memcpy(m.b + m.len, one, 16);
+    m.len += 16;
+    assert_int_equal(tm_dns_parse_addr(m.b, m.len, 28, 25, out, 4), 1);
+    tm_net_ntop((struct sockaddr *)&out[0].sa, text, sizeof text);
+    assert_string_equal(text, "::1");
+}
+
+static void bad_a_length(void **state)
+{
+    msg m;
+    tm_addr out[2];
+    (void)state;
+
+    begin(&m, "mx.example.org", 1, 1);
+    rr(&m, 1, 5);
+    put16(&m, 0x7f00);
+    put16(&m, 0x0002);
+    put8(&m, 9);
+    assert_int_equal(tm_dns_parse_addr(m.b, m.len, 1, 25, out, 2), TM_EDNS);
+}
+
+static void cname_then_a(void **state)
+{
+    msg m;
+    tm_addr out[2];
+    msg t = { { 0 }, 0 };
+    (void)state;
+
+    put_name(&t, "real.example.org");
+    begin(&m, "alias.example.org", 1, 2);
+    rr(&m, 5, (unsigned)t.len);
+    memcpy(m.b + m.len, t.b, (size_t)t.len);
+    m.len += t.len;
+    rr(&m, 1, 4);
+    put16(&m, 0x7f00);
+    put16(&m, 0x0002);
+    assert_int_equal(tm_dns_parse_addr(m.b, m.len, 1, 25, out, 2), 1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(mx_records),
+        cmocka_unit_test(mx_compressed_target),
+        cmocka_unit_test(null_mx_record),
+        cmocka_unit_test(compression_loop),
+        cmocka_unit_test(pointer_past_end),
+        cmocka_unit_test(truncated),
+        cmocka_unit_test(short_mx_rdata),
+        cmocka_unit_test(wrong_types_ignored),
+        cmocka_unit_test(a_records),
+        cmocka_unit_test(aaaa_records),
+        cmocka_unit_test(bad_a_length),
+        cmocka_unit_test(cname_then_a),
+    };
+    return cmocka_run_group_tests_name("dns", tests, NULL, NULL);
+}
