@@ -30,6 +30,10 @@ static int wait_fd(int fd, short events, int64_t deadline)
 
         if (deadline != INT64_MAX && left <= 0)
             return TM_ETIMEOUT;
+        if (events == POLLIN) { /* see tls.c: no delayed ACK while waiting */
+            int one = 1;
+            setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof one);
+        }
         n = poll(&p, 1, left > 0x7fffffff ? 0x7fffffff : (int)left);
         if (n > 0)
             return TM_OK; /* readable, writable, or an error the next call reports */

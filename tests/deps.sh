@@ -4,7 +4,7 @@
 set -eu
 
 packages="meson ninja-build pkg-config gcc g++ clang libclang-rt-14-dev libmbedtls-dev
-libcmocka-dev postfix dnsmasq-base openssl ca-certificates python3 valgrind binutils"
+libcmocka-dev postfix dnsmasq-base openssl ca-certificates python3 valgrind binutils golang-go"
 
 missing=""
 for p in $packages; do

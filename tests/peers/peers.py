@@ -628,7 +628,7 @@ def main():
         if not part or part.startswith(".") or "/" in part or "\\0" in part:
             sys.stderr.write("bad address part %r\\n" % part)
             return EX_NOUSER
-    box = os.path.join(base, domain, local)
+    box = os.path.join(base, domain.lower(), local)     # local part keeps its case
     name = "%d.P%dR%s.%s" % (time.time_ns(), os.getpid(), os.urandom(6).hex(),
                             socket.gethostname().replace("/", "_").replace(":", "_"))
     try:
@@ -1335,6 +1335,17 @@ def do_start(dirname, port, key_type, direct_master=False):
             break
         except PeerError as e:
             stop_all(p)
+            # master(8) cannot report a failed bind (no log service yet):
+            # probe the ports ourselves once ours are stopped
+            if "ports" in locals() and "in use" not in str(e):
+                busy = []
+                if not smtp_port_free(ports["smtp"]):
+                    busy.append("SMTP port %d" % ports["smtp"])
+                for k in ("dns", "servfail", "timeout"):
+                    if not dns_port_free(ports[k]):
+                        busy.append("%s port %d" % (k, ports[k]))
+                if busy:
+                    e = PeerError("%s in use by another process\n%s" % (", ".join(busy), e))
             if attempt + 1 < attempts and "in use" in str(e):
                 log("port collision (%s), retrying with other ports"
                     % str(e).strip().splitlines()[0][:200])
@@ -1345,7 +1356,7 @@ def do_start(dirname, port, key_type, direct_master=False):
                     elif os.path.lexists(path):
                         os.unlink(path)
                 continue
-            raise
+            raise e
         except BaseException:
             stop_all(p)
             raise
@@ -1461,6 +1472,10 @@ def cmd_run(args):
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         stop_all(p)
+        try:
+            os.unlink(p.env)
+        except OSError:
+            pass
         signal.signal(signal.SIGTERM, old_term)
 
 
@@ -1468,20 +1483,15 @@ def maildir_for(p, addr):
     if "@" not in addr:
         raise PeerError("--to needs user@domain")
     local, domain = addr.rsplit("@", 1)
-    return os.path.join(p.mail, domain, local)
+    return os.path.join(p.mail, domain.lower(), local)
 
 
 def find_mail(p, addr):
     if "@" not in addr:
         raise PeerError("--to needs user@domain")
     local, domain = addr.rsplit("@", 1)
-    # the path keeps the case the client used; accept either case
-    cands = []
-    for dom in (domain, domain.lower()):
-        for loc in (local, local.lower()):
-            b = os.path.join(p.mail, dom, loc)
-            if b not in cands:
-                cands.append(b)
+    # deliver.py lowercases the domain and keeps the case of the local part
+    cands = [os.path.join(p.mail, domain.lower(), local)]
     files = []
     for b in cands:
         for sub in ("new", "cur"):

@@ -1,0 +1,3 @@
+module tlsmail.bench/netsmtp
+
+go 1.19

@@ -1,0 +1,3 @@
+module tlsmail
+
+go 1.19

@@ -1,0 +1,176 @@
+package tlsmail
+
+/*
+#include <stdlib.h>
+#include <tlsmail.h>
+*/
+import "C"
+
+import (
+	"time"
+	"unsafe"
+)
+
+// Result is tm_result: the class of a delivery or of one recipient.
+type Result int
+
+const (
+	ResultNone Result = 0 // nothing attempted
+	Delivered  Result = 1 // a 2xx reply to the end of data was received
+	Deferred   Result = 2 // temporary failure: retry later
+	Uncertain  Result = 3 // end of data sent, no reply: may have arrived
+	Bounced    Result = 4 // permanent failure: do not retry
+)
+
+func (r Result) String() string { return C.GoString(C.tm_result_name(C.int(r))) }
+
+// TLSFailure is tm_tls_failure: why TLS is not in use.
+type TLSFailure int
+
+const (
+	TLSFailureNone        TLSFailure = 0
+	TLSFailureNotOffered  TLSFailure = 1
+	TLSFailureRefused     TLSFailure = 2
+	TLSFailureHandshake   TLSFailure = 3
+	TLSFailureCertificate TLSFailure = 4
+	TLSFailureNotTried    TLSFailure = 5
+)
+
+func (f TLSFailure) String() string {
+	switch f {
+	case TLSFailureNone:
+		return "none"
+	case TLSFailureNotOffered:
+		return "not-offered"
+	case TLSFailureRefused:
+		return "refused"
+	case TLSFailureHandshake:
+		return "handshake"
+	case TLSFailureCertificate:
+		return "certificate"
+	case TLSFailureNotTried:
+		return "not-tried"
+	}
+	return "unknown"
+}
+
+// RecipientStatus is tm_rcpt_status: the outcome for one recipient.
+type RecipientStatus struct {
+	Address      string
+	Result       Result
+	Code         int
+	EnhancedCode string
+	Message      string
+}
+
+// DeliveryStatus is tm_delivery_status, field for field (see tlsmail.h).
+type DeliveryStatus struct {
+	Result       Result
+	ErrorCode    int // the tm_error the call returned (0 = TM_OK)
+	Code         int // the last meaningful SMTP reply code, 0 if none
+	EnhancedCode string
+	Message      string
+	Description  string // the library's explanation in words
+
+	TLS          bool
+	CertVerified bool // the truth, also when SkipVerify did not enforce it
+	TLSFailure   TLSFailure
+	TLSVersion   string
+	TLSCipher    string
+	TLSError     string
+
+	MXHost    string
+	MXAddress string
+	MXPort    int
+
+	AttemptNo      int
+	SessionSeconds float64
+	UTF8           bool
+
+	// Policy is the policy applied after resolution (every flag On or Off);
+	// the *Source fields say where each flag came from.
+	Policy                  Policy
+	RequireTLSSource        PolicySource
+	SkipVerifySource        PolicySource
+	KeepUnverifiedTLSSource PolicySource
+	Floor                   Floor
+
+	Recipients []RecipientStatus
+
+	raw *C.tm_delivery_status // for JSON
+}
+
+// Delivered reports whether every recipient was delivered.
+func (s *DeliveryStatus) Delivered() bool { return s.Result == Delivered }
+
+// Duration is SessionSeconds as a time.Duration.
+func (s *DeliveryStatus) Duration() time.Duration {
+	return time.Duration(s.SessionSeconds * float64(time.Second))
+}
+
+func gostr(p *C.char) string { return C.GoString(p) }
+
+func resolvedFlag(v C.int) Flag {
+	if v > 0 {
+		return On
+	}
+	return Off
+}
+
+func statusFromC(st *C.tm_delivery_status) DeliveryStatus {
+	n := int(st.rcpt_count)
+	if n > MaxRecipients {
+		n = MaxRecipients
+	}
+	rc := make([]RecipientStatus, n)
+	for i := 0; i < n; i++ {
+		r := &st.rcpt[i]
+		rc[i] = RecipientStatus{
+			Address: gostr(&r.address[0]), Result: Result(r.result), Code: int(r.code),
+			EnhancedCode: gostr(&r.enhanced_code[0]), Message: gostr(&r.message[0]),
+		}
+	}
+	return DeliveryStatus{
+		Result: Result(st.result), ErrorCode: int(st.error), Code: int(st.code),
+		EnhancedCode: gostr(&st.enhanced_code[0]), Message: gostr(&st.message[0]),
+		Description: gostr(&st.description[0]),
+		TLS:         st.tls != 0, CertVerified: st.cert_verified != 0,
+		TLSFailure: TLSFailure(st.tls_failure), TLSVersion: gostr(&st.tls_version[0]),
+		TLSCipher: gostr(&st.tls_cipher[0]), TLSError: gostr(&st.tls_error[0]),
+		MXHost: gostr(&st.mx_host[0]), MXAddress: gostr(&st.mx_address[0]), MXPort: int(st.mx_port),
+		AttemptNo: int(st.attempt_no), SessionSeconds: float64(st.session_seconds),
+		UTF8: st.utf8 != 0,
+		Policy: Policy{resolvedFlag(st.policy.require_tls), resolvedFlag(st.policy.skip_verify),
+			resolvedFlag(st.policy.keep_unverified_tls)},
+		RequireTLSSource:        PolicySource(st.require_tls_source),
+		SkipVerifySource:        PolicySource(st.skip_verify_source),
+		KeepUnverifiedTLSSource: PolicySource(st.keep_unverified_tls_source),
+		Floor:                   Floor(st.floor),
+		Recipients:              rc,
+		raw:                     st,
+	}
+}
+
+// JSON returns the status as one JSON object, written by tm_status_json.
+// A DeliveryStatus not filled by this package gives an empty status.
+func (s *DeliveryStatus) JSON() string {
+	st := s.raw
+	if st == nil {
+		st = new(C.tm_delivery_status)
+		C.tm_status_init(st)
+	}
+	n := C.tm_status_json(st, nil, 0)
+	if n < 0 {
+		return "{}"
+	}
+	buf := (*C.char)(C.malloc(C.size_t(n) + 1))
+	if buf == nil {
+		return "{}"
+	}
+	defer C.free(unsafe.Pointer(buf))
+	C.tm_status_json(st, buf, C.size_t(n)+1)
+	return C.GoStringN(buf, n)
+}
+
+// MarshalJSON makes encoding/json produce the library's JSON object.
+func (s DeliveryStatus) MarshalJSON() ([]byte, error) { return []byte(s.JSON()), nil }

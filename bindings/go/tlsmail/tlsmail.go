@@ -1,0 +1,848 @@
+// Package tlsmail delivers email to a domain's MX hosts over SMTP with
+// opportunistic STARTTLS, under a policy (RequireTLS, SkipVerify,
+// KeepUnverifiedTLS), and reports how each delivery went: whether TLS was
+// used, whether the certificate was verified, which MX host took it.
+//
+// It wraps libtlsmail (include/tlsmail.h) with cgo and finds it with
+// pkg-config (libtlsmail.pc).
+//
+//	ctx, err := tlsmail.NewContext(tlsmail.ContextOptions{})
+//	defer ctx.Close()
+//	st, err := tlsmail.Deliver(ctx, tlsmail.Message{
+//		From: "me@example.com", To: []string{"you@example.org"},
+//		Data: []byte("Subject: hi\r\n\r\nHello.\r\n"),
+//	}, nil, nil)
+//	fmt.Println(st.Result, st.TLS, st.CertVerified, st.MXHost, err)
+//
+// Every call that talks to a server blocks the calling goroutine (and its OS
+// thread) for at most the context's timeouts.  A Context is safe for
+// concurrent use by many goroutines; a Session must be used by one
+// goroutine at a time (its methods are serialised by a mutex).
+//
+// Errors: every call that fills a DeliveryStatus returns it even when it
+// also returns an error.  The error is nil only when the call fully
+// succeeded (for a delivery: every recipient delivered); otherwise it is an
+// *Error whose Code is the library's tm_error, comparable with errors.Is
+// against the Err* sentinels (errors.Is(err, tlsmail.ErrTLSRequired)).
+// Look at DeliveryStatus.Result for the class: Deferred and Uncertain may
+// be retried (Uncertain may duplicate), Bounced must not.
+package tlsmail
+
+/*
+#cgo pkg-config: libtlsmail
+#include <stdlib.h>
+#include <stdint.h>
+#include <tlsmail.h>
+
+extern void tmgoLog(uintptr_t h, int level, char *msg);
+extern long tmgoRead(uintptr_t h, unsigned char *buf, size_t size);
+
+static void tmgo_log_tramp(void *arg, int level, const char *msg)
+{
+	tmgoLog((uintptr_t)arg, level, (char *)msg);
+}
+
+static long tmgo_read_tramp(void *arg, unsigned char *buf, size_t size)
+{
+	return tmgoRead((uintptr_t)arg, buf, size);
+}
+
+static void tmgo_set_log(tm_context_options *o, uintptr_t h)
+{
+	o->log = tmgo_log_tramp;
+	o->log_arg = (void *)h;
+}
+
+static void tmgo_set_reader(tm_message *m, uintptr_t h)
+{
+	m->read = tmgo_read_tramp;
+	m->read_arg = (void *)h;
+}
+
+// The content may be Go memory: it is passed as an argument (pinned for
+// the call) and stored in the C-allocated message only during the call.
+static int tmgo_deliver(tm_context *ctx, tm_message *m, const void *data, size_t size,
+                        const tm_policy *p, const tm_session_options *o, tm_delivery_status *st)
+{
+	int rc;
+	m->data = data;
+	m->size = size;
+	rc = tm_deliver(ctx, m, p, o, st);
+	m->data = NULL;
+	return rc;
+}
+
+static int tmgo_send(tm_session *s, tm_message *m, const void *data, size_t size,
+                     tm_delivery_status *st)
+{
+	int rc;
+	m->data = data;
+	m->size = size;
+	rc = tm_send(s, m, st);
+	m->data = NULL;
+	return rc;
+}
+
+static void tmgo_set_to(tm_message *m, char **to, size_t n)
+{
+	m->to = (const char *const *)to;
+	m->to_count = n;
+}
+
+static char **tmgo_strv(size_t n)
+{
+	return calloc(n ? n : 1, sizeof(char *));
+}
+
+static void tmgo_strv_set(char **v, size_t i, char *s)
+{
+	v[i] = s;
+}
+
+static void tmgo_strv_free(char **v, size_t n)
+{
+	size_t i;
+	if (v == NULL)
+		return;
+	for (i = 0; i < n; i++)
+		free(v[i]);
+	free(v);
+}
+*/
+import "C"
+
+import (
+	"fmt"
+	"io"
+	"runtime/cgo"
+	"strings"
+	"sync"
+	"time"
+	"unsafe"
+)
+
+// MaxRecipients is TM_MAX_RECIPIENTS: recipients per Deliver / Send.
+const MaxRecipients = int(C.TM_MAX_RECIPIENTS)
+
+func init() {
+	// The struct layout cgo compiled against must be the library's.
+	check := []struct {
+		name      string
+		go_, lib_ uintptr
+	}{
+		{"tm_delivery_status", unsafe.Sizeof(C.tm_delivery_status{}), uintptr(C.tm_status_size())},
+		{"tm_policy", unsafe.Sizeof(C.tm_policy{}), uintptr(C.tm_policy_size())},
+		{"tm_message", unsafe.Sizeof(C.tm_message{}), uintptr(C.tm_message_size())},
+		{"tm_context_options", unsafe.Sizeof(C.tm_context_options{}), uintptr(C.tm_context_options_size())},
+		{"tm_session_options", unsafe.Sizeof(C.tm_session_options{}), uintptr(C.tm_session_options_size())},
+	}
+	for _, c := range check {
+		if c.go_ != c.lib_ {
+			panic(fmt.Sprintf("tlsmail: %s is %d bytes in tlsmail.h but %d in the linked libtlsmail %s: header and library differ",
+				c.name, c.go_, c.lib_, Version()))
+		}
+	}
+}
+
+// Version is the version of the linked libtlsmail, e.g. "0.1.0".
+func Version() string { return C.GoString(C.tm_version()) }
+
+// TLSBackend is the TLS library libtlsmail was built with.
+func TLSBackend() string { return C.GoString(C.tm_tls_backend()) }
+
+// ---------------------------------------------------------------------------
+// Policy
+
+// Flag is a tri-state policy flag.
+type Flag int8
+
+const (
+	Unset Flag = 0  // TM_UNSET: take the less specific level's value
+	On    Flag = 1  // TM_ON
+	Off   Flag = -1 // TM_OFF: off, overriding a less specific On
+)
+
+// FlagOf returns On for true and Off for false.
+func FlagOf(b bool) Flag {
+	if b {
+		return On
+	}
+	return Off
+}
+
+// IsOn reports whether the flag is On.
+func (f Flag) IsOn() bool { return f > 0 }
+
+func (f Flag) String() string {
+	switch {
+	case f > 0:
+		return "on"
+	case f < 0:
+		return "off"
+	}
+	return "unset"
+}
+
+// Policy is tm_policy.  The zero value is the default: opportunistic
+// STARTTLS, certificate verified and reported, plaintext fallback.
+type Policy struct {
+	RequireTLS        Flag // never deliver without TLS (verified unless SkipVerify)
+	SkipVerify        Flag // accept any certificate and host name
+	KeepUnverifiedTLS Flag // keep TLS with a bad certificate instead of plaintext
+}
+
+func (p *Policy) toC(c *C.tm_policy) {
+	C.tm_policy_init(c)
+	c.require_tls = C.int(p.RequireTLS)
+	c.skip_verify = C.int(p.SkipVerify)
+	c.keep_unverified_tls = C.int(p.KeepUnverifiedTLS)
+}
+
+func flagFromC(v C.int) Flag {
+	switch {
+	case v > 0:
+		return On
+	case v < 0:
+		return Off
+	}
+	return Unset
+}
+
+func policyFromC(c *C.tm_policy) Policy {
+	return Policy{flagFromC(c.require_tls), flagFromC(c.skip_verify), flagFromC(c.keep_unverified_tls)}
+}
+
+// policyRoundTrip converts p to a tm_policy and back (for the tests).
+func policyRoundTrip(p Policy) Policy {
+	var c C.tm_policy
+	p.toC(&c)
+	return policyFromC(&c)
+}
+
+// PolicySource is tm_policy_source: where a flag of the applied policy came from.
+type PolicySource int
+
+const (
+	SourceDefault        PolicySource = 0
+	SourceMessage        PolicySource = 1
+	SourceSendingDomain  PolicySource = 2
+	SourceRecipientFloor PolicySource = 3
+)
+
+func (s PolicySource) String() string { return C.GoString(C.tm_policy_source_name(C.int(s))) }
+
+// Floor is tm_floor: the least TLS mail to a recipient domain must travel with.
+type Floor int
+
+const (
+	FloorNone     Floor = 0 // no floor
+	FloorTLS      Floor = 1 // RequireTLS forced on
+	FloorVerified Floor = 2 // RequireTLS on and SkipVerify off
+)
+
+func (f Floor) String() string { return C.GoString(C.tm_floor_name(C.int(f))) }
+
+// ---------------------------------------------------------------------------
+// Context
+
+// LogLevel is tm_log_level.
+type LogLevel int
+
+const (
+	LogError   LogLevel = 0
+	LogWarning LogLevel = 1
+	LogInfo    LogLevel = 2
+	LogDebug   LogLevel = 3 // includes the SMTP dialogue
+)
+
+// ContextOptions are tm_context_options.  Zero values mean the library's
+// defaults: system CA store, this host's name in EHLO, port 25, the system
+// resolver, RFC 5321 timeouts.  Durations are rounded up to milliseconds.
+type ContextOptions struct {
+	CAFile    string // PEM bundle of trusted CAs
+	HeloName  string // name announced in EHLO/HELO
+	DNSServer string // "IP" or "IP:PORT" to ask for MX records
+	Port      int    // SMTP port of MX hosts
+
+	CommandTimeout   time.Duration // replaces every per-command default left 0
+	ConnectTimeout   time.Duration
+	GreetingTimeout  time.Duration
+	EHLOTimeout      time.Duration
+	TLSTimeout       time.Duration
+	MailTimeout      time.Duration
+	RcptTimeout      time.Duration
+	DataTimeout      time.Duration
+	DataBlockTimeout time.Duration
+	DataEndTimeout   time.Duration
+	QuitTimeout      time.Duration
+	DeliveryTimeout  time.Duration // whole Deliver / OpenSession walk
+
+	MaxMX        int // MX hosts tried per delivery (default 5)
+	MaxAddresses int // addresses tried per MX host (default 4)
+
+	// Log, when set, receives the library's diagnostics up to LogLevel,
+	// synchronously on the goroutine running the call.
+	Log      func(level LogLevel, line string)
+	LogLevel LogLevel
+}
+
+// Context is a tm_context: trust store, resolver settings, timeouts and the
+// per-domain settings tables.  Create one, share it between goroutines,
+// Close it when no session uses it any more.
+type Context struct {
+	mu       sync.RWMutex // RLock: a call uses ptr; Lock: Close
+	ptr      *C.tm_context
+	log      cgo.Handle
+	sessions int // open sessions, under mu (write)
+	smu      sync.Mutex
+}
+
+func ms(d time.Duration, what string) (C.uint, error) {
+	if d < 0 {
+		return 0, newError(int(C.TM_EINVAL), what+" is negative")
+	}
+	v := (d + time.Millisecond - 1) / time.Millisecond
+	if v > 0xFFFFFFFF {
+		return 0, newError(int(C.TM_EINVAL), what+" is too long")
+	}
+	return C.uint(v), nil
+}
+
+func cuint(v int, what string) (C.uint, error) {
+	if v < 0 || int64(v) > 0xFFFFFFFF {
+		return 0, newError(int(C.TM_EINVAL), what+" is out of range")
+	}
+	return C.uint(v), nil
+}
+
+// cstr returns a C copy of s (NULL for ""), to free with C.free.
+func cstr(s string) (*C.char, error) {
+	if s == "" {
+		return nil, nil
+	}
+	if strings.IndexByte(s, 0) >= 0 {
+		return nil, newError(int(C.TM_EINVAL), "string contains a NUL byte")
+	}
+	return C.CString(s), nil
+}
+
+// cstrReq is cstr for arguments that may not be empty-as-NULL.
+func cstrReq(s string) (*C.char, error) {
+	if strings.IndexByte(s, 0) >= 0 {
+		return nil, newError(int(C.TM_EINVAL), "string contains a NUL byte")
+	}
+	return C.CString(s), nil
+}
+
+// NewContext creates a context (tm_context_new): parses the trust store
+// once and seeds the random generator.  Errors: ErrInvalid, ErrNoMem,
+// ErrCAFile, ErrIO.
+func NewContext(o ContextOptions) (*Context, error) {
+	co := (*C.tm_context_options)(C.calloc(1, C.size_t(unsafe.Sizeof(C.tm_context_options{}))))
+	if co == nil {
+		return nil, ErrNoMem
+	}
+	defer func() {
+		C.free(unsafe.Pointer(co.ca_file))
+		C.free(unsafe.Pointer(co.helo_name))
+		C.free(unsafe.Pointer(co.dns_server))
+		C.free(unsafe.Pointer(co))
+	}()
+	C.tm_context_options_init(co)
+	var err error
+	if co.ca_file, err = cstr(o.CAFile); err != nil {
+		return nil, err
+	}
+	if co.helo_name, err = cstr(o.HeloName); err != nil {
+		return nil, err
+	}
+	if co.dns_server, err = cstr(o.DNSServer); err != nil {
+		return nil, err
+	}
+	durations := []struct {
+		d    time.Duration
+		dst  *C.uint
+		name string
+	}{
+		{o.CommandTimeout, &co.command_timeout_ms, "CommandTimeout"},
+		{o.ConnectTimeout, &co.connect_timeout_ms, "ConnectTimeout"},
+		{o.GreetingTimeout, &co.greeting_timeout_ms, "GreetingTimeout"},
+		{o.EHLOTimeout, &co.ehlo_timeout_ms, "EHLOTimeout"},
+		{o.TLSTimeout, &co.tls_timeout_ms, "TLSTimeout"},
+		{o.MailTimeout, &co.mail_timeout_ms, "MailTimeout"},
+		{o.RcptTimeout, &co.rcpt_timeout_ms, "RcptTimeout"},
+		{o.DataTimeout, &co.data_timeout_ms, "DataTimeout"},
+		{o.DataBlockTimeout, &co.data_block_timeout_ms, "DataBlockTimeout"},
+		{o.DataEndTimeout, &co.data_end_timeout_ms, "DataEndTimeout"},
+		{o.QuitTimeout, &co.quit_timeout_ms, "QuitTimeout"},
+		{o.DeliveryTimeout, &co.delivery_timeout_ms, "DeliveryTimeout"},
+	}
+	for _, d := range durations {
+		if *d.dst, err = ms(d.d, d.name); err != nil {
+			return nil, err
+		}
+	}
+	if o.Port < 0 || o.Port > 65535 {
+		return nil, newError(int(C.TM_EINVAL), "Port is out of range")
+	}
+	co.port = C.uint(o.Port)
+	if co.max_mx, err = cuint(o.MaxMX, "MaxMX"); err != nil {
+		return nil, err
+	}
+	if co.max_addresses, err = cuint(o.MaxAddresses, "MaxAddresses"); err != nil {
+		return nil, err
+	}
+	c := &Context{}
+	if o.Log != nil {
+		c.log = cgo.NewHandle(o.Log)
+		C.tmgo_set_log(co, C.uintptr_t(c.log))
+		co.log_level = C.int(o.LogLevel)
+	}
+	rc := C.tm_context_new(&c.ptr, co)
+	if rc != C.TM_OK {
+		if c.log != 0 {
+			c.log.Delete()
+		}
+		return nil, codeError(int(rc))
+	}
+	return c, nil
+}
+
+// use returns the C context under a read lock; call done() after.
+func (c *Context) use() (*C.tm_context, func(), error) {
+	if c == nil {
+		return nil, nil, newError(int(C.TM_EINVAL), "nil Context")
+	}
+	c.mu.RLock()
+	if c.ptr == nil {
+		c.mu.RUnlock()
+		return nil, nil, newError(int(C.TM_ESTATE), "the context is closed")
+	}
+	return c.ptr, c.mu.RUnlock, nil
+}
+
+// Close releases the context (tm_context_free).  It waits for calls running
+// on other goroutines and returns ErrState while a Session on it is open.
+// Closing twice is a no-op.
+func (c *Context) Close() error {
+	if c == nil {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ptr == nil {
+		return nil
+	}
+	c.smu.Lock()
+	n := c.sessions
+	c.smu.Unlock()
+	if n > 0 {
+		return newError(int(C.TM_ESTATE), fmt.Sprintf("%d session(s) still open", n))
+	}
+	C.tm_context_free(c.ptr)
+	c.ptr = nil
+	if c.log != 0 {
+		c.log.Delete()
+		c.log = 0
+	}
+	return nil
+}
+
+// ---------------------------------------------------------------------------
+// Settings
+
+func (c *Context) domainCall(domain string, f func(*C.tm_context, *C.char) C.int) error {
+	p, done, err := c.use()
+	if err != nil {
+		return err
+	}
+	defer done()
+	d, err := cstrReq(domain)
+	if err != nil {
+		return err
+	}
+	defer C.free(unsafe.Pointer(d))
+	return codeError(int(f(p, d)))
+}
+
+// SetDomainPolicy sets (replaces) the connection settings of a sending
+// domain (tm_domain_policy_set); Unset flags fall through to the default.
+func (c *Context) SetDomainPolicy(sendingDomain string, p Policy) error {
+	var cp C.tm_policy
+	p.toC(&cp)
+	return c.domainCall(sendingDomain, func(x *C.tm_context, d *C.char) C.int {
+		return C.tm_domain_policy_set(x, d, &cp)
+	})
+}
+
+// DomainPolicy returns the settings of a sending domain, or ErrNotFound.
+func (c *Context) DomainPolicy(sendingDomain string) (Policy, error) {
+	var cp C.tm_policy
+	err := c.domainCall(sendingDomain, func(x *C.tm_context, d *C.char) C.int {
+		return C.tm_domain_policy_get(x, d, &cp)
+	})
+	if err != nil {
+		return Policy{}, err
+	}
+	return policyFromC(&cp), nil
+}
+
+// DeleteDomainPolicy removes the settings of a sending domain, or returns
+// ErrNotFound.
+func (c *Context) DeleteDomainPolicy(sendingDomain string) error {
+	return c.domainCall(sendingDomain, func(x *C.tm_context, d *C.char) C.int {
+		return C.tm_domain_policy_delete(x, d)
+	})
+}
+
+// SetRecipientFloor sets the floor of a recipient domain; FloorNone removes it.
+func (c *Context) SetRecipientFloor(recipientDomain string, f Floor) error {
+	return c.domainCall(recipientDomain, func(x *C.tm_context, d *C.char) C.int {
+		return C.tm_recipient_floor_set(x, d, C.int(f))
+	})
+}
+
+// RecipientFloor returns the floor of a recipient domain (FloorNone if unset).
+func (c *Context) RecipientFloor(recipientDomain string) (Floor, error) {
+	var f C.int
+	err := c.domainCall(recipientDomain, func(x *C.tm_context, d *C.char) C.int {
+		return C.tm_recipient_floor_get(x, d, &f)
+	})
+	return Floor(f), err
+}
+
+// Settings lists every setting in the settings-file format (tm_settings_list).
+func (c *Context) Settings() (string, error) {
+	p, done, err := c.use()
+	if err != nil {
+		return "", err
+	}
+	defer done()
+	size := C.size_t(4096)
+	for {
+		buf := (*C.char)(C.malloc(size))
+		if buf == nil {
+			return "", ErrNoMem
+		}
+		n := C.tm_settings_list(p, buf, size)
+		if n < 0 {
+			C.free(unsafe.Pointer(buf))
+			return "", codeError(int(n))
+		}
+		if C.size_t(n) < size {
+			s := C.GoStringN(buf, n)
+			C.free(unsafe.Pointer(buf))
+			return s, nil
+		}
+		C.free(unsafe.Pointer(buf))
+		size = C.size_t(n) + 1
+	}
+}
+
+// LoadSettings reads a settings file (tm_settings_load), applied only when
+// the whole file is valid; replace clears both tables first.  A syntax
+// error is an *Error with Code TM_ESYNTAX and the 1-based Line.
+func (c *Context) LoadSettings(path string, replace bool) error {
+	p, done, err := c.use()
+	if err != nil {
+		return err
+	}
+	defer done()
+	cp, err := cstrReq(path)
+	if err != nil {
+		return err
+	}
+	defer C.free(unsafe.Pointer(cp))
+	var line C.int
+	r := C.int(0)
+	if replace {
+		r = 1
+	}
+	rc := C.tm_settings_load(p, cp, r, &line)
+	if rc == C.TM_ESYNTAX {
+		return &Error{Code: int(rc), Msg: fmt.Sprintf("%s:%d: %s", path, int(line), strerror(int(rc))), Line: int(line)}
+	}
+	return codeError(int(rc))
+}
+
+// SaveSettings writes both tables to path atomically (tm_settings_save).
+func (c *Context) SaveSettings(path string) error {
+	p, done, err := c.use()
+	if err != nil {
+		return err
+	}
+	defer done()
+	cp, err := cstrReq(path)
+	if err != nil {
+		return err
+	}
+	defer C.free(unsafe.Pointer(cp))
+	return codeError(int(C.tm_settings_save(p, cp)))
+}
+
+// ---------------------------------------------------------------------------
+// Messages
+
+// Message is one message (tm_message).  Give the content either in Data or
+// as a Reader, streamed in chunks (Reader wins when both are set).
+type Message struct {
+	From          string   // envelope sender; "" is the null reverse-path
+	To            []string // 1..MaxRecipients recipients of one domain
+	Data          []byte
+	Reader        io.Reader
+	SendingDomain string // whose settings apply ("" = the domain of From)
+}
+
+// SessionOptions are tm_session_options: deliver to Host (whose name the
+// certificate must match) instead of the MX hosts, on Port.
+type SessionOptions struct {
+	Host string
+	Port int
+}
+
+// cMessage is a tm_message in C memory with its strings.
+type cMessage struct {
+	m      *C.tm_message
+	to     **C.char
+	nto    int
+	strs   []*C.char
+	handle cgo.Handle
+	rd     *reader
+}
+
+func newCMessage(msg *Message) (*cMessage, error) {
+	if len(msg.To) == 0 {
+		return nil, newError(int(C.TM_EINVAL), "no recipients")
+	}
+	if len(msg.To) > MaxRecipients {
+		return nil, codeError(int(C.TM_ETOOMANY))
+	}
+	cm := &cMessage{}
+	cm.m = (*C.tm_message)(C.calloc(1, C.size_t(unsafe.Sizeof(C.tm_message{}))))
+	cm.to = C.tmgo_strv(C.size_t(len(msg.To)))
+	if cm.m == nil || cm.to == nil {
+		cm.free()
+		return nil, ErrNoMem
+	}
+	C.tm_message_init(cm.m)
+	for i, t := range msg.To {
+		s, err := cstrReq(t)
+		if err != nil {
+			cm.free()
+			return nil, err
+		}
+		C.tmgo_strv_set(cm.to, C.size_t(i), s)
+		cm.nto = i + 1
+	}
+	C.tmgo_set_to(cm.m, cm.to, C.size_t(len(msg.To)))
+	from, err := cstrReq(msg.From)
+	if err != nil {
+		cm.free()
+		return nil, err
+	}
+	cm.strs = append(cm.strs, from)
+	cm.m.from = from
+	if msg.SendingDomain != "" {
+		sd, err := cstrReq(msg.SendingDomain)
+		if err != nil {
+			cm.free()
+			return nil, err
+		}
+		cm.strs = append(cm.strs, sd)
+		cm.m.sending_domain = sd
+	}
+	if msg.Reader != nil {
+		cm.rd = &reader{r: msg.Reader}
+		cm.handle = cgo.NewHandle(cm.rd)
+		C.tmgo_set_reader(cm.m, C.uintptr_t(cm.handle))
+	}
+	return cm, nil
+}
+
+// data returns the in-memory content for the cgo call (nil when streaming).
+func (cm *cMessage) data(msg *Message) (unsafe.Pointer, C.size_t) {
+	if cm.rd != nil || len(msg.Data) == 0 {
+		return nil, 0
+	}
+	return unsafe.Pointer(&msg.Data[0]), C.size_t(len(msg.Data))
+}
+
+func (cm *cMessage) free() {
+	C.tmgo_strv_free(cm.to, C.size_t(cm.nto))
+	for _, s := range cm.strs {
+		C.free(unsafe.Pointer(s))
+	}
+	C.free(unsafe.Pointer(cm.m))
+	if cm.handle != 0 {
+		cm.handle.Delete()
+	}
+}
+
+// result turns a call's return code into the error, wrapping the reader's
+// error for TM_EREAD.
+func (cm *cMessage) result(rc C.int) error {
+	err := codeError(int(rc))
+	if e, ok := err.(*Error); ok && cm.rd != nil && cm.rd.err != nil {
+		e.Err = cm.rd.err
+		e.Msg = strerror(e.Code) + ": " + cm.rd.err.Error()
+	}
+	return err
+}
+
+func sessionOptions(o *SessionOptions) (*C.tm_session_options, func(), error) {
+	if o == nil {
+		return nil, func() {}, nil
+	}
+	so := (*C.tm_session_options)(C.calloc(1, C.size_t(unsafe.Sizeof(C.tm_session_options{}))))
+	if so == nil {
+		return nil, nil, ErrNoMem
+	}
+	C.tm_session_options_init(so)
+	h, err := cstr(o.Host)
+	if err != nil {
+		C.free(unsafe.Pointer(so))
+		return nil, nil, err
+	}
+	if o.Port < 0 || o.Port > 65535 {
+		C.free(unsafe.Pointer(h))
+		C.free(unsafe.Pointer(so))
+		return nil, nil, newError(int(C.TM_EINVAL), "Port is out of range")
+	}
+	so.host = h
+	so.port = C.uint(o.Port)
+	return so, func() { C.free(unsafe.Pointer(h)); C.free(unsafe.Pointer(so)) }, nil
+}
+
+// Deliver delivers one message (tm_deliver): finds the MX hosts of the
+// recipients' domain (or uses opts.Host), applies the policy (nil: nothing
+// set, resolved against the sending domain's settings and the recipient
+// floor), sends and closes, failing over to the next MX host before the
+// end of data.  Blocks.  The status is always filled; err is nil only when
+// every recipient was delivered.
+func Deliver(ctx *Context, msg Message, policy *Policy, opts *SessionOptions) (DeliveryStatus, error) {
+	p, done, err := ctx.use()
+	if err != nil {
+		return DeliveryStatus{}, err
+	}
+	defer done()
+	cm, err := newCMessage(&msg)
+	if err != nil {
+		return DeliveryStatus{}, err
+	}
+	defer cm.free()
+	so, sofree, err := sessionOptions(opts)
+	if err != nil {
+		return DeliveryStatus{}, err
+	}
+	defer sofree()
+	var cp *C.tm_policy
+	if policy != nil {
+		cp = new(C.tm_policy)
+		policy.toC(cp)
+	}
+	st := new(C.tm_delivery_status)
+	data, size := cm.data(&msg)
+	rc := C.tmgo_deliver(p, cm.m, data, size, cp, so, st)
+	return statusFromC(st), cm.result(rc)
+}
+
+// ---------------------------------------------------------------------------
+// Sessions
+
+// Session is one SMTP connection (tm_session) that carries many messages:
+// OpenSession, StartTLS, Send..., Close.
+type Session struct {
+	mu  sync.Mutex
+	ctx *Context
+	ptr *C.tm_session
+}
+
+// OpenSession opens a session to domain (tm_session_open): finds its MX
+// hosts (or uses opts.Host), connects to the first reachable one, reads the
+// greeting and says EHLO.  The status says which host; on error the
+// session is nil and the status says why.  Blocks.
+func OpenSession(ctx *Context, domain string, opts *SessionOptions) (*Session, DeliveryStatus, error) {
+	p, done, err := ctx.use()
+	if err != nil {
+		return nil, DeliveryStatus{}, err
+	}
+	defer done()
+	d, err := cstrReq(domain)
+	if err != nil {
+		return nil, DeliveryStatus{}, err
+	}
+	defer C.free(unsafe.Pointer(d))
+	so, sofree, err := sessionOptions(opts)
+	if err != nil {
+		return nil, DeliveryStatus{}, err
+	}
+	defer sofree()
+	st := new(C.tm_delivery_status)
+	s := &Session{ctx: ctx}
+	rc := C.tm_session_open(&s.ptr, p, d, so, st)
+	if rc != C.TM_OK {
+		return nil, statusFromC(st), codeError(int(rc))
+	}
+	ctx.smu.Lock()
+	ctx.sessions++
+	ctx.smu.Unlock()
+	return s, statusFromC(st), nil
+}
+
+// StartTLS applies the policy to the session (tm_starttls): STARTTLS,
+// verification, plaintext fallback, or moving on to the next MX when TLS is
+// required.  The status gives the TLS outcome.  ErrTLSRequired when no MX
+// gave TLS (only Close remains).  Blocks.
+func (s *Session) StartTLS(policy *Policy) (DeliveryStatus, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ptr == nil {
+		return DeliveryStatus{}, newError(int(C.TM_ESTATE), "the session is closed")
+	}
+	var cp *C.tm_policy
+	if policy != nil {
+		cp = new(C.tm_policy)
+		policy.toC(cp)
+	}
+	st := new(C.tm_delivery_status)
+	rc := C.tm_starttls(s.ptr, cp, st)
+	return statusFromC(st), codeError(int(rc))
+}
+
+// Send sends one message over the session (tm_send); the session stays
+// usable after a refused message.  Returns like Deliver.  Blocks.
+func (s *Session) Send(msg Message) (DeliveryStatus, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ptr == nil {
+		return DeliveryStatus{}, newError(int(C.TM_ESTATE), "the session is closed")
+	}
+	cm, err := newCMessage(&msg)
+	if err != nil {
+		return DeliveryStatus{}, err
+	}
+	defer cm.free()
+	st := new(C.tm_delivery_status)
+	data, size := cm.data(&msg)
+	rc := C.tmgo_send(s.ptr, cm.m, data, size, st)
+	return statusFromC(st), cm.result(rc)
+}
+
+// Close says QUIT and frees the session (tm_session_close).  Closing a nil
+// or closed session is a no-op.
+func (s *Session) Close() error {
+	if s == nil {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ptr == nil {
+		return nil
+	}
+	C.tm_session_close(s.ptr)
+	s.ptr = nil
+	s.ctx.smu.Lock()
+	s.ctx.sessions--
+	s.ctx.smu.Unlock()
+	return nil
+}

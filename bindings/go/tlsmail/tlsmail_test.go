@@ -1,0 +1,489 @@
+package tlsmail
+
+// Unit tests need only the library; delivery tests need the real peers
+// (run through tests/peers/peers.py, which sets TM_TEST_*).  Without
+// TM_TEST_PORT they are skipped, unless CI=true, where they fail.
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+var body = []byte("Subject: tlsmail go test\r\nFrom: sender@tm.test\r\n\r\nHello from Go.\r\n")
+
+func TestVersion(t *testing.T) {
+	if Version() == "" || !strings.Contains(TLSBackend(), "TLS") {
+		t.Fatalf("version %q backend %q", Version(), TLSBackend())
+	}
+}
+
+func TestPolicyFlags(t *testing.T) {
+	for _, f := range []Flag{Unset, On, Off} {
+		p := Policy{f, f, f}
+		got := policyRoundTrip(p)
+		if got != p {
+			t.Fatalf("round trip %v -> %v", p, got)
+		}
+	}
+	if FlagOf(true) != On || FlagOf(false) != Off || !On.IsOn() || Off.IsOn() || Unset.IsOn() {
+		t.Fatal("FlagOf / IsOn")
+	}
+	if Unset.String() != "unset" || On != 1 || Off != -1 {
+		t.Fatal("flag values must be TM_UNSET/TM_ON/TM_OFF")
+	}
+}
+
+func TestErrors(t *testing.T) {
+	ctx, err := NewContext(ContextOptions{HeloName: "client.tm.test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ctx.Close()
+
+	st, err := Deliver(ctx, Message{From: "a@tm.test", To: []string{"bad\r\n@tm.test"}, Data: body}, nil, nil)
+	if !errors.Is(err, ErrAddress) || st.Result != Bounced {
+		t.Fatalf("bad address: %v %v", err, st.Result)
+	}
+	var te *Error
+	if !errors.As(err, &te) || te.Code != -3 {
+		t.Fatalf("errors.As: %#v", err)
+	}
+	if _, err = Deliver(ctx, Message{From: "a@tm.test", Data: body}, nil, nil); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("no recipients: %v", err)
+	}
+	to := make([]string, MaxRecipients+1)
+	for i := range to {
+		to[i] = fmt.Sprintf("r%d@tm.test", i)
+	}
+	if _, err = Deliver(ctx, Message{From: "a@tm.test", To: to, Data: body}, nil, nil); !errors.Is(err, ErrTooMany) {
+		t.Fatalf("too many: %v", err)
+	}
+	if _, err = NewContext(ContextOptions{CAFile: "/nonexistent/ca.pem"}); !errors.Is(err, ErrCAFile) {
+		t.Fatalf("CA file: %v", err)
+	}
+	if _, err = NewContext(ContextOptions{Port: 70000}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("port: %v", err)
+	}
+	if errors.Is(ErrTLS, ErrTLSRequired) {
+		t.Fatal("distinct codes must not match")
+	}
+	c2, _ := NewContext(ContextOptions{})
+	c2.Close()
+	if err = c2.Close(); err != nil {
+		t.Fatal("second Close", err)
+	}
+	if _, err = Deliver(c2, Message{From: "a@tm.test", To: []string{"b@tm.test"}}, nil, nil); !errors.Is(err, ErrState) {
+		t.Fatalf("closed context: %v", err)
+	}
+}
+
+func TestEmptyStatusJSON(t *testing.T) {
+	var st DeliveryStatus
+	var m map[string]interface{}
+	if err := json.Unmarshal([]byte(st.JSON()), &m); err != nil {
+		t.Fatal(err)
+	}
+	if m["result"] != "none" || m["tls"] != false {
+		t.Fatalf("%v", m)
+	}
+}
+
+func TestSettings(t *testing.T) {
+	ctx, err := NewContext(ContextOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ctx.Close()
+	if _, err = ctx.DomainPolicy("example.com"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("get unset: %v", err)
+	}
+	if err = ctx.SetDomainPolicy("Example.COM", Policy{RequireTLS: On, SkipVerify: Off}); err != nil {
+		t.Fatal(err)
+	}
+	p, err := ctx.DomainPolicy("example.com.")
+	if err != nil || p != (Policy{On, Off, Unset}) {
+		t.Fatalf("get: %v %v", p, err)
+	}
+	if err = ctx.SetRecipientFloor("bank.example", FloorVerified); err != nil {
+		t.Fatal(err)
+	}
+	if f, err := ctx.RecipientFloor("bank.example"); err != nil || f != FloorVerified {
+		t.Fatalf("floor %v %v", f, err)
+	}
+	list, err := ctx.Settings()
+	if err != nil || !strings.Contains(list, "sending example.com require_tls=yes skip_verify=no") ||
+		!strings.Contains(list, "recipient bank.example floor=verified") {
+		t.Fatalf("list %q %v", list, err)
+	}
+	dir := t.TempDir()
+	path := filepath.Join(dir, "settings")
+	if err = ctx.SaveSettings(path); err != nil {
+		t.Fatal(err)
+	}
+	other, _ := NewContext(ContextOptions{})
+	defer other.Close()
+	if err = other.LoadSettings(path, true); err != nil {
+		t.Fatal(err)
+	}
+	if l2, _ := other.Settings(); l2 != list {
+		t.Fatalf("reloaded %q != %q", l2, list)
+	}
+	if err = ctx.DeleteDomainPolicy("example.com"); err != nil {
+		t.Fatal(err)
+	}
+	if err = ctx.DeleteDomainPolicy("example.com"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("delete twice: %v", err)
+	}
+	bad := filepath.Join(dir, "bad")
+	os.WriteFile(bad, []byte("sending a.example require_tls=yes\n\nrecipient b.example floor=strong\n"), 0o644)
+	err = ctx.LoadSettings(bad, false)
+	var te *Error
+	if !errors.Is(err, ErrSyntax) || !errors.As(err, &te) || te.Line != 3 {
+		t.Fatalf("syntax: %v", err)
+	}
+	if _, err = ctx.DomainPolicy("a.example"); !errors.Is(err, ErrNotFound) {
+		t.Fatal("a bad file must change nothing")
+	}
+}
+
+// ---------------------------------------------------------------------------
+// Against the real peers
+
+func needPeers(t *testing.T) {
+	t.Helper()
+	if os.Getenv("TM_TEST_PORT") != "" {
+		return
+	}
+	msg := "TM_TEST_PORT is not set: run through tests/peers/peers.py run --dir DIR -- go test"
+	if os.Getenv("CI") == "true" {
+		t.Fatal(msg + " (CI=true: failing instead of skipping)")
+	}
+	t.Skip(msg)
+}
+
+func peersContext(t *testing.T, o ContextOptions) *Context {
+	t.Helper()
+	needPeers(t)
+	port, _ := strconv.Atoi(os.Getenv("TM_TEST_PORT"))
+	o.CAFile = os.Getenv("TM_TEST_CA")
+	o.DNSServer = os.Getenv("TM_TEST_DNS")
+	o.Port = port
+	o.HeloName = "client.tm.test"
+	o.CommandTimeout = 10 * time.Second
+	ctx, err := NewContext(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := ctx.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return ctx
+}
+
+var localSeq struct {
+	sync.Mutex
+	n int
+}
+
+func local(tag string) string {
+	localSeq.Lock()
+	defer localSeq.Unlock()
+	localSeq.n++
+	return fmt.Sprintf("go-%s-%d-%d-%d", tag, os.Getpid(), time.Now().UnixNano()%1000000, localSeq.n)
+}
+
+func waitMail(t *testing.T, domain, local string) []byte {
+	t.Helper()
+	dir := filepath.Join(os.Getenv("TM_TEST_MAILDIR"), domain, local, "new")
+	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		files, _ := os.ReadDir(dir)
+		if len(files) > 0 {
+			b, err := os.ReadFile(filepath.Join(dir, files[0].Name()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return b
+		}
+	}
+	t.Fatalf("no mail arrived in %s", dir)
+	return nil
+}
+
+func mailCount(domain, local string) int {
+	files, _ := os.ReadDir(filepath.Join(os.Getenv("TM_TEST_MAILDIR"), domain, local, "new"))
+	return len(files)
+}
+
+func TestDeliverVerified(t *testing.T) {
+	ctx := peersContext(t, ContextOptions{})
+	l := local("valid")
+	st, err := Deliver(ctx, Message{From: "sender@tm.test", To: []string{l + "@valid.tm.test"}, Data: body}, nil, nil)
+	if err != nil || !st.Delivered() {
+		t.Fatalf("%v %+v", err, st)
+	}
+	if !st.TLS || !st.CertVerified || st.MXHost != "mx-valid.tm.test" || st.Code/100 != 2 || st.TLSVersion == "" {
+		t.Fatalf("%+v", st)
+	}
+	if len(st.Recipients) != 1 || st.Recipients[0].Result != Delivered {
+		t.Fatalf("recipients %+v", st.Recipients)
+	}
+	var m map[string]interface{}
+	b, _ := json.Marshal(st)
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	if m["result"] != "delivered" || m["certificate-verified"] != true || m["mx-host"] != "mx-valid.tm.test" {
+		t.Fatalf("json %s", b)
+	}
+	if !bytes.Contains(waitMail(t, "valid.tm.test", l), []byte("Hello from Go.")) {
+		t.Fatal("content")
+	}
+}
+
+func TestRequireTLS(t *testing.T) {
+	ctx := peersContext(t, ContextOptions{})
+	l := local("plain")
+	st, err := Deliver(ctx, Message{From: "sender@tm.test", To: []string{l + "@plain.tm.test"}, Data: body},
+		&Policy{RequireTLS: On}, nil)
+	if !errors.Is(err, ErrTLSRequired) || st.Result != Deferred || st.RequireTLSSource != SourceMessage {
+		t.Fatalf("%v %+v", err, st)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if mailCount("plain.tm.test", l) != 0 {
+		t.Fatal("delivered without TLS")
+	}
+	// Opportunistic: plaintext, and the status says why.
+	st, err = Deliver(ctx, Message{From: "sender@tm.test", To: []string{l + "@plain.tm.test"}, Data: body}, nil, nil)
+	if err != nil || st.TLS || st.TLSFailure != TLSFailureNotOffered {
+		t.Fatalf("%v %+v", err, st)
+	}
+	// Fail-over to the MX with TLS.
+	st, err = Deliver(ctx, Message{From: "sender@tm.test", To: []string{local("pf") + "@plainfirst.tm.test"}, Data: body},
+		&Policy{RequireTLS: On}, nil)
+	if err != nil || st.MXHost != "mx-valid.tm.test" || !st.CertVerified {
+		t.Fatalf("%v %+v", err, st)
+	}
+}
+
+func TestSkipVerifyHost(t *testing.T) {
+	ctx := peersContext(t, ContextOptions{})
+	host := os.Getenv("TM_TEST_MX_SELFSIGNED")
+	st, err := Deliver(ctx, Message{From: "sender@tm.test", To: []string{local("ss") + "@valid.tm.test"}, Data: body},
+		&Policy{RequireTLS: On, SkipVerify: On}, &SessionOptions{Host: host})
+	if err != nil || !st.TLS || st.CertVerified || st.MXHost != host {
+		t.Fatalf("%v %+v", err, st)
+	}
+	_, err = Deliver(ctx, Message{From: "sender@tm.test", To: []string{local("ss") + "@valid.tm.test"}, Data: body},
+		&Policy{RequireTLS: On}, &SessionOptions{Host: host})
+	if !errors.Is(err, ErrTLSRequired) {
+		t.Fatalf("unverified under require_tls: %v", err)
+	}
+}
+
+func TestOutcomes(t *testing.T) {
+	ctx := peersContext(t, ContextOptions{})
+	send := func(to ...string) (DeliveryStatus, error) {
+		return Deliver(ctx, Message{From: "sender@tm.test", To: to, Data: body}, nil, nil)
+	}
+	if st, err := send("reject-go@valid.tm.test"); !errors.Is(err, ErrRejected) || st.Result != Bounced {
+		t.Fatalf("reject: %v %v", err, st.Result)
+	}
+	if st, _ := send("defer-go@valid.tm.test"); st.Result != Deferred {
+		t.Fatalf("defer: %v", st.Result)
+	}
+	ok := local("partial")
+	st, err := send(ok+"@valid.tm.test", "reject-x@valid.tm.test")
+	if !errors.Is(err, ErrPartial) || st.Delivered() || len(st.Recipients) != 2 ||
+		st.Recipients[0].Result != Delivered || st.Recipients[1].Result != Bounced || st.Recipients[1].Code != 550 {
+		t.Fatalf("partial: %v %+v", err, st.Recipients)
+	}
+	waitMail(t, "valid.tm.test", ok)
+	if st, err := send("x@nullmx.tm.test"); !errors.Is(err, ErrNullMX) || st.Result != Bounced {
+		t.Fatalf("null MX: %v %v", err, st.Result)
+	}
+	if st, err := send("x@nosuch.tm.test"); !errors.Is(err, ErrNoDomain) || st.Result != Bounced {
+		t.Fatalf("nosuch: %v %v", err, st.Result)
+	}
+}
+
+type slowReader struct {
+	r io.Reader
+}
+
+func (s *slowReader) Read(p []byte) (int, error) {
+	if len(p) > 5 {
+		p = p[:5]
+	}
+	return s.r.Read(p)
+}
+
+type failingReader struct{ n int }
+
+var errDisk = errors.New("disk on fire")
+
+func (f *failingReader) Read(p []byte) (int, error) {
+	f.n++
+	if f.n > 2 {
+		return 0, errDisk
+	}
+	return copy(p, "X-A: b\r\n"), nil
+}
+
+func TestStreaming(t *testing.T) {
+	ctx := peersContext(t, ContextOptions{})
+	var big bytes.Buffer
+	big.WriteString("Subject: streamed\r\n\r\n")
+	for i := 0; i < 20000; i++ {
+		fmt.Fprintf(&big, "line %06d\n", i)
+	}
+	big.WriteString(".leading dot\n")
+	l := local("stream")
+	st, err := Deliver(ctx, Message{From: "sender@tm.test", To: []string{l + "@valid.tm.test"}, Reader: &big}, nil, nil)
+	if err != nil || !st.Delivered() {
+		t.Fatalf("%v %+v", err, st)
+	}
+	got := waitMail(t, "valid.tm.test", l)
+	if !bytes.Contains(got, []byte("line 019999")) || !bytes.Contains(got, []byte("\n.leading dot")) {
+		t.Fatal("streamed content")
+	}
+	l = local("slow")
+	if _, err = Deliver(ctx, Message{From: "sender@tm.test", To: []string{l + "@valid.tm.test"},
+		Reader: &slowReader{bytes.NewReader(body)}}, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitMail(t, "valid.tm.test", l)
+
+	l = local("fail")
+	st, err = Deliver(ctx, Message{From: "sender@tm.test", To: []string{l + "@valid.tm.test"}, Reader: &failingReader{}}, nil, nil)
+	if !errors.Is(err, ErrRead) || !errors.Is(err, errDisk) || st.Delivered() {
+		t.Fatalf("failing reader: %v %+v", err, st)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if mailCount("valid.tm.test", l) != 0 {
+		t.Fatal("a failed read must deliver nothing")
+	}
+}
+
+func TestSession(t *testing.T) {
+	ctx := peersContext(t, ContextOptions{})
+	s, st, err := OpenSession(ctx, "valid.tm.test", nil)
+	if err != nil || st.MXHost != "mx-valid.tm.test" {
+		t.Fatalf("open: %v %+v", err, st)
+	}
+	if err := ctx.Close(); !errors.Is(err, ErrState) {
+		t.Fatalf("Close with an open session: %v", err)
+	}
+	st, err = s.StartTLS(&Policy{RequireTLS: On})
+	if err != nil || !st.TLS || !st.CertVerified {
+		t.Fatalf("starttls: %v %+v", err, st)
+	}
+	var locals []string
+	for i := 0; i < 5; i++ {
+		l := local(fmt.Sprintf("sess%d", i))
+		locals = append(locals, l)
+		st, err = s.Send(Message{From: "sender@tm.test", To: []string{l + "@valid.tm.test"},
+			Data: []byte(fmt.Sprintf("Subject: session %d\r\n\r\nmessage %d\r\n", i, i))})
+		if err != nil || !st.Delivered() || !st.TLS {
+			t.Fatalf("send %d: %v %+v", i, err, st)
+		}
+	}
+	if st, err = s.Send(Message{From: "sender@tm.test", To: []string{"reject-s@valid.tm.test"}, Data: body}); !errors.Is(err, ErrRejected) {
+		t.Fatalf("reject in session: %v", err)
+	}
+	if _, err = s.Send(Message{From: "sender@tm.test", To: []string{local("after") + "@valid.tm.test"}, Data: body}); err != nil {
+		t.Fatalf("session unusable after a refusal: %v", err)
+	}
+	s.Close()
+	s.Close()
+	if _, err = s.Send(Message{From: "sender@tm.test", To: []string{"x@valid.tm.test"}, Data: body}); !errors.Is(err, ErrState) {
+		t.Fatalf("send after close: %v", err)
+	}
+	for i, l := range locals {
+		if !bytes.Contains(waitMail(t, "valid.tm.test", l), []byte(fmt.Sprintf("message %d", i))) {
+			t.Fatal("session content")
+		}
+	}
+
+	s, _, err = OpenSession(ctx, "plain.tm.test", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if st, err = s.StartTLS(&Policy{RequireTLS: On}); !errors.Is(err, ErrTLSRequired) || st.Result != Deferred {
+		t.Fatalf("starttls on plain: %v %+v", err, st)
+	}
+	if _, _, err = OpenSession(ctx, "nullmx.tm.test", nil); !errors.Is(err, ErrNullMX) {
+		t.Fatalf("open null MX: %v", err)
+	}
+}
+
+func TestSendingDomainAndLog(t *testing.T) {
+	var mu sync.Mutex
+	var lines []string
+	ctx := peersContext(t, ContextOptions{LogLevel: LogDebug, Log: func(l LogLevel, s string) {
+		mu.Lock()
+		lines = append(lines, s)
+		mu.Unlock()
+	}})
+	if err := ctx.SetDomainPolicy("strict.example", Policy{RequireTLS: On}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := Deliver(ctx, Message{From: "news@strict.example", To: []string{local("sd") + "@plain.tm.test"}, Data: body}, nil, nil)
+	if !errors.Is(err, ErrTLSRequired) || st.RequireTLSSource != SourceSendingDomain {
+		t.Fatalf("%v %+v", err, st)
+	}
+	st, err = Deliver(ctx, Message{From: "news@strict.example", To: []string{local("sd") + "@plain.tm.test"}, Data: body},
+		&Policy{RequireTLS: Off}, nil)
+	if err != nil || st.RequireTLSSource != SourceMessage {
+		t.Fatalf("%v %+v", err, st)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	found := false
+	for _, l := range lines {
+		if strings.Contains(strings.ToUpper(l), "EHLO") {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("no EHLO in the debug log (%d lines)", len(lines))
+	}
+}
+
+func TestConcurrentDeliveries(t *testing.T) {
+	ctx := peersContext(t, ContextOptions{})
+	var wg sync.WaitGroup
+	locals := make([]string, 8)
+	errs := make([]error, 8)
+	for i := range locals {
+		locals[i] = local(fmt.Sprintf("conc%d", i))
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			st, err := Deliver(ctx, Message{From: "sender@tm.test", To: []string{locals[i] + "@valid.tm.test"}, Data: body}, nil, nil)
+			if err == nil && !st.CertVerified {
+				err = errors.New("not verified")
+			}
+			errs[i] = err
+		}(i)
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("goroutine %d: %v", i, err)
+		}
+		waitMail(t, "valid.tm.test", locals[i])
+	}
+}

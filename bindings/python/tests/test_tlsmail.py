@@ -1,0 +1,501 @@
+"""Tests of the tlsmail Python binding.
+
+Unit tests need only the library (TLSMAIL_LIBRARY or the build tree).
+Delivery tests need the real peers: run through tests/peers/peers.py, which
+sets TM_TEST_*.  Without TM_TEST_PORT they are skipped, unless CI=true, in
+which case they fail.
+
+    TLSMAIL_LIBRARY=build/libtlsmail.so.0 PYTHONPATH=bindings/python \\
+    /usr/bin/python3 tests/peers/peers.py run --dir /tmp/p -- \\
+        /usr/bin/python3 -m unittest discover -s bindings/python/tests -v
+"""
+
+import ctypes
+import io
+import json
+import os
+import tempfile
+import threading
+import time
+import unittest
+import uuid
+from pathlib import Path
+
+import tlsmail
+from tlsmail import _ffi
+
+BODY = b"Subject: tlsmail python test\r\nFrom: sender@tm.test\r\n\r\nHello from Python.\r\n"
+
+
+class StructLayout(unittest.TestCase):
+    def test_sizes_match_library(self):
+        self.assertEqual(ctypes.sizeof(_ffi.tm_delivery_status), _ffi.lib.tm_status_size())
+        self.assertEqual(ctypes.sizeof(_ffi.tm_policy), _ffi.lib.tm_policy_size())
+        self.assertEqual(ctypes.sizeof(_ffi.tm_message), _ffi.lib.tm_message_size())
+        self.assertEqual(ctypes.sizeof(_ffi.tm_context_options),
+                         _ffi.lib.tm_context_options_size())
+        self.assertEqual(ctypes.sizeof(_ffi.tm_session_options),
+                         _ffi.lib.tm_session_options_size())
+
+    def test_check_layout_detects_mismatch(self):
+        saved = _ffi.STRUCT_SIZES["tm_policy"]
+        try:
+            _ffi.STRUCT_SIZES["tm_policy"] = (_ffi.tm_session_options, _ffi.lib.tm_policy_size)
+            with self.assertRaises(ImportError):
+                _ffi.check_layout()
+        finally:
+            _ffi.STRUCT_SIZES["tm_policy"] = saved
+        _ffi.check_layout()
+
+    def test_version(self):
+        self.assertRegex(tlsmail.version(), r"^\d+\.\d+\.\d+$")
+        self.assertIn("TLS", tlsmail.tls_backend())
+
+    def test_init_functions_give_versions(self):
+        st = _ffi.tm_delivery_status()
+        _ffi.lib.tm_status_init(ctypes.byref(st))
+        self.assertEqual(st.version, _ffi.TM_STATUS_VERSION)
+        p = _ffi.tm_policy()
+        _ffi.lib.tm_policy_init(ctypes.byref(p))
+        self.assertEqual(p.version, _ffi.TM_POLICY_VERSION)
+
+
+class PolicyMapping(unittest.TestCase):
+    def test_tristate(self):
+        cases = [(None, _ffi.TM_UNSET), (True, _ffi.TM_ON), (False, _ffi.TM_OFF)]
+        for value, c in cases:
+            p = tlsmail.Policy(require_tls=value, skip_verify=value, keep_unverified_tls=value)._to_c()
+            self.assertEqual((p.require_tls, p.skip_verify, p.keep_unverified_tls), (c, c, c))
+            self.assertEqual(tlsmail.Policy._from_c(p),
+                             tlsmail.Policy(value, value, value))
+
+    def test_default_is_all_unset(self):
+        self.assertEqual(tlsmail.Policy(), tlsmail.Policy(None, None, None))
+        p = tlsmail.Policy()._to_c()
+        self.assertEqual((p.version, p.require_tls, p.skip_verify, p.keep_unverified_tls),
+                         (1, 0, 0, 0))
+
+
+class Errors(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.ctx = tlsmail.Context(helo_name="client.tm.test")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.ctx.close()
+
+    def test_strerror(self):
+        self.assertTrue(tlsmail.strerror(-9))
+        self.assertEqual(tlsmail.strerror(-9999), "unknown error")
+
+    def test_bad_address_raises_invalid_argument(self):
+        with self.assertRaises(tlsmail.InvalidArgument) as cm:
+            self.ctx.deliver("a@tm.test", "bad\r\nRCPT TO:<x@y>@tm.test", BODY)
+        self.assertEqual(cm.exception.code, tlsmail.ErrorCode.EADDRESS)
+        self.assertIsInstance(cm.exception, ValueError)
+        self.assertEqual(cm.exception.status.result, tlsmail.Result.BOUNCED)
+
+    def test_no_recipients(self):
+        with self.assertRaises(tlsmail.InvalidArgument):
+            self.ctx.deliver("a@tm.test", [], BODY)
+
+    def test_too_many_recipients(self):
+        to = ["r%d@tm.test" % i for i in range(tlsmail.MAX_RECIPIENTS + 1)]
+        with self.assertRaises(tlsmail.InvalidArgument) as cm:
+            self.ctx.deliver("a@tm.test", to, BODY)
+        self.assertEqual(cm.exception.code, tlsmail.ErrorCode.ETOOMANY)
+
+    def test_nul_in_argument(self):
+        with self.assertRaises(tlsmail.InvalidArgument):
+            self.ctx.deliver("a\0@tm.test", "b@tm.test", BODY)
+
+    def test_bad_data_type(self):
+        with self.assertRaises(TypeError):
+            self.ctx.deliver("a@tm.test", "b@tm.test", 42)  # type: ignore[arg-type]
+
+    def test_bad_ca_file(self):
+        with self.assertRaises(tlsmail.CAFileError) as cm:
+            tlsmail.Context(ca_file="/nonexistent/ca.pem")
+        self.assertEqual(cm.exception.code, tlsmail.ErrorCode.ECAFILE)
+
+    def test_bad_option(self):
+        with self.assertRaises(tlsmail.InvalidArgument):
+            tlsmail.Context(port=-1)
+        with self.assertRaises(tlsmail.InvalidArgument):
+            tlsmail.Context(timeout=1, command_timeout_ms=1000)
+
+    def test_closed_context(self):
+        c = tlsmail.Context()
+        c.close()
+        c.close()  # idempotent
+        with self.assertRaises(tlsmail.SessionStateError):
+            c.deliver("a@tm.test", "b@tm.test", BODY)
+
+    def test_exception_hierarchy(self):
+        for cls in (tlsmail.InvalidArgument, tlsmail.OutOfMemory, tlsmail.CAFileError,
+                    tlsmail.SessionStateError, tlsmail.MessageReadError,
+                    tlsmail.DeliveryError, tlsmail.TLSRequired):
+            self.assertTrue(issubclass(cls, tlsmail.TlsmailError))
+        self.assertTrue(issubclass(tlsmail.TLSRequired, tlsmail.DeliveryError))
+
+
+class StatusJson(unittest.TestCase):
+    def test_empty_status(self):
+        d = tlsmail.DeliveryStatus().as_dict()
+        self.assertEqual(d["result"], "none")
+        self.assertIs(d["tls"], False)
+        self.assertEqual(d["recipients"], [])
+
+    def test_status_from_c_round_trip(self):
+        raw = _ffi.tm_delivery_status()
+        _ffi.lib.tm_status_init(ctypes.byref(raw))
+        raw.result = 1
+        raw.code = 250
+        raw.enhanced_code = b"2.0.0"
+        raw.message = b'queued "as" \x01X\xff'
+        raw.tls = 1
+        raw.cert_verified = 1
+        raw.mx_host = b"mx.example.org"
+        raw.mx_port = 25
+        raw.rcpt_count = 1
+        raw.rcpt[0].address = b"you@example.org"
+        raw.rcpt[0].result = 1
+        raw.rcpt[0].code = 250
+        st = tlsmail.DeliveryStatus._from_c(raw)
+        self.assertTrue(st.delivered)
+        self.assertEqual(st.recipients[0].address, "you@example.org")
+        self.assertTrue(st.recipients[0].delivered)
+        d = json.loads(st.to_json())  # control chars and bad UTF-8 escaped
+        self.assertEqual(d["result"], "delivered")
+        self.assertEqual(d["code"], 250)
+        self.assertIs(d["certificate-verified"], True)
+        self.assertEqual(d["mx-host"], "mx.example.org")
+        self.assertEqual(d["recipients"][0]["address"], "you@example.org")
+        self.assertEqual(str(st.result), "delivered")
+
+
+class Settings(unittest.TestCase):
+    def setUp(self):
+        self.ctx = tlsmail.Context()
+
+    def tearDown(self):
+        self.ctx.close()
+
+    def test_domain_policy(self):
+        self.assertIsNone(self.ctx.get_domain_policy("example.com"))
+        self.ctx.set_domain_policy("Example.COM.", tlsmail.Policy(require_tls=True,
+                                                                  skip_verify=False))
+        self.assertEqual(self.ctx.get_domain_policy("example.com"),
+                         tlsmail.Policy(True, False, None))
+        self.assertTrue(self.ctx.delete_domain_policy("example.com"))
+        self.assertFalse(self.ctx.delete_domain_policy("example.com"))
+        with self.assertRaises(tlsmail.InvalidArgument):
+            self.ctx.set_domain_policy("bad domain", tlsmail.Policy())
+
+    def test_floor(self):
+        self.assertEqual(self.ctx.get_recipient_floor("bank.example"), tlsmail.Floor.NONE)
+        self.ctx.set_recipient_floor("bank.example", "verified")
+        self.assertEqual(self.ctx.get_recipient_floor("bank.example"), tlsmail.Floor.VERIFIED)
+        self.ctx.set_recipient_floor("bank.example", tlsmail.Floor.TLS)
+        self.assertEqual(self.ctx.get_recipient_floor("bank.example"), tlsmail.Floor.TLS)
+        with self.assertRaises(tlsmail.InvalidArgument):
+            self.ctx.set_recipient_floor("bank.example", "strong")
+
+    def test_list_save_load(self):
+        self.ctx.set_domain_policy("a.example", tlsmail.Policy(require_tls=True))
+        self.ctx.set_recipient_floor("b.example", "tls")
+        text = self.ctx.list_settings()
+        self.assertIn("sending a.example require_tls=yes", text)
+        self.assertIn("recipient b.example floor=tls", text)
+        with tempfile.TemporaryDirectory() as d:
+            path = Path(d) / "settings"
+            self.ctx.save_settings(path)
+            other = tlsmail.Context()
+            try:
+                other.set_domain_policy("old.example", tlsmail.Policy(skip_verify=True))
+                other.load_settings(path, replace=True)
+                self.assertEqual(other.list_settings(), text)
+            finally:
+                other.close()
+
+    def test_load_syntax_error(self):
+        with tempfile.TemporaryDirectory() as d:
+            path = Path(d) / "settings"
+            path.write_text("# ok\nsending a.example require_tls=yes\nsending b.example colour=blue\n")
+            with self.assertRaises(tlsmail.SettingsSyntaxError) as cm:
+                self.ctx.load_settings(path)
+            self.assertEqual(cm.exception.line, 3)
+            self.assertIsNone(self.ctx.get_domain_policy("a.example"))  # all or nothing
+            with self.assertRaises(tlsmail.TlsmailError) as cm2:
+                self.ctx.load_settings(Path(d) / "missing")
+            self.assertEqual(cm2.exception.code, tlsmail.ErrorCode.EIO)
+
+
+# ---------------------------------------------------------------------------
+# Against the real peers
+
+
+def _need_peers(test: unittest.TestCase) -> None:
+    if os.environ.get("TM_TEST_PORT"):
+        return
+    msg = ("TM_TEST_PORT is not set: run through tests/peers/peers.py run --dir DIR -- "
+           "python3 -m unittest ... to deliver to the real test peers")
+    if os.environ.get("CI") == "true":
+        test.fail(msg + " (CI=true: failing instead of skipping)")
+    test.skipTest(msg)
+
+
+def _local(tag: str) -> str:
+    return "py-%s-%s" % (tag, uuid.uuid4().hex[:10])
+
+
+def _wait_mail(domain: str, local: str, timeout: float = 10.0) -> bytes:
+    d = Path(os.environ["TM_TEST_MAILDIR"]) / domain / local / "new"
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if d.is_dir():
+            files = sorted(d.iterdir())
+            if files:
+                return files[0].read_bytes()
+        time.sleep(0.05)
+    raise AssertionError("no mail arrived in %s" % d)
+
+
+def _mail_count(domain: str, local: str) -> int:
+    d = Path(os.environ["TM_TEST_MAILDIR"]) / domain / local / "new"
+    return len(list(d.iterdir())) if d.is_dir() else 0
+
+
+class Delivery(unittest.TestCase):
+    ctx = None
+
+    def setUp(self):
+        _need_peers(self)
+        if Delivery.ctx is None:
+            Delivery.ctx = tlsmail.Context(
+                ca_file=os.environ["TM_TEST_CA"], dns_server=os.environ["TM_TEST_DNS"],
+                port=int(os.environ["TM_TEST_PORT"]), helo_name="client.tm.test",
+                command_timeout_ms=10000)
+
+    @classmethod
+    def tearDownClass(cls):
+        if cls.ctx is not None:
+            cls.ctx.close()
+            cls.ctx = None
+
+    def test_deliver_verified_tls(self):
+        local = _local("valid")
+        st = tlsmail.deliver("sender@tm.test", local + "@valid.tm.test", BODY, context=self.ctx)
+        self.assertTrue(st.delivered, st)
+        self.assertEqual(st.error, 0)
+        self.assertTrue(st.tls)
+        self.assertTrue(st.cert_verified)
+        self.assertEqual(st.mx_host, "mx-valid.tm.test")
+        self.assertEqual(st.code // 100, 2)
+        self.assertTrue(st.tls_version)
+        self.assertEqual(len(st.recipients), 1)
+        d = st.as_dict()
+        self.assertEqual(d["result"], "delivered")
+        self.assertIs(d["certificate-verified"], True)
+        self.assertEqual(d["mx-host"], "mx-valid.tm.test")
+        self.assertIn(b"Hello from Python.", _wait_mail("valid.tm.test", local))
+
+    def test_plain_opportunistic(self):
+        local = _local("plain")
+        st = self.ctx.deliver("sender@tm.test", local + "@plain.tm.test", BODY)
+        self.assertTrue(st.delivered, st)
+        self.assertFalse(st.tls)
+        self.assertEqual(st.tls_failure, tlsmail.TLSFailure.NOT_OFFERED)
+        _wait_mail("plain.tm.test", local)
+
+    def test_require_tls_on_plain_is_deferred_not_raised(self):
+        local = _local("reqtls")
+        st = self.ctx.deliver("sender@tm.test", local + "@plain.tm.test", BODY,
+                              policy=tlsmail.Policy(require_tls=True))
+        self.assertEqual(st.result, tlsmail.Result.DEFERRED)
+        self.assertEqual(st.error, tlsmail.ErrorCode.ETLSREQUIRED)
+        self.assertTrue(st.policy.require_tls)
+        self.assertEqual(st.require_tls_source, tlsmail.PolicySource.MESSAGE)
+        time.sleep(0.2)
+        self.assertEqual(_mail_count("plain.tm.test", local), 0)
+
+    def test_require_tls_fails_over(self):
+        local = _local("plainfirst")
+        st = self.ctx.deliver("sender@tm.test", local + "@plainfirst.tm.test", BODY,
+                              policy=tlsmail.Policy(require_tls=True))
+        self.assertTrue(st.delivered, st)
+        self.assertEqual(st.mx_host, "mx-valid.tm.test")
+        self.assertTrue(st.tls and st.cert_verified)
+
+    def test_skip_verify_host(self):
+        local = _local("selfsigned")
+        st = self.ctx.deliver("sender@tm.test", local + "@valid.tm.test", BODY,
+                              host=os.environ["TM_TEST_MX_SELFSIGNED"],
+                              policy=tlsmail.Policy(require_tls=True, skip_verify=True))
+        self.assertTrue(st.delivered, st)
+        self.assertTrue(st.tls)
+        self.assertFalse(st.cert_verified)
+        self.assertEqual(st.mx_host, os.environ["TM_TEST_MX_SELFSIGNED"])
+
+    def test_sending_domain_setting(self):
+        self.ctx.set_domain_policy("strict.example", tlsmail.Policy(require_tls=True))
+        try:
+            st = self.ctx.deliver("news@strict.example", _local("sd") + "@plain.tm.test", BODY)
+            self.assertEqual(st.result, tlsmail.Result.DEFERRED)
+            self.assertEqual(st.require_tls_source, tlsmail.PolicySource.SENDING_DOMAIN)
+            st = self.ctx.deliver("news@strict.example", _local("sd") + "@plain.tm.test", BODY,
+                                  policy=tlsmail.Policy(require_tls=False))
+            self.assertTrue(st.delivered, st)
+            self.assertEqual(st.require_tls_source, tlsmail.PolicySource.MESSAGE)
+        finally:
+            self.ctx.delete_domain_policy("strict.example")
+
+    def test_bounced_deferred_partial(self):
+        st = self.ctx.deliver("sender@tm.test", "reject-me@valid.tm.test", BODY)
+        self.assertEqual(st.result, tlsmail.Result.BOUNCED)
+        self.assertEqual(st.recipients[0].code, 550)
+        st = self.ctx.deliver("sender@tm.test", "defer-me@valid.tm.test", BODY)
+        self.assertEqual(st.result, tlsmail.Result.DEFERRED)
+        ok = _local("partial")
+        st = self.ctx.deliver("sender@tm.test",
+                              [ok + "@valid.tm.test", "reject-x@valid.tm.test"], BODY)
+        self.assertEqual(st.error, tlsmail.ErrorCode.EPARTIAL)
+        self.assertFalse(st.delivered)
+        self.assertEqual([r.result for r in st.recipients],
+                         [tlsmail.Result.DELIVERED, tlsmail.Result.BOUNCED])
+        _wait_mail("valid.tm.test", ok)
+
+    def test_domains_without_mail(self):
+        st = self.ctx.deliver("sender@tm.test", "x@nullmx.tm.test", BODY)
+        self.assertEqual((st.result, st.error),
+                         (tlsmail.Result.BOUNCED, tlsmail.ErrorCode.ENULLMX))
+        st = self.ctx.deliver("sender@tm.test", "x@nosuch.tm.test", BODY)
+        self.assertEqual((st.result, st.error),
+                         (tlsmail.Result.BOUNCED, tlsmail.ErrorCode.ENODOMAIN))
+
+    def test_streamed_file(self):
+        local = _local("stream")
+        big = b"Subject: streamed\r\n\r\n" + b"".join(
+            b"line %06d .dot\n" % i for i in range(20000)) + b".leading dot\n"
+        st = self.ctx.deliver("sender@tm.test", local + "@valid.tm.test", io.BytesIO(big))
+        self.assertTrue(st.delivered, st)
+        got = _wait_mail("valid.tm.test", local)
+        self.assertIn(b"line 019999 .dot", got)
+        self.assertIn(b"\n.leading dot", got)
+
+    def test_streamed_plain_read(self):
+        class OnlyRead:
+            def __init__(self, data):
+                self.f = io.BytesIO(data)
+
+            def read(self, n):
+                return self.f.read(min(n, 7))
+
+        local = _local("read")
+        st = self.ctx.deliver("sender@tm.test", local + "@valid.tm.test", OnlyRead(BODY))
+        self.assertTrue(st.delivered, st)
+        self.assertIn(b"Hello from Python.", _wait_mail("valid.tm.test", local))
+
+    def test_reader_exception_fails_delivery(self):
+        class Broken(io.RawIOBase):
+            def __init__(self):
+                self.n = 0
+
+            def readable(self):
+                return True
+
+            def readinto(self, b):
+                self.n += 1
+                if self.n > 2:
+                    raise OSError("disk on fire")
+                b[:9] = b"x: y\r\n\r\nz"[:len(b)]
+                return 9
+
+        local = _local("broken")
+        with self.assertRaises(tlsmail.MessageReadError) as cm:
+            self.ctx.deliver("sender@tm.test", local + "@valid.tm.test", Broken())
+        self.assertIsInstance(cm.exception.__cause__, OSError)
+        self.assertNotEqual(cm.exception.status.result, tlsmail.Result.DELIVERED)
+        time.sleep(0.3)
+        self.assertEqual(_mail_count("valid.tm.test", local), 0)
+
+    def test_session_many_messages(self):
+        locals_ = [_local("sess%d" % i) for i in range(5)]
+        with tlsmail.Session(self.ctx, "valid.tm.test") as s:
+            self.assertEqual(s.open_status.mx_host, "mx-valid.tm.test")
+            tls = s.starttls(tlsmail.Policy(require_tls=True))
+            self.assertTrue(tls.tls and tls.cert_verified)
+            for i, local in enumerate(locals_):
+                st = s.send("sender@tm.test", local + "@valid.tm.test",
+                            b"Subject: session %d\r\n\r\nmessage %d\r\n" % (i, i))
+                self.assertTrue(st.delivered, st)
+                self.assertTrue(st.tls)
+            st = s.send("sender@tm.test", "reject-s@valid.tm.test", BODY)
+            self.assertEqual(st.result, tlsmail.Result.BOUNCED)
+            st = s.send("sender@tm.test", _local("after") + "@valid.tm.test", BODY)
+            self.assertTrue(st.delivered, st)  # still usable after a refusal
+        self.assertTrue(s.closed)
+        with self.assertRaises(tlsmail.SessionStateError):
+            s.send("sender@tm.test", "x@valid.tm.test", BODY)
+        for i, local in enumerate(locals_):
+            self.assertIn(b"message %d" % i, _wait_mail("valid.tm.test", local))
+
+    def test_session_tls_required_raises(self):
+        with tlsmail.Session(self.ctx, "plain.tm.test") as s:
+            with self.assertRaises(tlsmail.TLSRequired) as cm:
+                s.starttls(tlsmail.Policy(require_tls=True))
+            self.assertEqual(cm.exception.status.result, tlsmail.Result.DEFERRED)
+            with self.assertRaises(tlsmail.SessionStateError):
+                s.send("sender@tm.test", "x@plain.tm.test", BODY)
+
+    def test_session_open_failure_raises(self):
+        with self.assertRaises(tlsmail.DeliveryError) as cm:
+            tlsmail.Session(self.ctx, "nullmx.tm.test")
+        self.assertEqual(cm.exception.code, tlsmail.ErrorCode.ENULLMX)
+        self.assertEqual(cm.exception.status.result, tlsmail.Result.BOUNCED)
+
+    def test_context_close_refused_while_session_open(self):
+        c = tlsmail.Context(ca_file=os.environ["TM_TEST_CA"],
+                            dns_server=os.environ["TM_TEST_DNS"],
+                            port=int(os.environ["TM_TEST_PORT"]), helo_name="client.tm.test",
+                            timeout=10)
+        s = c.session("valid.tm.test")
+        with self.assertRaises(tlsmail.SessionStateError):
+            c.close()
+        s.close()
+        c.close()
+        self.assertTrue(c.closed)
+
+    def test_log_callback(self):
+        lines = []
+        c = tlsmail.Context(ca_file=os.environ["TM_TEST_CA"],
+                            dns_server=os.environ["TM_TEST_DNS"],
+                            port=int(os.environ["TM_TEST_PORT"]), helo_name="client.tm.test",
+                            timeout=10, log=lambda lvl, m: lines.append((lvl, m)),
+                            log_level=tlsmail.LogLevel.DEBUG)
+        with c:
+            st = c.deliver("sender@tm.test", _local("log") + "@valid.tm.test", BODY)
+        self.assertTrue(st.delivered, st)
+        self.assertTrue(any("EHLO" in m or "ehlo" in m.lower() for _, m in lines), lines[:5])
+
+    def test_threads_share_context(self):
+        results = []
+        locals_ = [_local("thr%d" % i) for i in range(8)]
+
+        def worker(local):
+            results.append(self.ctx.deliver("sender@tm.test", local + "@valid.tm.test", BODY))
+
+        threads = [threading.Thread(target=worker, args=(l,)) for l in locals_]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertEqual(len(results), 8)
+        self.assertTrue(all(r.delivered and r.cert_verified for r in results), results)
+        for local in locals_:
+            _wait_mail("valid.tm.test", local)
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,903 @@
+"""tlsmail - deliver email to a domain's MX hosts with opportunistic TLS.
+
+A thin, typed ctypes binding over libtlsmail (include/tlsmail.h)::
+
+    import tlsmail
+
+    st = tlsmail.deliver("me@example.com", "you@example.org",
+                         b"Subject: hi\\r\\n\\r\\nHello.\\r\\n")
+    print(st.result, st.tls, st.cert_verified, st.mx_host)
+
+Errors: a call **returns** a DeliveryStatus for every SMTP outcome -
+delivered, deferred, uncertain or bounced (look at ``status.result``; the
+library's error code is ``status.error``).  It **raises** a TlsmailError only
+when the call itself was wrong or could not run: invalid arguments or
+addresses (InvalidArgument, also a ValueError), out of memory, an unreadable
+CA file, a session used in the wrong state, a settings file with a syntax
+error, or an exception raised by your message reader (MessageReadError, with
+your exception as ``__cause__``).  Session.open() and Session.starttls() have
+no message outcome to return, so when they fail they raise DeliveryError
+(TLSRequired for TM_ETLSREQUIRED) carrying the status.
+
+Every call blocks the calling thread for at most the context's timeouts and
+releases the GIL while it runs, so deliveries on several threads sharing one
+Context run in parallel.  A Session must be used by one thread at a time.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import enum
+import json
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import IO, Any, BinaryIO, Callable, Dict, List, Optional, Sequence, Union
+
+from . import _ffi
+from ._ffi import lib as _lib
+
+__all__ = [
+    "deliver", "Context", "Session", "Policy", "DeliveryStatus", "RecipientStatus",
+    "Result", "TLSFailure", "PolicySource", "Floor", "LogLevel", "ErrorCode",
+    "TlsmailError", "InvalidArgument", "OutOfMemory", "CAFileError", "SessionStateError",
+    "MessageReadError", "SettingsSyntaxError", "DeliveryError", "TLSRequired",
+    "default_context", "version", "tls_backend", "strerror", "MAX_RECIPIENTS",
+]
+
+MAX_RECIPIENTS = _ffi.TM_MAX_RECIPIENTS
+
+Data = Union[bytes, bytearray, memoryview, str, BinaryIO, IO[bytes]]
+Recipients = Union[str, Sequence[str]]
+
+
+def version() -> str:
+    """The version of the loaded libtlsmail, e.g. "0.1.0"."""
+    return _lib.tm_version().decode()
+
+
+def tls_backend() -> str:
+    """The TLS library libtlsmail was built against, e.g. "mbed TLS 2.28.3"."""
+    return _lib.tm_tls_backend().decode()
+
+
+def strerror(code: int) -> str:
+    """tm_strerror(): the English text of a tm_error value."""
+    return _lib.tm_strerror(int(code)).decode()
+
+
+# ---------------------------------------------------------------------------
+# Enumerations (values are the header's, names its suffixes)
+
+
+class _Named(enum.IntEnum):
+    def __str__(self) -> str:  # "delivered", "message", "tls"...
+        return self.name.lower().replace("_", "-")
+
+
+class Result(_Named):
+    """tm_result: the class of a delivery or of one recipient."""
+    NONE = 0
+    DELIVERED = 1
+    DEFERRED = 2
+    UNCERTAIN = 3
+    BOUNCED = 4
+
+
+class TLSFailure(_Named):
+    """tm_tls_failure: why TLS is not in use."""
+    NONE = 0
+    NOT_OFFERED = 1
+    REFUSED = 2
+    HANDSHAKE = 3
+    CERTIFICATE = 4
+    NOT_TRIED = 5
+
+
+class PolicySource(_Named):
+    """tm_policy_source: where a flag of the applied policy came from."""
+    DEFAULT = 0
+    MESSAGE = 1
+    SENDING_DOMAIN = 2
+    RECIPIENT_FLOOR = 3
+
+
+class Floor(_Named):
+    """tm_floor: the least TLS mail to a recipient domain must travel with."""
+    NONE = 0
+    TLS = 1
+    VERIFIED = 2
+
+
+class LogLevel(enum.IntEnum):
+    """tm_log_level."""
+    ERROR = 0
+    WARNING = 1
+    INFO = 2
+    DEBUG = 3
+
+
+class ErrorCode(enum.IntEnum):
+    """tm_error (TM_OK and the negative TM_E* codes)."""
+    OK = 0
+    EINVAL = -1
+    ENOMEM = -2
+    EADDRESS = -3
+    ECONNECT = -4
+    ETIMEOUT = -5
+    ECLOSED = -6
+    EPROTOCOL = -7
+    ETLS = -8
+    ETLSREQUIRED = -9
+    EREJECTED = -10
+    EPARTIAL = -11
+    EUNCERTAIN = -12
+    ECONTENT = -13
+    EREAD = -14
+    ESTATE = -15
+    ECAFILE = -16
+    EDNS = -17
+    ENODOMAIN = -18
+    ENULLMX = -19
+    ETOOMANY = -20
+    EIO = -21
+    EUTF8 = -22
+    ENOTFOUND = -23
+    ESYNTAX = -24
+
+
+def _enum(cls: Any, value: int) -> Any:
+    try:
+        return cls(value)
+    except ValueError:  # a newer library's value: keep the number
+        return value
+
+
+# ---------------------------------------------------------------------------
+# Exceptions
+
+
+class TlsmailError(Exception):
+    """Base of every exception raised by this package.
+
+    code    the tm_error value (negative int; compare with ErrorCode)
+    status  the DeliveryStatus the call filled, or None
+    """
+
+    def __init__(self, code: int, message: Optional[str] = None,
+                 status: Optional["DeliveryStatus"] = None) -> None:
+        self.code = int(code)
+        self.status = status
+        text = message or strerror(code)
+        if status is not None and status.description and status.description not in text:
+            text = "%s: %s" % (text, status.description)
+        super().__init__(text)
+
+    @property
+    def name(self) -> str:
+        """"EINVAL", "ETLSREQUIRED"... (the tm_error name without TM_)."""
+        try:
+            return ErrorCode(self.code).name
+        except ValueError:
+            return str(self.code)
+
+
+class InvalidArgument(TlsmailError, ValueError):
+    """TM_EINVAL, TM_EADDRESS, TM_ETOOMANY: the arguments are wrong."""
+
+
+class OutOfMemory(TlsmailError, MemoryError):
+    """TM_ENOMEM."""
+
+
+class CAFileError(TlsmailError):
+    """TM_ECAFILE: the CA file (or system store) could not be read or parsed."""
+
+
+class SessionStateError(TlsmailError):
+    """TM_ESTATE: the session cannot be used for this call (closed, or its
+    connection failed earlier: open a new one)."""
+
+
+class MessageReadError(TlsmailError):
+    """TM_EREAD: reading the message content failed; ``__cause__`` is the
+    exception your file object raised.  Nothing was delivered."""
+
+
+class SettingsSyntaxError(TlsmailError):
+    """TM_ESYNTAX: a settings file line is malformed; ``line`` is 1-based."""
+
+    def __init__(self, code: int, line: int, path: str) -> None:
+        self.line = line
+        self.path = path
+        super().__init__(code, "%s:%d: %s" % (path, line, strerror(code)))
+
+
+class DeliveryError(TlsmailError):
+    """Raised by Session.open() and Session.starttls() when no session could
+    be made ready; ``status`` says why (result deferred or bounced)."""
+
+
+class TLSRequired(DeliveryError):
+    """TM_ETLSREQUIRED: the policy requires TLS and no MX host gave it."""
+
+
+_RAISE: Dict[int, type] = {
+    ErrorCode.EINVAL: InvalidArgument,
+    ErrorCode.EADDRESS: InvalidArgument,
+    ErrorCode.ETOOMANY: InvalidArgument,
+    ErrorCode.ENOMEM: OutOfMemory,
+    ErrorCode.ECAFILE: CAFileError,
+    ErrorCode.ESTATE: SessionStateError,
+    ErrorCode.EREAD: MessageReadError,
+    ErrorCode.EIO: TlsmailError,
+}
+
+
+def _misuse(rc: int, status: Optional["DeliveryStatus"] = None) -> Optional[TlsmailError]:
+    """The exception for a 'the call was wrong' code, or None."""
+    cls = _RAISE.get(rc)
+    return cls(rc, status=status) if cls is not None else None
+
+
+def _check(rc: int) -> None:
+    if rc != 0:
+        raise _RAISE.get(rc, TlsmailError)(rc)
+
+
+# ---------------------------------------------------------------------------
+# Policy
+
+
+def _flag_to_c(v: Optional[bool]) -> int:
+    if v is None:
+        return _ffi.TM_UNSET
+    return _ffi.TM_ON if v else _ffi.TM_OFF
+
+
+def _flag_from_c(v: int) -> Optional[bool]:
+    return None if v == 0 else v > 0
+
+
+@dataclass
+class Policy:
+    """tm_policy.  Each flag is None (not set: falls through to the sending
+    domain's setting, then off), True (TM_ON) or False (TM_OFF, which
+    overrides a less specific True).
+
+    require_tls          never deliver without TLS (verified unless skip_verify)
+    skip_verify          accept any certificate and host name
+    keep_unverified_tls  keep TLS with an unverified certificate instead of
+                         reconnecting in plaintext (when TLS is not required)
+    """
+    require_tls: Optional[bool] = None
+    skip_verify: Optional[bool] = None
+    keep_unverified_tls: Optional[bool] = None
+
+    def _to_c(self) -> _ffi.tm_policy:
+        p = _ffi.tm_policy()
+        _lib.tm_policy_init(ctypes.byref(p))
+        p.require_tls = _flag_to_c(self.require_tls)
+        p.skip_verify = _flag_to_c(self.skip_verify)
+        p.keep_unverified_tls = _flag_to_c(self.keep_unverified_tls)
+        return p
+
+    @classmethod
+    def _from_c(cls, p: _ffi.tm_policy) -> "Policy":
+        return cls(_flag_from_c(p.require_tls), _flag_from_c(p.skip_verify),
+                   _flag_from_c(p.keep_unverified_tls))
+
+
+# ---------------------------------------------------------------------------
+# Delivery status
+
+
+def _s(b: bytes) -> str:
+    return b.decode("utf-8", "replace")
+
+
+@dataclass
+class RecipientStatus:
+    """tm_rcpt_status: the outcome for one recipient."""
+    address: str
+    result: Result
+    code: int
+    enhanced_code: str
+    message: str
+
+    @property
+    def delivered(self) -> bool:
+        return self.result == Result.DELIVERED
+
+
+@dataclass
+class DeliveryStatus:
+    """tm_delivery_status, field for field (see include/tlsmail.h).
+
+    ``policy`` is the policy applied after resolution (flags True/False);
+    ``*_source`` say where each flag came from, ``floor`` which recipient
+    floor applied.  ``recipients`` has one entry per recipient.
+    """
+    result: Result = Result.NONE
+    error: int = 0
+    code: int = 0
+    enhanced_code: str = ""
+    message: str = ""
+    description: str = ""
+    tls: bool = False
+    cert_verified: bool = False
+    tls_failure: TLSFailure = TLSFailure.NONE
+    tls_version: str = ""
+    tls_cipher: str = ""
+    tls_error: str = ""
+    mx_host: str = ""
+    mx_address: str = ""
+    mx_port: int = 0
+    attempt_no: int = 0
+    session_seconds: float = 0.0
+    utf8: bool = False
+    policy: Policy = field(default_factory=Policy)
+    require_tls_source: PolicySource = PolicySource.DEFAULT
+    skip_verify_source: PolicySource = PolicySource.DEFAULT
+    keep_unverified_tls_source: PolicySource = PolicySource.DEFAULT
+    floor: Floor = Floor.NONE
+    recipients: List[RecipientStatus] = field(default_factory=list)
+    _raw: Optional[_ffi.tm_delivery_status] = field(default=None, repr=False, compare=False)
+
+    @property
+    def delivered(self) -> bool:
+        """True only when every recipient got a 2xx to the end of data."""
+        return self.result == Result.DELIVERED
+
+    @property
+    def error_name(self) -> str:
+        """The tm_error name ("OK", "ETLSREQUIRED"...) of ``error``."""
+        try:
+            return ErrorCode(self.error).name
+        except ValueError:
+            return str(self.error)
+
+    @classmethod
+    def _from_c(cls, st: _ffi.tm_delivery_status) -> "DeliveryStatus":
+        n = min(int(st.rcpt_count), _ffi.TM_MAX_RECIPIENTS)
+        rcpts = [RecipientStatus(_s(r.address), _enum(Result, r.result), r.code,
+                                 _s(r.enhanced_code), _s(r.message))
+                 for r in st.rcpt[:n]]
+        pol = Policy(st.policy.require_tls > 0, st.policy.skip_verify > 0,
+                     st.policy.keep_unverified_tls > 0)
+        return cls(
+            result=_enum(Result, st.result), error=st.error, code=st.code,
+            enhanced_code=_s(st.enhanced_code), message=_s(st.message),
+            description=_s(st.description), tls=bool(st.tls),
+            cert_verified=bool(st.cert_verified),
+            tls_failure=_enum(TLSFailure, st.tls_failure), tls_version=_s(st.tls_version),
+            tls_cipher=_s(st.tls_cipher), tls_error=_s(st.tls_error), mx_host=_s(st.mx_host),
+            mx_address=_s(st.mx_address), mx_port=st.mx_port, attempt_no=st.attempt_no,
+            session_seconds=st.session_seconds, utf8=bool(st.utf8), policy=pol,
+            require_tls_source=_enum(PolicySource, st.require_tls_source),
+            skip_verify_source=_enum(PolicySource, st.skip_verify_source),
+            keep_unverified_tls_source=_enum(PolicySource, st.keep_unverified_tls_source),
+            floor=_enum(Floor, st.floor), recipients=rcpts, _raw=st)
+
+    def to_json(self) -> str:
+        """The status as one JSON object, written by tm_status_json()."""
+        raw = self._raw
+        if raw is None:  # built in Python: an empty status
+            raw = _ffi.tm_delivery_status()
+            _lib.tm_status_init(ctypes.byref(raw))
+        n = _lib.tm_status_json(ctypes.byref(raw), None, 0)
+        if n < 0:
+            raise TlsmailError(n)
+        buf = ctypes.create_string_buffer(n + 1)
+        _lib.tm_status_json(ctypes.byref(raw), buf, n + 1)
+        return buf.value.decode("utf-8")
+
+    def as_dict(self) -> Dict[str, Any]:
+        """json.loads(self.to_json())."""
+        return json.loads(self.to_json())
+
+
+def _new_status() -> _ffi.tm_delivery_status:
+    st = _ffi.tm_delivery_status()
+    _lib.tm_status_init(ctypes.byref(st))
+    return st
+
+
+# ---------------------------------------------------------------------------
+# Context
+
+
+def _b(s: Optional[Union[str, bytes]], what: str) -> Optional[bytes]:
+    if s is None:
+        return None
+    if isinstance(s, bytes):
+        b = s
+    elif isinstance(s, str):
+        b = s.encode("utf-8")
+    else:
+        raise TypeError("%s must be str, not %s" % (what, type(s).__name__))
+    if b"\0" in b:
+        raise InvalidArgument(ErrorCode.EINVAL, "%s contains a NUL character" % what)
+    return b
+
+
+def _ms(seconds: Optional[float]) -> int:
+    if seconds is None:
+        return 0
+    if seconds <= 0:
+        raise InvalidArgument(ErrorCode.EINVAL, "timeouts must be > 0 seconds")
+    return max(1, int(round(seconds * 1000)))
+
+
+class Context:
+    """tm_context: trust store, resolver settings, timeouts, EHLO name and the
+    per-domain settings tables; create once, share between threads.
+
+    Every option left None takes the library's default (system CA store,
+    host name for EHLO, port 25, system resolver, RFC 5321 timeouts).
+    ``timeout`` (seconds) sets command_timeout_ms; the ``*_timeout_ms``
+    keywords set one timeout each.  ``log`` is called as log(level, line) on
+    the thread running a call, for levels up to ``log_level``.
+
+    Use it as a context manager or call close(); close() raises
+    SessionStateError while a Session on it is open or a call runs.
+    Raises CAFileError, InvalidArgument, OutOfMemory.
+    """
+
+    def __init__(self, *, ca_file: Optional[Union[str, os.PathLike]] = None,
+                 helo_name: Optional[str] = None, dns_server: Optional[str] = None,
+                 port: Optional[int] = None, timeout: Optional[float] = None,
+                 command_timeout_ms: Optional[int] = None,
+                 connect_timeout_ms: Optional[int] = None,
+                 greeting_timeout_ms: Optional[int] = None,
+                 ehlo_timeout_ms: Optional[int] = None, tls_timeout_ms: Optional[int] = None,
+                 mail_timeout_ms: Optional[int] = None, rcpt_timeout_ms: Optional[int] = None,
+                 data_timeout_ms: Optional[int] = None,
+                 data_block_timeout_ms: Optional[int] = None,
+                 data_end_timeout_ms: Optional[int] = None,
+                 quit_timeout_ms: Optional[int] = None,
+                 delivery_timeout_ms: Optional[int] = None, max_mx: Optional[int] = None,
+                 max_addresses: Optional[int] = None,
+                 log: Optional[Callable[[LogLevel, str], None]] = None,
+                 log_level: LogLevel = LogLevel.ERROR) -> None:
+        self._ptr: Optional[int] = None
+        self._lock = threading.Lock()
+        self._users = 0
+        o = _ffi.tm_context_options()
+        _lib.tm_context_options_init(ctypes.byref(o))
+        o.ca_file = _b(os.fspath(ca_file) if ca_file is not None else None, "ca_file")
+        o.helo_name = _b(helo_name, "helo_name")
+        o.dns_server = _b(dns_server, "dns_server")
+        if timeout is not None and command_timeout_ms is not None:
+            raise InvalidArgument(ErrorCode.EINVAL, "give timeout or command_timeout_ms, not both")
+        ints = {
+            "port": port, "command_timeout_ms": command_timeout_ms if timeout is None
+            else _ms(timeout), "connect_timeout_ms": connect_timeout_ms,
+            "greeting_timeout_ms": greeting_timeout_ms, "ehlo_timeout_ms": ehlo_timeout_ms,
+            "tls_timeout_ms": tls_timeout_ms, "mail_timeout_ms": mail_timeout_ms,
+            "rcpt_timeout_ms": rcpt_timeout_ms, "data_timeout_ms": data_timeout_ms,
+            "data_block_timeout_ms": data_block_timeout_ms,
+            "data_end_timeout_ms": data_end_timeout_ms, "quit_timeout_ms": quit_timeout_ms,
+            "delivery_timeout_ms": delivery_timeout_ms, "max_mx": max_mx,
+            "max_addresses": max_addresses,
+        }
+        for k, v in ints.items():
+            if v is None:
+                continue
+            if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= 0xFFFFFFFF:
+                raise InvalidArgument(ErrorCode.EINVAL, "%s must be an int in 0..2^32-1" % k)
+            setattr(o, k, v)
+        # The C callback must outlive the context: kept on self.
+        self._log_cb = None
+        if log is not None:
+            user_log = log
+
+            def _log(_arg: Any, level: int, message: bytes) -> None:
+                try:
+                    user_log(_enum(LogLevel, level), message.decode("utf-8", "replace"))
+                except Exception:  # never unwind through C
+                    pass
+
+            self._log_cb = _ffi.tm_log_fn(_log)
+            o.log = self._log_cb
+            o.log_level = int(log_level)
+        out = ctypes.c_void_p()
+        rc = _lib.tm_context_new(ctypes.byref(out), ctypes.byref(o))
+        _check(rc)
+        self._ptr = out.value
+
+    # -- lifetime -----------------------------------------------------------
+
+    def _acquire(self) -> int:
+        with self._lock:
+            if self._ptr is None:
+                raise SessionStateError(ErrorCode.ESTATE, "the context is closed")
+            self._users += 1
+            return self._ptr
+
+    def _release(self) -> None:
+        with self._lock:
+            self._users -= 1
+
+    @property
+    def closed(self) -> bool:
+        return self._ptr is None
+
+    def close(self) -> None:
+        """tm_context_free().  Idempotent."""
+        with self._lock:
+            if self._ptr is None:
+                return
+            if self._users:
+                raise SessionStateError(ErrorCode.ESTATE,
+                                        "the context is in use (open session or running call)")
+            ptr, self._ptr = self._ptr, None
+        _lib.tm_context_free(ptr)
+
+    def __enter__(self) -> "Context":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            if self._ptr is not None and not self._users:
+                _lib.tm_context_free(self._ptr)
+                self._ptr = None
+        except Exception:
+            pass
+
+    # -- delivery -----------------------------------------------------------
+
+    def deliver(self, from_addr: str, to: Recipients, data: Data, *,
+                policy: Optional[Policy] = None, host: Optional[str] = None,
+                port: Optional[int] = None,
+                sending_domain: Optional[str] = None) -> DeliveryStatus:
+        """tm_deliver() with this context; see tlsmail.deliver()."""
+        return deliver(from_addr, to, data, policy=policy, host=host, port=port, context=self,
+                       sending_domain=sending_domain)
+
+    def session(self, domain: str, *, host: Optional[str] = None,
+                port: Optional[int] = None) -> "Session":
+        """Session(self, domain, host=..., port=...)."""
+        return Session(self, domain, host=host, port=port)
+
+    # -- settings -----------------------------------------------------------
+
+    def _call(self, fn: Callable[..., int], *args: Any) -> int:
+        ptr = self._acquire()
+        try:
+            return int(fn(ptr, *args))
+        finally:
+            self._release()
+
+    def set_domain_policy(self, sending_domain: str, policy: Policy) -> None:
+        """tm_domain_policy_set(): the settings of a sending domain (flags
+        left None are not set)."""
+        p = policy._to_c()
+        _check(self._call(_lib.tm_domain_policy_set, _b(sending_domain, "sending_domain"),
+                          ctypes.byref(p)))
+
+    def get_domain_policy(self, sending_domain: str) -> Optional[Policy]:
+        """tm_domain_policy_get(): the settings, or None when there are none."""
+        p = _ffi.tm_policy()
+        rc = self._call(_lib.tm_domain_policy_get, _b(sending_domain, "sending_domain"),
+                        ctypes.byref(p))
+        if rc == ErrorCode.ENOTFOUND:
+            return None
+        _check(rc)
+        return Policy._from_c(p)
+
+    def delete_domain_policy(self, sending_domain: str) -> bool:
+        """tm_domain_policy_delete(): True if there were settings to remove."""
+        rc = self._call(_lib.tm_domain_policy_delete, _b(sending_domain, "sending_domain"))
+        if rc == ErrorCode.ENOTFOUND:
+            return False
+        _check(rc)
+        return True
+
+    def set_recipient_floor(self, recipient_domain: str,
+                            floor: Union[Floor, int, str]) -> None:
+        """tm_recipient_floor_set(); floor is a Floor or "none"/"tls"/"verified"."""
+        if isinstance(floor, str):
+            try:
+                floor = Floor[floor.upper()]
+            except KeyError:
+                raise InvalidArgument(ErrorCode.EINVAL, "floor must be none, tls or verified")
+        _check(self._call(_lib.tm_recipient_floor_set, _b(recipient_domain, "recipient_domain"),
+                          int(floor)))
+
+    def get_recipient_floor(self, recipient_domain: str) -> Floor:
+        """tm_recipient_floor_get(): Floor.NONE when unset."""
+        v = ctypes.c_int(0)
+        _check(self._call(_lib.tm_recipient_floor_get, _b(recipient_domain, "recipient_domain"),
+                          ctypes.byref(v)))
+        return _enum(Floor, v.value)
+
+    def list_settings(self) -> str:
+        """tm_settings_list(): every setting in the settings-file format."""
+        ptr = self._acquire()
+        try:
+            size = 4096
+            while True:  # the tables may grow between the two calls
+                buf = ctypes.create_string_buffer(size)
+                n = _lib.tm_settings_list(ptr, buf, size)
+                _check(min(n, 0))
+                if n < size:
+                    return buf.value.decode("utf-8")
+                size = n + 1
+        finally:
+            self._release()
+
+    def load_settings(self, path: Union[str, os.PathLike], replace: bool = False) -> None:
+        """tm_settings_load(): applies the file only if it is valid as a whole.
+        Raises SettingsSyntaxError (with .line), or TlsmailError (EIO)."""
+        p = os.fspath(path)
+        line = ctypes.c_int(0)
+        rc = self._call(_lib.tm_settings_load, _b(p, "path"), 1 if replace else 0,
+                        ctypes.byref(line))
+        if rc == ErrorCode.ESYNTAX:
+            raise SettingsSyntaxError(rc, line.value, str(p))
+        _check(rc)
+
+    def save_settings(self, path: Union[str, os.PathLike]) -> None:
+        """tm_settings_save(): writes the tables atomically."""
+        _check(self._call(_lib.tm_settings_save, _b(os.fspath(path), "path")))
+
+
+_default_ctx: Optional[Context] = None
+_default_lock = threading.Lock()
+
+
+def default_context() -> Context:
+    """The context deliver() uses when given none: system CA store and
+    resolver, default timeouts; created on first use, shared."""
+    global _default_ctx
+    with _default_lock:
+        if _default_ctx is None or _default_ctx.closed:
+            _default_ctx = Context()
+        return _default_ctx
+
+
+# ---------------------------------------------------------------------------
+# Messages
+
+
+class _Message:
+    """Holds a tm_message and every Python object its pointers refer to, for
+    the duration of one call."""
+
+    def __init__(self, from_addr: str, to: Recipients, data: Data,
+                 sending_domain: Optional[str]) -> None:
+        if isinstance(to, (str, bytes)):
+            to = [to]  # type: ignore[list-item]
+        rcpts = [_b(t, "recipient") for t in to]
+        if not rcpts:
+            raise InvalidArgument(ErrorCode.EINVAL, "at least one recipient is needed")
+        if len(rcpts) > _ffi.TM_MAX_RECIPIENTS:
+            raise InvalidArgument(ErrorCode.ETOOMANY)
+        self.to = (ctypes.c_char_p * len(rcpts))(*rcpts)
+        m = _ffi.tm_message()
+        _lib.tm_message_init(ctypes.byref(m))
+        m.from_ = _b(from_addr, "from_addr")
+        m.to = ctypes.cast(self.to, ctypes.POINTER(ctypes.c_char_p))
+        m.to_count = len(rcpts)
+        m.sending_domain = _b(sending_domain, "sending_domain")
+        self.error: Optional[BaseException] = None
+        self.keep: Any = None
+        self.reader: Any = None
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+        if isinstance(data, bytes):
+            self.keep = ctypes.c_char_p(data)  # points into the bytes object
+            m.data = ctypes.cast(self.keep, ctypes.c_void_p)
+            m.size = len(data)
+        elif isinstance(data, (bytearray, memoryview)):
+            mv = memoryview(data).cast("B")
+            if mv.readonly or not mv.contiguous:
+                mv = memoryview(bytearray(mv))
+            self.keep = (ctypes.c_char * len(mv)).from_buffer(mv) if len(mv) else None
+            m.data = ctypes.cast(self.keep, ctypes.c_void_p) if self.keep is not None else None
+            m.size = len(mv)
+        elif hasattr(data, "read"):
+            self.reader = _ffi.tm_read_fn(self._make_reader(data))
+            m.read = self.reader
+        else:
+            raise TypeError("data must be bytes, str or a binary file object, not %s"
+                            % type(data).__name__)
+        if m.size and m.data is None:
+            m.data = ctypes.cast(ctypes.c_char_p(b""), ctypes.c_void_p)
+        self.c = m
+
+    def _make_reader(self, f: Any) -> Callable[[Any, Any, int], int]:
+        readinto = getattr(f, "readinto", None)
+
+        def read(_arg: Any, buf: Any, size: int) -> int:
+            try:
+                if readinto is not None:
+                    view = memoryview((ctypes.c_ubyte * size).from_address(
+                        ctypes.addressof(buf.contents))).cast("B")
+                    n = readinto(view)
+                    if n is None:
+                        raise BlockingIOError("non-blocking file returned no data")
+                    return int(n)
+                chunk = f.read(size)
+                if isinstance(chunk, str):
+                    raise TypeError("the message file must be opened in binary mode")
+                if not chunk:
+                    return 0
+                if len(chunk) > size:
+                    raise ValueError("read() returned more bytes than asked")
+                ctypes.memmove(buf, chunk, len(chunk))
+                return len(chunk)
+            except BaseException as e:  # noqa: B902 - reported after the call
+                self.error = e
+                return -1
+
+        return read
+
+
+def _session_options(host: Optional[str], port: Optional[int]) -> Optional[_ffi.tm_session_options]:
+    if host is None and port is None:
+        return None
+    so = _ffi.tm_session_options()
+    _lib.tm_session_options_init(ctypes.byref(so))
+    so.host = _b(host, "host")
+    if port is not None:
+        if not isinstance(port, int) or not 0 < port < 65536:
+            raise InvalidArgument(ErrorCode.EINVAL, "port must be 1..65535")
+        so.port = port
+    return so
+
+
+def _outcome(rc: int, st: _ffi.tm_delivery_status, msg: _Message) -> DeliveryStatus:
+    status = DeliveryStatus._from_c(st)
+    if msg.error is not None:
+        err = MessageReadError(ErrorCode.EREAD, status=status)
+        raise err from msg.error
+    exc = _misuse(rc, status)
+    if exc is not None:
+        raise exc
+    return status
+
+
+def deliver(from_addr: str, to: Recipients, data: Data, *, policy: Optional[Policy] = None,
+            host: Optional[str] = None, port: Optional[int] = None,
+            context: Optional[Context] = None,
+            sending_domain: Optional[str] = None) -> DeliveryStatus:
+    """tm_deliver(): deliver one message to the MX hosts of the recipients'
+    domain (all recipients must share it), or to ``host``.
+
+    from_addr       envelope sender ("" for the null reverse-path)
+    to              one address or a sequence of up to MAX_RECIPIENTS
+    data            the RFC 5322 message: bytes-like (str is encoded as
+                    UTF-8), or a binary file object streamed in chunks
+    policy          per-message Policy (None: nothing set)
+    host, port      deliver to this host / port instead of the MX hosts
+    context         the Context (default: default_context())
+    sending_domain  whose connection settings apply (default: from's domain)
+
+    Returns the DeliveryStatus for every SMTP outcome (check ``.result`` or
+    ``.delivered``); raises InvalidArgument, OutOfMemory, MessageReadError,
+    SessionStateError (closed context) or TlsmailError (EIO).  Blocks.
+    """
+    ctx = context if context is not None else default_context()
+    msg = _Message(from_addr, to, data, sending_domain)
+    pol = policy._to_c() if policy is not None else None
+    so = _session_options(host, port)
+    st = _new_status()
+    ptr = ctx._acquire()
+    try:
+        rc = _lib.tm_deliver(ptr, ctypes.byref(msg.c), ctypes.byref(pol) if pol else None,
+                             ctypes.byref(so) if so else None, ctypes.byref(st))
+    finally:
+        ctx._release()
+    return _outcome(rc, st, msg)
+
+
+# ---------------------------------------------------------------------------
+# Sessions
+
+
+class Session:
+    """tm_session: one SMTP connection to a domain's MX (or ``host``) that
+    carries many messages::
+
+        with tlsmail.Session(ctx, "example.org") as s:
+            s.starttls(tlsmail.Policy(require_tls=True))
+            for m in messages:
+                st = s.send("me@example.com", ["a@example.org"], m)
+
+    The constructor opens the session (tm_session_open) and raises
+    DeliveryError with the status when no host could be reached or the
+    domain takes no mail.  ``open_status`` keeps that status.  Use one
+    thread at a time (calls are serialised by a lock).
+    """
+
+    def __init__(self, context: Context, domain: str, *, host: Optional[str] = None,
+                 port: Optional[int] = None) -> None:
+        self._ptr: Optional[int] = None
+        self._lock = threading.Lock()
+        self.context = context
+        self.domain = domain
+        self.tls_status: Optional[DeliveryStatus] = None
+        so = _session_options(host, port)
+        st = _new_status()
+        out = ctypes.c_void_p()
+        ctxptr = context._acquire()  # held until close()
+        try:
+            rc = _lib.tm_session_open(ctypes.byref(out), ctxptr, _b(domain, "domain"),
+                                      ctypes.byref(so) if so else None, ctypes.byref(st))
+        except BaseException:
+            context._release()
+            raise
+        self.open_status = DeliveryStatus._from_c(st)
+        if rc != 0:
+            context._release()
+            raise _misuse(rc, self.open_status) or DeliveryError(rc, status=self.open_status)
+        self._ptr = out.value
+
+    @classmethod
+    def open(cls, context: Context, domain: str, *, host: Optional[str] = None,
+             port: Optional[int] = None) -> "Session":
+        """Same as the constructor."""
+        return cls(context, domain, host=host, port=port)
+
+    def _get(self) -> int:
+        if self._ptr is None:
+            raise SessionStateError(ErrorCode.ESTATE, "the session is closed")
+        return self._ptr
+
+    def starttls(self, policy: Optional[Policy] = None) -> DeliveryStatus:
+        """tm_starttls(): apply the policy (STARTTLS, verification, fallback,
+        moving on to the next MX under require_tls).  Returns the TLS outcome
+        (tls, cert_verified, tls_error, mx_host); raises TLSRequired or
+        DeliveryError (fallback connection failed) or SessionStateError."""
+        pol = policy._to_c() if policy is not None else None
+        st = _new_status()
+        with self._lock:
+            rc = _lib.tm_starttls(self._get(), ctypes.byref(pol) if pol else None,
+                                  ctypes.byref(st))
+        status = DeliveryStatus._from_c(st)
+        self.tls_status = status
+        if rc == ErrorCode.ETLSREQUIRED:
+            raise TLSRequired(rc, status=status)
+        if rc != 0:
+            raise _misuse(rc, status) or DeliveryError(rc, status=status)
+        return status
+
+    def send(self, from_addr: str, to: Recipients, data: Data, *,
+             sending_domain: Optional[str] = None) -> DeliveryStatus:
+        """tm_send(): one message over the session.  Returns the status for
+        every SMTP outcome, like deliver(); raises for misuse (including
+        SessionStateError once the connection has failed)."""
+        msg = _Message(from_addr, to, data, sending_domain)
+        st = _new_status()
+        with self._lock:
+            rc = _lib.tm_send(self._get(), ctypes.byref(msg.c), ctypes.byref(st))
+        return _outcome(rc, st, msg)
+
+    @property
+    def closed(self) -> bool:
+        return self._ptr is None
+
+    def close(self) -> None:
+        """tm_session_close(): QUIT and free.  Idempotent."""
+        with self._lock:
+            ptr, self._ptr = self._ptr, None
+        if ptr is not None:
+            _lib.tm_session_close(ptr)
+            self.context._release()
+
+    def __enter__(self) -> "Session":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
