@@ -138,10 +138,18 @@ static int flush(tm_session *s, unsigned int timeout_ms)
     return rc;
 }
 
-/* Sends one command and reads its reply. */
+/* Sends one command and reads its reply.  A reply may only answer a
+ * command: bytes already waiting before it is sent were not asked for
+ * (injection, or a server out of step), and end the conversation. */
 static int command(tm_session *s, const char *a, const char *b, unsigned int timeout_ms)
 {
-    int rc = queue_cmd(s, a, b, NULL);
+    int rc;
+
+    if (s->rlen > s->rpos) {
+        tm_log(s->ctx, TM_LOG_INFO, "%s: unsolicited data before %s", s->host, a);
+        return TM_EPROTOCOL;
+    }
+    rc = queue_cmd(s, a, b, NULL);
     if (rc == TM_OK)
         rc = flush(s, timeout_ms);
     if (rc == TM_OK)
@@ -243,6 +251,8 @@ static int open_current(tm_session *s, tm_delivery_status *st, int *next_mx)
         quit_and_drop(s);
         return TM_EREJECTED;
     }
+    if (rc == TM_OK && (s->rlen > s->rpos || tm_net_pending(s->conn.fd)))
+        rc = TM_EPROTOCOL; /* more than a greeting before EHLO: injection */
     if (rc == TM_OK)
         rc = ehlo(s);
     if (rc != TM_OK) {
@@ -626,7 +636,12 @@ static int apply_policy(tm_session *s, tm_delivery_status *st)
         case TM_ACT_NEXT_MX:
             tm_log(s->ctx, TM_LOG_INFO, "TLS required, leaving %s: %s", s->host, s->tls_error);
             s->all_permanent = 0;
-            quit_and_drop(s);
+            /* After a failed handshake the connection is unusable: not even
+             * a QUIT goes over it, nor is anything read from it. */
+            if (ev == TM_EV_HANDSHAKE)
+                drop_connection(s);
+            else
+                quit_and_drop(s);
             rc = next_mx(s, st);
             if (rc != TM_OK)
                 return TM_ETLSREQUIRED;
@@ -1012,9 +1027,17 @@ static int send_message(tm_session *s, const tm_message *m, tm_delivery_status *
     if (s->reply.code == 421)
         goto closing;
     if (s->reply.code != 354) {
+        int cls = s->reply.code / 100;
         if (naccepted > 0) {
-            rcpt_set_pending(st, accepted, tm_result_of_code(s->reply.code), &s->reply, 1);
+            /* Only 4xx/5xx refuse DATA; anything else (a 2xx) is a server
+             * out of step: nothing was sent, nothing delivered. */
+            rcpt_set_pending(st, accepted, cls == 5 ? TM_RESULT_BOUNCED : TM_RESULT_DEFERRED,
+                             &s->reply, 1);
             tm_status_set_reply(st, &s->reply);
+        }
+        if (cls != 4 && cls != 5) {
+            tm_status_describe(st, "unexpected reply %d to DATA from %s", s->reply.code, s->host);
+            return broken(s, TM_EPROTOCOL);
         }
         rc = reset_transaction(s);
         return rc == TM_OK ? TM_EREJECTED : rc;
@@ -1102,8 +1125,11 @@ static int overall(tm_delivery_status *st, int rc)
         st->result = TM_RESULT_DELIVERED;
         return TM_OK;
     }
-    if (delivered == st->rcpt_count)
-        rc = TM_EPROTOCOL; /* cannot happen; never claim more than we know */
+    if (delivered == st->rcpt_count) {
+        /* Cannot happen: never claim more than we know, never bounce. */
+        st->result = TM_RESULT_DEFERRED;
+        return rc == TM_OK ? TM_EPROTOCOL : rc;
+    }
     st->result = uncertain ? TM_RESULT_UNCERTAIN : deferred ? TM_RESULT_DEFERRED : TM_RESULT_BOUNCED;
     if (delivered > 0)
         return TM_EPARTIAL;
