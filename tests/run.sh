@@ -1,34 +1,57 @@
 #!/bin/sh
-# Every test: installs what is missing, builds with gcc and with clang
-# (-Werror), runs the whole suite (unit, real Postfix + dnsmasq, hostile
-# server, header and symbol checks), then again under ASan+UBSan, and runs
-# each fuzzer briefly.  Under CI=true a missing peer fails instead of
-# skipping.
+# Every test: installs what is missing, then
+#   1. gcc (-Werror): the whole suite - unit, real Postfix + dnsmasq, the
+#      hostile-server and attack suites, load, Python, Go, install check;
+#   2. clang (-Werror): builds everything, runs the unit tests;
+#   3. clang ASan+UBSan: the whole C suite again;
+#   4. clang TSan: the unit tests (settings readers and writers on threads);
+#   5. valgrind memcheck: unit, attack and load suites;
+#   6. each libFuzzer target briefly.
+# Under CI=true a missing peer fails instead of skipping.
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
 sh tests/deps.sh
+start=$(date +%s)
 
-run_suite() {
+# setup_build DIR [meson options...]
+setup_build() {
     dir=$1
     shift
     echo "== $dir: meson setup $*"
     rm -rf "$dir"
     meson setup "$dir" "$@" >"$dir.setup.log" 2>&1 || { cat "$dir.setup.log"; exit 1; }
     ninja -C "$dir" >"$dir.build.log" 2>&1 || { cat "$dir.build.log"; exit 1; }
-    meson test -C "$dir" --print-errorlogs --num-processes 2
 }
 
-run_suite build-gcc
-CC=clang run_suite build-clang
-ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-    CC=clang run_suite build-asan -Db_sanitize=address,undefined -Db_lundef=false
+# run_tests DIR [meson test options...]
+run_tests() {
+    dir=$1
+    shift
+    meson test -C "$dir" --print-errorlogs --num-processes 2 "$@"
+    echo "== $dir: done at $(( $(date +%s) - start )) s"
+}
 
-if [ -f tests/fuzz/run.sh ]; then
-    echo "== fuzzers"
-    rm -rf build-fuzz
-    CC=clang meson setup build-fuzz -Dfuzzing=true >build-fuzz.setup.log 2>&1 || { cat build-fuzz.setup.log; exit 1; }
-    ninja -C build-fuzz >build-fuzz.build.log 2>&1 || { cat build-fuzz.build.log; exit 1; }
-    sh tests/fuzz/run.sh build-fuzz "${TM_FUZZ_SECONDS:-15}"
-fi
-echo "== all tests passed"
+setup_build build-gcc
+run_tests build-gcc
+
+CC=clang setup_build build-clang
+run_tests build-clang --suite unit --suite fuzz
+
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
+export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+CC=clang setup_build build-asan -Db_sanitize=address,undefined -Db_lundef=false
+run_tests build-asan
+unset ASAN_OPTIONS UBSAN_OPTIONS
+
+CC=clang setup_build build-tsan -Db_sanitize=thread -Db_lundef=false
+TSAN_OPTIONS=halt_on_error=1 run_tests build-tsan --suite unit
+
+echo "== valgrind"
+bash tests/attacks/valgrind.sh build-gcc
+echo "== valgrind: done at $(( $(date +%s) - start )) s"
+
+echo "== fuzzers"
+CC=clang setup_build build-fuzz -Dfuzzing=true
+sh tests/fuzz/run.sh build-fuzz "${TM_FUZZ_SECONDS:-10}"
+echo "== all tests passed in $(( $(date +%s) - start )) s"
