@@ -100,6 +100,10 @@ typedef struct tm_caps {
  * name and is skipped).  Keywords are matched case-insensitively. */
 void tm_caps_parse(tm_caps *caps, const tm_reply *ehlo);
 
+/* Length of one well-formed UTF-8 sequence of 2 to 4 bytes at s (RFC 3629:
+ * no overlong forms, no surrogates, nothing above U+10FFFF), or 0. */
+size_t tm_utf8_seq(const unsigned char *s, size_t len);
+
 /* Address checks, before anything is written.  Returns TM_OK or
  * TM_EADDRESS.  is_sender allows "" (null reverse-path).  Sets *non_ascii
  * when the address needs SMTPUTF8. */

@@ -263,9 +263,7 @@ void tm_caps_parse(tm_caps *caps, const tm_reply *ehlo)
  * Addresses and names
  * ---------------------------------------------------------------------- */
 
-/* Length of one well-formed UTF-8 sequence of 2 to 4 bytes at s (RFC 3629:
- * no overlong forms, no surrogates, nothing above U+10FFFF), or 0. */
-static size_t utf8_seq(const unsigned char *s, size_t len)
+size_t tm_utf8_seq(const unsigned char *s, size_t len)
 {
     unsigned char c = s[0];
     size_t n, i;
@@ -304,7 +302,7 @@ static int utf8_ok(const unsigned char *s, size_t len)
         if (s[i] < 0x80) {
             i++;
         } else {
-            size_t n = utf8_seq(s + i, len - i);
+            size_t n = tm_utf8_seq(s + i, len - i);
             if (n == 0)
                 return 0;
             i += n;

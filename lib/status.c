@@ -293,36 +293,6 @@ static void put_int(json_out *j, long long v)
     }
 }
 
-/* Length of one well-formed UTF-8 sequence (RFC 3629) at s, or 0. */
-static size_t utf8_len(const unsigned char *s, size_t len)
-{
-    unsigned char c = s[0], lo = 0x80, hi = 0xbf;
-    size_t n, i;
-
-    if (c >= 0xc2 && c <= 0xdf)
-        n = 2;
-    else if (c >= 0xe0 && c <= 0xef)
-        n = 3;
-    else if (c >= 0xf0 && c <= 0xf4)
-        n = 4;
-    else
-        return 0;
-    if (c == 0xe0)
-        lo = 0xa0;
-    else if (c == 0xed)
-        hi = 0x9f;
-    else if (c == 0xf0)
-        lo = 0x90;
-    else if (c == 0xf4)
-        hi = 0x8f;
-    if (len < n || s[1] < lo || s[1] > hi)
-        return 0;
-    for (i = 2; i < n; i++)
-        if (s[i] < 0x80 || s[i] > 0xbf)
-            return 0;
-    return n;
-}
-
 /* A JSON string from a fixed-size field that may lack its NUL. */
 static void put_string(json_out *j, const char *field, size_t fieldsize)
 {
@@ -352,7 +322,7 @@ static void put_string(json_out *j, const char *field, size_t fieldsize)
             char esc[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
             put(j, esc, 6);
             i++;
-        } else if ((n = utf8_len(s + i, len - i)) != 0) {
+        } else if ((n = tm_utf8_seq(s + i, len - i)) != 0) {
             put(j, (const char *)s + i, n);
             i += n;
         } else {
