@@ -16,7 +16,7 @@ static const char *const bad_addrs[] = {
     "a\nb@example.test",
     "rcpt@example.test\r\nRCPT TO:<evil@example.test>",
     "rcpt@example.test>\r\nDATA",
-    "a\x01" "b@example.test",
+    ("a\x01" "b@example.test"),
     "a\x1b[0m@example.test",
     "a\tb@example.test",
     "a\x7f@example.test",
