@@ -13,6 +13,7 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
 sh tests/deps.sh
 start=$(date +%s)
+passed=0
 
 # setup_build DIR [meson options...]
 setup_build() {
@@ -28,7 +29,15 @@ setup_build() {
 run_tests() {
     dir=$1
     shift
-    meson test -C "$dir" --print-errorlogs --num-processes 2 "$@"
+    if meson test -C "$dir" --print-errorlogs --num-processes 2 "$@" >"$dir.test.log" 2>&1; then
+        rc=0
+    else
+        rc=$?
+    fi
+    cat "$dir.test.log"
+    [ "$rc" -eq 0 ] || { echo "== $dir: meson test failed ($rc)"; exit "$rc"; }
+    ok=$(sed -n 's/^Ok: *\([0-9]*\).*/\1/p' "$dir.test.log")
+    passed=$((passed + ${ok:-0}))
     echo "== $dir: done at $(( $(date +%s) - start )) s"
 }
 
@@ -55,3 +64,4 @@ echo "== fuzzers"
 CC=clang setup_build build-fuzz -Dfuzzing=true
 sh tests/fuzz/run.sh build-fuzz "${TM_FUZZ_SECONDS:-10}"
 echo "== all tests passed in $(( $(date +%s) - start )) s"
+echo "tests: $passed passed, 0 failed"
