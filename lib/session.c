@@ -398,7 +398,7 @@ static void fail_status(tm_session *s, tm_delivery_status *st, int rc)
 }
 
 static int session_new(tm_session **out, tm_context *ctx, const char *domain,
-                       const tm_session_options *o, tm_delivery_status *st, int64_t start)
+                       const tm_session_options *o, tm_delivery_status *st)
 {
     tm_session *s;
     int rc;
@@ -425,7 +425,6 @@ static int session_new(tm_session **out, tm_context *ctx, const char *domain,
     s->tls_failure = TM_TLS_FAILURE_NOT_TRIED;
     s->port = (o && o->port) ? o->port : ctx->port;
     s->deadline = tm_deadline(ctx->to.delivery);
-    (void)start;
     if (domain)
         tm_strlcpy(s->domain, domain, sizeof s->domain);
     tm_policy_init(&s->policy);
@@ -464,7 +463,7 @@ TM_EXTERN int tm_session_open(tm_session **out, tm_context *ctx, const char *dom
         }
         return TM_EINVAL;
     }
-    rc = session_new(&s, ctx, domain, o, st, start);
+    rc = session_new(&s, ctx, domain, o, st);
     if (rc == TM_OK) {
         rc = connect_walk(s, st);
         if (rc != TM_OK) {
@@ -1235,7 +1234,7 @@ TM_EXTERN int tm_deliver(tm_context *ctx, const tm_message *m, const tm_policy *
                           "all recipients of one delivery must share a domain");
     }
 
-    rc = session_new(&s, ctx, domain, o, st, start);
+    rc = session_new(&s, ctx, domain, o, st);
     if (rc == TM_OK) {
         s->policy_applied = 1;
         if (policy)
