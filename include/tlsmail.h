@@ -537,8 +537,11 @@ TM_EXTERN void tm_session_close(tm_session *session);
  * floor (see "Connection settings") - send, close; with fail-over to the next
  * MX host when a connection fails, the server says 421 or 4xx/5xx at the
  * greeting, or TLS is required and unavailable - never after the end of
- * data was sent.  All recipients must share one domain.  Returns as
- * tm_send; status is required.
+ * data was sent.  All recipients must share one domain.  When the server
+ * offers PIPELINING, QUIT goes in the same write as the end of the content
+ * (the transaction is the connection's last), saving a round trip; the 221
+ * is still awaited, bounded by quit_timeout_ms.  Returns as tm_send; status
+ * is required.
  */
 TM_EXTERN int tm_deliver(tm_context *ctx, const tm_message *message, const tm_policy *policy,
                          const tm_session_options *options, tm_delivery_status *status);

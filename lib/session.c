@@ -56,6 +56,11 @@ struct tm_session {
      * and left the connection unusable, so another MX may be tried. */
     int failover_ok;
 
+    /* Set by tm_deliver: the next transaction is the connection's last, so
+     * with PIPELINING its QUIT rides in the same write as the end of the
+     * content (RFC 2920 3.1: QUIT may end a group).  quit_sent: it went. */
+    int quit_last, quit_sent;
+
     tm_reply reply;
     size_t rpos, rlen;
     size_t wlen;
@@ -163,12 +168,22 @@ static void drop_connection(tm_session *s)
     s->rpos = s->rlen = s->wlen = 0;
     s->caps.flags = 0;
     s->caps.size_limit = 0;
+    s->quit_sent = 0;
     s->state = S_IDLE;
 }
 
 static void quit_and_drop(tm_session *s)
 {
     if (s->conn.fd >= 0 && command(s, "QUIT", NULL, s->ctx->to.quit) != TM_OK)
+        tm_log(s->ctx, TM_LOG_DEBUG, "%s: no reply to QUIT", s->host);
+    drop_connection(s);
+}
+
+/* The QUIT went with the last command group: its reply follows the one
+ * just read (RFC 5321 4.1.1.10: wait for it), then the connection ends. */
+static void finish_pipelined_quit(tm_session *s)
+{
+    if (read_reply(s, s->ctx->to.quit) != TM_OK)
         tm_log(s->ctx, TM_LOG_DEBUG, "%s: no reply to QUIT", s->host);
     drop_connection(s);
 }
@@ -753,8 +768,9 @@ static void rcpt_set_pending(tm_delivery_status *st, const unsigned char *accept
 
 /* Streams the content through the encoder.  TM_OK once the end of data has
  * been written completely. */
-static int send_content(tm_session *s, const tm_message *m)
+static int send_content(tm_session *s, const tm_message *m, int quit)
 {
+    static const char quit_line[] = "QUIT\r\n";
     int64_t block = s->ctx->to.data_block;
     const unsigned char *in = m->data;
     size_t left = m->read ? 0 : m->size;
@@ -784,13 +800,19 @@ static int send_content(tm_session *s, const tm_message *m)
         left -= consumed;
         if (rc != TM_OK)
             return rc;
-        if (sizeof s->wbuf - s->wlen < 4 + TM_BODY_FINISH_MAX) {
+        if (sizeof s->wbuf - s->wlen < 4 + TM_BODY_FINISH_MAX + sizeof quit_line) {
             rc = flush(s, (unsigned int)block);
             if (rc != TM_OK)
                 return rc;
         }
     }
     s->wlen += tm_body_finish(&body, s->wbuf + s->wlen);
+    if (quit) {
+        memcpy(s->wbuf + s->wlen, quit_line, sizeof quit_line - 1);
+        s->wlen += sizeof quit_line - 1;
+        s->quit_sent = 1;
+        tm_log(s->ctx, TM_LOG_DEBUG, "C: QUIT (with the end of data)");
+    }
     return flush(s, (unsigned int)block);
 }
 
@@ -963,6 +985,8 @@ static int send_message(tm_session *s, const tm_message *m, tm_delivery_status *
     }
     if (pipelining && (s->caps.flags & TM_CAP_CHUNKING) && !m->read)
         bdat = stage_bdat(s, m);
+    if (bdat && s->quit_last && queue_cmd(s, "QUIT", NULL, NULL) == TM_OK)
+        s->quit_sent = 1;
     rc = bdat ? TM_OK : queue_cmd(s, "DATA", NULL, NULL);
     if (rc == TM_OK)
         rc = flush(s, bdat ? s->ctx->to.data_block : pipelining ? s->ctx->to.mail : s->ctx->to.data);
@@ -1014,9 +1038,14 @@ static int send_message(tm_session *s, const tm_message *m, tm_delivery_status *
         if (naccepted > 0) {
             tm_status_set_reply(st, &s->reply);
             rcpt_set_pending(st, accepted, tm_result_of_code(s->reply.code), &s->reply, 1);
-            if (s->reply.code / 100 == 2)
-                return TM_OK;
         }
+        if (s->quit_sent) {
+            int code = s->reply.code;
+            finish_pipelined_quit(s);
+            return naccepted > 0 && code / 100 == 2 ? TM_OK : TM_EREJECTED;
+        }
+        if (naccepted > 0 && s->reply.code / 100 == 2)
+            return TM_OK;
         rc = reset_transaction(s);
         return rc == TM_OK ? TM_EREJECTED : rc;
     }
@@ -1053,7 +1082,7 @@ static int send_message(tm_session *s, const tm_message *m, tm_delivery_status *
         return TM_EREJECTED;
     }
 
-    rc = send_content(s, m);
+    rc = send_content(s, m, s->quit_last && pipelining);
     if (rc != TM_OK) {
         const char *why = rc == TM_ECONTENT ? "message content contains a NUL byte"
                           : rc == TM_EREAD  ? "reading the message failed"
@@ -1080,9 +1109,12 @@ content_sent:
     }
     tm_status_set_reply(st, &s->reply);
     rcpt_set_pending(st, accepted, tm_result_of_code(s->reply.code), &s->reply, 1);
+    rc = s->reply.code / 100 == 2 ? TM_OK : TM_EREJECTED;
     if (s->reply.code == 421)
         broken(s, TM_ECLOSED);
-    return s->reply.code / 100 == 2 ? TM_OK : TM_EREJECTED;
+    else if (s->quit_sent)
+        finish_pipelined_quit(s);
+    return rc;
 
 mail_refused:
     tm_status_set_reply(st, &s->reply);
@@ -1248,6 +1280,7 @@ TM_EXTERN int tm_deliver(tm_context *ctx, const tm_message *m, const tm_policy *
         rc = apply_policy(s, st);
         if (rc != TM_OK)
             break;
+        s->quit_last = 1;
         rc = do_send(s, m, st, start, &s->resolved);
         /* Another MX only when nothing can have been delivered. */
         if (rc == TM_OK || !s->failover_ok || s->mx_i + 1 >= s->nmx)

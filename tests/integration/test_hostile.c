@@ -369,10 +369,11 @@ static void bdat_drop_after_content(void **state)
     assert_int_equal(rc, TM_EUNCERTAIN);
     assert_int_equal(st.result, TM_RESULT_UNCERTAIN);
     assert_int_equal(st.rcpt[0].result, TM_RESULT_UNCERTAIN);
-    /* One write: envelope, BDAT with its exact length, the raw content. */
+    /* One write: envelope, BDAT with its exact length, the raw content and
+     * (tm_deliver: the connection's last transaction) QUIT. */
     assert_field(rec, 0, "received",
                  EHLO_LINE "MAIL FROM:<sender@tm.test>\r\nRCPT TO:<rcpt@example.test>\r\n"
-                           "BDAT 27 LAST\r\nSubject: hostile\r\n\r\nhello\r\n");
+                           "BDAT 27 LAST\r\nSubject: hostile\r\n\r\nhello\r\nQUIT\r\n");
     free(rec);
 }
 
@@ -395,6 +396,141 @@ static void bdat_recipient_refused(void **state)
     assert_int_equal(st.result, TM_RESULT_BOUNCED);
     assert_int_equal(st.rcpt[0].result, TM_RESULT_BOUNCED);
     assert_int_equal(st.rcpt[0].code, 550);
+    free(rec);
+}
+
+/*
+ * tm_deliver's one transaction is the connection's last: with PIPELINING the
+ * QUIT goes in the same write as the end of the content, so the server sees
+ * it before it has answered anything ("expect QUIT" would time out if the
+ * client waited for a reply first).  BDAT: the whole delivery is one write.
+ */
+static void quit_pipelined_bdat(void **state)
+{
+    const char *script = "{\"linger\": 0, \"connections\": [[" GREET
+                         "{\"send\": \"250-hostile\\r\\n250-PIPELINING\\r\\n250 CHUNKING\\r\\n\"},"
+                         "{\"expect\": \"MAIL\"}, {\"expect\": \"RCPT\"}, {\"expect\": \"BDAT\"},"
+                         "{\"expect\": null}, {\"expect\": null}, {\"expect\": null},"
+                         "{\"expect\": \"QUIT\", \"timeout\": 2},"
+                         "{\"send\": \"250 2.1.0 ok\\r\\n250 2.1.5 ok\\r\\n250 2.0.0 queued\\r\\n"
+                         "221 2.0.0 bye\\r\\n\"},"
+                         "{\"read_until_close\": true, \"timeout\": 5}]]}";
+    tm_delivery_status st;
+    int rc;
+    char *rec = run(script, NULL, 5000, &rc, &st);
+    (void)state;
+
+    assert_int_equal(rc, TM_OK);
+    assert_int_equal(st.result, TM_RESULT_DELIVERED);
+    assert_int_equal(st.code, 250);
+    assert_false(hostile_has_event(rec, 0, "timeout"));
+    assert_true(hostile_has_event(rec, 0, "client_closed"));
+    assert_field(rec, 0, "received",
+                 EHLO_LINE "MAIL FROM:<sender@tm.test>\r\nRCPT TO:<rcpt@example.test>\r\n"
+                           "BDAT 27 LAST\r\nSubject: hostile\r\n\r\nhello\r\nQUIT\r\n");
+    free(rec);
+}
+
+/* The same without CHUNKING: QUIT follows the final dot in its write. */
+static void quit_pipelined_data(void **state)
+{
+    const char *script = "{\"linger\": 0, \"connections\": [[" GREET
+                         "{\"send\": \"250-hostile\\r\\n250 PIPELINING\\r\\n\"},"
+                         "{\"expect\": \"MAIL\"}, {\"expect\": \"RCPT\"}, {\"expect\": \"DATA\"},"
+                         "{\"send\": \"250 ok\\r\\n250 ok\\r\\n354 go\\r\\n\"},"
+                         "{\"expect_data\": true}, {\"expect\": \"QUIT\", \"timeout\": 2},"
+                         "{\"send\": \"250 2.0.0 queued\\r\\n221 2.0.0 bye\\r\\n\"},"
+                         "{\"read_until_close\": true, \"timeout\": 5}]]}";
+    tm_delivery_status st;
+    int rc;
+    char *rec = run(script, NULL, 5000, &rc, &st);
+    (void)state;
+
+    assert_int_equal(rc, TM_OK);
+    assert_int_equal(st.result, TM_RESULT_DELIVERED);
+    assert_false(hostile_has_event(rec, 0, "timeout"));
+    assert_field(rec, 0, "received",
+                 EHLO_LINE "MAIL FROM:<sender@tm.test>\r\nRCPT TO:<rcpt@example.test>\r\n"
+                           "DATA\r\nSubject: hostile\r\n\r\nhello\r\n.\r\nQUIT\r\n");
+    free(rec);
+}
+
+/* Refused at the end of the content with QUIT already sent: bounced, no
+ * RSET after the QUIT, and the 221 is still read before the close. */
+static void quit_pipelined_refused(void **state)
+{
+    const char *script = "{\"linger\": 0, \"connections\": [[" GREET
+                         "{\"send\": \"250-hostile\\r\\n250-PIPELINING\\r\\n250 CHUNKING\\r\\n\"},"
+                         "{\"expect\": \"MAIL\"}, {\"expect\": \"RCPT\"}, {\"expect\": \"BDAT\"},"
+                         "{\"expect\": null}, {\"expect\": null}, {\"expect\": null},"
+                         "{\"expect\": \"QUIT\", \"timeout\": 2},"
+                         "{\"send\": \"250 2.1.0 ok\\r\\n250 2.1.5 ok\\r\\n"
+                         "554 5.7.1 content refused\\r\\n\"}, {\"sleep\": 0.3},"
+                         "{\"send\": \"221 2.0.0 bye\\r\\n\"},"
+                         "{\"read_until_close\": true, \"timeout\": 5}]]}";
+    tm_delivery_status st;
+    int rc;
+    char *rec = run(script, NULL, 5000, &rc, &st);
+    (void)state;
+
+    assert_int_equal(rc, TM_EREJECTED);
+    assert_int_equal(st.result, TM_RESULT_BOUNCED);
+    assert_int_equal(st.rcpt[0].code, 554);
+    assert_false(hostile_has_event(rec, 0, "timeout"));
+    /* The client waited for the 221, sent 0.3 s after the 554, before it
+     * closed (a lower bound on time: cannot fail on a slow machine). */
+    assert_true(st.session_seconds >= 0.29);
+    assert_true(hostile_has_event(rec, 0, "client_closed"));
+    assert_field(rec, 0, "received",
+                 EHLO_LINE "MAIL FROM:<sender@tm.test>\r\nRCPT TO:<rcpt@example.test>\r\n"
+                           "BDAT 27 LAST\r\nSubject: hostile\r\n\r\nhello\r\nQUIT\r\n");
+    free(rec);
+}
+
+/* A session the caller keeps open never pipelines QUIT: tm_send waits for
+ * the replies (the server's read for more times out), and QUIT comes from
+ * tm_session_close. */
+static void quit_not_pipelined_in_session(void **state)
+{
+    const char *script = "{\"linger\": 0, \"connections\": [[" GREET
+                         "{\"send\": \"250-hostile\\r\\n250-PIPELINING\\r\\n250 CHUNKING\\r\\n\"},"
+                         "{\"expect\": \"MAIL\"}, {\"expect\": \"RCPT\"}, {\"expect\": \"BDAT\"},"
+                         "{\"expect\": null}, {\"expect\": null}, {\"expect\": null},"
+                         "{\"expect\": null, \"timeout\": 0.5},"
+                         "{\"send\": \"250 2.1.0 ok\\r\\n250 2.1.5 ok\\r\\n250 2.0.0 queued\\r\\n\"},"
+                         "{\"expect\": \"QUIT\"}, {\"send\": \"221 2.0.0 bye\\r\\n\"},"
+                         "{\"read_until_close\": true, \"timeout\": 5}]]}";
+    const char *to[1] = { "rcpt@example.test" };
+    tm_session_options so = TM_SESSION_OPTIONS_INIT;
+    tm_message m = TM_MESSAGE_INIT;
+    tm_delivery_status st;
+    tm_session *s = NULL;
+    tm_context *ctx = new_ctx(5000);
+    tm_policy p = TM_POLICY_INIT;
+    hostile h;
+    char *rec;
+    (void)state;
+
+    assert_int_equal(hostile_start(&h, script, cert, key), 0);
+    so.host = "localhost";
+    so.port = (unsigned int)h.port;
+    m.from = "sender@tm.test";
+    m.to = to;
+    m.to_count = 1;
+    m.data = msg_body;
+    m.size = sizeof msg_body - 1;
+    assert_int_equal(tm_session_open(&s, ctx, "example.test", &so, &st), TM_OK);
+    assert_int_equal(tm_starttls(s, &p, &st), TM_OK);
+    assert_int_equal(tm_send(s, &m, &st), TM_OK);
+    assert_int_equal(st.result, TM_RESULT_DELIVERED);
+    tm_session_close(s);
+    tm_context_free(ctx);
+    rec = hostile_finish(&h, 10);
+    assert_non_null(rec);
+    assert_true(hostile_has_event(rec, 0, "timeout"));
+    assert_field(rec, 0, "received",
+                 EHLO_LINE "MAIL FROM:<sender@tm.test>\r\nRCPT TO:<rcpt@example.test>\r\n"
+                           "BDAT 27 LAST\r\nSubject: hostile\r\n\r\nhello\r\nQUIT\r\n");
     free(rec);
 }
 
@@ -554,6 +690,10 @@ int main(void)
         cmocka_unit_test(silent_after_dot),
         cmocka_unit_test(bdat_drop_after_content),
         cmocka_unit_test(bdat_recipient_refused),
+        cmocka_unit_test(quit_pipelined_bdat),
+        cmocka_unit_test(quit_pipelined_data),
+        cmocka_unit_test(quit_pipelined_refused),
+        cmocka_unit_test(quit_not_pipelined_in_session),
         cmocka_unit_test(drop_before_data),
         cmocka_unit_test(drip_greeting),
         cmocka_unit_test(mixed_codes),
