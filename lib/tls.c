@@ -6,6 +6,7 @@
  * lives here.
  */
 #include <errno.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -44,6 +45,7 @@
 #define TM_TLS_CACHE_SIZE 64
 #define TM_TLS_CACHE_TTL_MS (30 * 60 * 1000)
 #define TM_TLS_KEY_MAX 384
+#define TM_TLS_RX_SIZE 4096
 
 typedef struct tm_tls_cached {
     char key[TM_TLS_KEY_MAX];
@@ -72,6 +74,10 @@ struct tm_tls {
     int offered;    /* a cached session was offered for resumption */
     int saved;      /* this connection's session is in the cache */
     char key[TM_TLS_KEY_MAX]; /* cache key of this connection, "" = none */
+    /* Read-ahead for mbedTLS, which asks for a record's 5-byte header and
+     * then its body: one recv per arriving packet instead of two per record. */
+    size_t rx_pos, rx_len;
+    unsigned char rx[TM_TLS_RX_SIZE];
 };
 
 #if defined(MBEDTLS_THREADING_C) == 0
@@ -273,11 +279,26 @@ static int bio_recv(void *arg, unsigned char *buf, size_t len)
     struct tm_tls *t = arg;
     ssize_t n;
 
+    if (len > INT_MAX)
+        len = INT_MAX;
+    if (t->rx_len > t->rx_pos) {
+        size_t k = t->rx_len - t->rx_pos < len ? t->rx_len - t->rx_pos : len;
+        memcpy(buf, t->rx + t->rx_pos, k);
+        t->rx_pos += k;
+        return (int)k;
+    }
+    t->rx_pos = t->rx_len = 0;
+    /* A large request (a big record's body) goes straight to mbedTLS's
+     * buffer; a small one fills the read-ahead with what has arrived. */
     do
-        n = recv(t->fd, buf, len, 0);
+        n = len >= sizeof t->rx ? recv(t->fd, buf, len, 0) : recv(t->fd, t->rx, sizeof t->rx, 0);
     while (n < 0 && errno == EINTR);
     if (n > 0)
         quickack(t->fd);
+    if (n > 0 && len < sizeof t->rx) {
+        t->rx_len = (size_t)n;
+        return bio_recv(arg, buf, len);
+    }
     if (n >= 0)
         return (int)n; /* 0: EOF, which mbedTLS reports as CONN_EOF */
     if (errno == EAGAIN || errno == EWOULDBLOCK)
@@ -441,6 +462,7 @@ int tm_tls_handshake(struct tm_tls *t, int fd, const char *hostname, const char 
     }
     t->used = 1;
     t->fd = fd;
+    t->rx_pos = t->rx_len = 0;
     /* SNI and the name the certificate must match: the MX host name. */
     ret = mbedtls_ssl_set_hostname(&t->ssl, hostname);
     if (ret != 0) {
@@ -597,4 +619,5 @@ void tm_tls_shutdown(struct tm_tls *t)
     if (t->fd >= 0)
         (void)mbedtls_ssl_close_notify(&t->ssl); /* one try; never wait */
     t->fd = -1;
+    t->rx_pos = t->rx_len = 0;
 }

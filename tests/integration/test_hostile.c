@@ -534,6 +534,51 @@ static void quit_not_pipelined_in_session(void **state)
     free(rec);
 }
 
+/*
+ * Inside TLS, a 10 KB EHLO reply written at once arrives as one large
+ * record, bigger than the TLS layer's 4 KB read-ahead: its body is read
+ * straight into mbedTLS's buffer, the small records around it through the
+ * read-ahead.  Every capability line must come through.
+ */
+static void tls_large_record(void **state)
+{
+    static const char head[] = "{\"linger\": 0, \"connections\": [[" GREET
+                               "{\"send\": \"250-hostile\\r\\n250 STARTTLS\\r\\n\"},"
+                               "{\"expect\": \"STARTTLS\"}, {\"send\": \"220 go\\r\\n\"},"
+                               "{\"starttls\": true}, {\"expect\": \"EHLO\"}, "
+                               "{\"send\": \"250-hostile\\r\\n250-PIPELINING\\r\\n250-SIZE 1000\\r\\n";
+    static const char tail[] = "250 X-LAST\\r\\n\"},"
+                               "{\"auto\": true, \"caps\": [\"PIPELINING\"]}]]}";
+    size_t cap = sizeof head + sizeof tail + 100 * 120, len;
+    char *script = malloc(cap);
+    tm_delivery_status st;
+    int rc, i;
+    char *rec;
+    (void)state;
+
+    assert_non_null(script);
+    memcpy(script, head, sizeof head - 1);
+    len = sizeof head - 1;
+    for (i = 0; i < 100; i++)
+        len += (size_t)snprintf(script + len, cap - len,
+                                "250-X-FILLER-%03d %090d\\r\\n", i, i);
+    memcpy(script + len, tail, sizeof tail);
+    rec = run(script, NULL, 5000, &rc, &st);
+    free(script);
+
+    assert_int_equal(rc, TM_OK);
+    assert_int_equal(st.tls, 1);
+    assert_int_equal(st.cert_verified, 1);
+    assert_int_equal(st.result, TM_RESULT_DELIVERED);
+    /* The capabilities before the 10 KB of filler were understood (SIZE,
+     * PIPELINING: QUIT went with the dot), and the reply was consumed
+     * exactly: the next replies matched their commands. */
+    assert_field(rec, 0, "received_tls",
+                 EHLO_LINE "MAIL FROM:<sender@tm.test> SIZE=27\r\nRCPT TO:<rcpt@example.test>\r\n"
+                           "DATA\r\nSubject: hostile\r\n\r\nhello\r\n.\r\nQUIT\r\n");
+    free(rec);
+}
+
 /* No reply to the final dot within the deadline: uncertain too. */
 static void silent_after_dot(void **state)
 {
@@ -694,6 +739,7 @@ int main(void)
         cmocka_unit_test(quit_pipelined_data),
         cmocka_unit_test(quit_pipelined_refused),
         cmocka_unit_test(quit_not_pipelined_in_session),
+        cmocka_unit_test(tls_large_record),
         cmocka_unit_test(drop_before_data),
         cmocka_unit_test(drip_greeting),
         cmocka_unit_test(mixed_codes),
