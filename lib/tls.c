@@ -250,7 +250,9 @@ void tm_tls_free(struct tm_tls *t)
 
 /* Delayed ACKs stall a server that answers in two writes (Postfix: the
  * envelope replies, then the BDAT reply) by ~40 ms; the kernel clears
- * TCP_QUICKACK by itself, so it is re-armed after reads and before waits. */
+ * TCP_QUICKACK by itself (our own sends put it back in delayed-ACK mode),
+ * so it is re-armed before every wait for data: whatever arrives during
+ * the wait is acknowledged at once. */
 static void quickack(int fd)
 {
     int one = 1;
@@ -293,8 +295,6 @@ static int bio_recv(void *arg, unsigned char *buf, size_t len)
     do
         n = len >= sizeof t->rx ? recv(t->fd, buf, len, 0) : recv(t->fd, t->rx, sizeof t->rx, 0);
     while (n < 0 && errno == EINTR);
-    if (n > 0)
-        quickack(t->fd);
     if (n > 0 && len < sizeof t->rx) {
         t->rx_len = (size_t)n;
         return bio_recv(arg, buf, len);
