@@ -24,8 +24,14 @@
  *   plain    like reused, without STARTTLS (for comparison)
  *   memory   context size, heap per session with and without TLS
  *   encode   tm_body_encode GB/s vs memcpy GB/s on a --mib MiB buffer
+ *   crypto   the mbedTLS operations a full TLS 1.2 ECDHE-ECDSA handshake
+ *            cannot avoid, timed alone (the CPU floor of mode "new")
  * --threads T runs reused/new/resume in T threads sharing one tm_context,
- * each with its own sessions, --count messages in total.
+ * each with its own sessions, --count messages in total.  With --threads
+ * (even --threads 1) every worker is a created thread; without it the loop
+ * runs in the main thread.  glibc's malloc skips its locks while a process
+ * has one thread, and a handshake makes ~24000 allocations: 1 and 2 threads
+ * (case 7) compare like with like only if both run in created threads.
  */
 #define _GNU_SOURCE
 #include <malloc.h>
@@ -36,6 +42,11 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
+
+#include <mbedtls/ctr_drbg.h>
+#include <mbedtls/ecdh.h>
+#include <mbedtls/ecdsa.h>
+#include <mbedtls/entropy.h>
 
 #include "internal.h"
 #include "tlsmail.h"
@@ -252,6 +263,7 @@ typedef struct args {
     const char *host, *addr, *ca, *dns, *mode, *helo;
     unsigned int port;
     long count, size, threads, mib, reps;
+    int threads_given; /* --threads on the command line: workers are created threads */
     double max_seconds; /* the loop stops early after this long */
 } args;
 
@@ -259,7 +271,7 @@ static void usage(void)
 {
     fprintf(stderr,
             "usage: bench_tm --host NAME --port N --ca FILE --dns IP:PORT [--addr IP]\n"
-            "                --count N --mode reused|new|resume|plain|memory|encode\n"
+            "                --count N --mode reused|new|resume|plain|memory|encode|crypto\n"
             "                [--size BYTES] [--threads T] [--mib M] [--reps R]\n");
     exit(64);
 }
@@ -304,8 +316,10 @@ static void parse_args(args *a, int argc, char **argv)
             a->count = atol(v);
         else if (!strcmp(k, "--size"))
             a->size = atol(v);
-        else if (!strcmp(k, "--threads"))
+        else if (!strcmp(k, "--threads")) {
             a->threads = atol(v);
+            a->threads_given = 1;
+        }
         else if (!strcmp(k, "--mib"))
             a->mib = atol(v);
         else if (!strcmp(k, "--reps"))
@@ -513,7 +527,7 @@ static int client(const args *a)
     }
     fh0 = full_handshakes;
     ss0 = set_session_calls;
-    if (a->threads == 1) {
+    if (a->threads == 1 && !a->threads_given) {
         (deliver ? run_deliver : run_session)(&w[0]);
     } else {
         for (t = 0; t < a->threads; t++)
@@ -812,6 +826,132 @@ static int encode(const args *a)
     return 0;
 }
 
+/* ---- crypto floor ------------------------------------------------------------ */
+
+/* Median over --reps x 20 rounds of thread CPU microseconds of fn. */
+typedef int (*crypto_fn)(void *arg);
+
+static double crypto_time(crypto_fn fn, void *arg, long reps)
+{
+    double *t = calloc((size_t)reps, sizeof *t), med;
+    long r;
+    int i;
+
+    if (!t)
+        return -1.0;
+    for (r = 0; r < reps; r++) {
+        double sys, t0 = cpu_s2(RUSAGE_THREAD, &sys);
+        for (i = 0; i < 20; i++)
+            if (fn(arg) != 0) {
+                free(t);
+                return -1.0;
+            }
+        t[r] = (cpu_s2(RUSAGE_THREAD, &sys) - t0) / 20 * 1e6;
+    }
+    qsort(t, (size_t)reps, sizeof(double), cmp_double);
+    med = t[reps / 2];
+    free(t);
+    return med;
+}
+
+typedef struct crypto_ctx {
+    mbedtls_ctr_drbg_context drbg;
+    mbedtls_ecp_group grp;
+    mbedtls_ecp_point peer;      /* the server's ephemeral public point */
+    mbedtls_ecdsa_context key;   /* a P-256 signing key, as in the server's certificate */
+    unsigned char hash[32], sig[MBEDTLS_ECDSA_MAX_LEN];
+    size_t sig_len;
+} crypto_ctx;
+
+/* The client's half of ECDHE: a key pair, then the shared secret. */
+static int ecdhe_client(void *arg)
+{
+    crypto_ctx *c = arg;
+    mbedtls_mpi d, z;
+    mbedtls_ecp_point q;
+    int rc;
+
+    mbedtls_mpi_init(&d);
+    mbedtls_mpi_init(&z);
+    mbedtls_ecp_point_init(&q);
+    rc = mbedtls_ecdh_gen_public(&c->grp, &d, &q, mbedtls_ctr_drbg_random, &c->drbg);
+    if (rc == 0)
+        rc = mbedtls_ecdh_compute_shared(&c->grp, &z, &c->peer, &d, mbedtls_ctr_drbg_random,
+                                         &c->drbg);
+    mbedtls_mpi_free(&d);
+    mbedtls_mpi_free(&z);
+    mbedtls_ecp_point_free(&q);
+    return rc;
+}
+
+static int ecdsa_verify(void *arg)
+{
+    crypto_ctx *c = arg;
+    return mbedtls_ecdsa_read_signature(&c->key, c->hash, sizeof c->hash, c->sig, c->sig_len);
+}
+
+static int crypto_group(crypto_ctx *c, mbedtls_ecp_group_id id)
+{
+    mbedtls_mpi d;
+    int rc;
+
+    mbedtls_ecp_group_free(&c->grp);
+    mbedtls_ecp_point_free(&c->peer);
+    mbedtls_ecp_group_init(&c->grp);
+    mbedtls_ecp_point_init(&c->peer);
+    mbedtls_mpi_init(&d);
+    rc = mbedtls_ecp_group_load(&c->grp, id);
+    if (rc == 0)
+        rc = mbedtls_ecdh_gen_public(&c->grp, &d, &c->peer, mbedtls_ctr_drbg_random, &c->drbg);
+    mbedtls_mpi_free(&d);
+    return rc;
+}
+
+/* What a full TLS 1.2 handshake with an ECDSA P-256 server costs in mbedTLS
+ * arithmetic alone: ECDHE (the negotiated X25519, and P-256 for
+ * comparison) and one ECDSA verification each for the ServerKeyExchange and
+ * for every certificate of the chain. */
+static int crypto(const args *a)
+{
+    static const unsigned char pers[] = "bench_tm crypto";
+    mbedtls_entropy_context ent;
+    crypto_ctx c;
+    double x25519 = -1, p256 = -1, verify = -1;
+    int rc;
+
+    memset(&c, 0, sizeof c);
+    mbedtls_entropy_init(&ent);
+    mbedtls_ctr_drbg_init(&c.drbg);
+    mbedtls_ecp_group_init(&c.grp);
+    mbedtls_ecp_point_init(&c.peer);
+    mbedtls_ecdsa_init(&c.key);
+    memset(c.hash, 0x5a, sizeof c.hash);
+    rc = mbedtls_ctr_drbg_seed(&c.drbg, mbedtls_entropy_func, &ent, pers, sizeof pers - 1);
+    if (rc == 0 && crypto_group(&c, MBEDTLS_ECP_DP_CURVE25519) == 0)
+        x25519 = crypto_time(ecdhe_client, &c, a->reps);
+    if (rc == 0 && crypto_group(&c, MBEDTLS_ECP_DP_SECP256R1) == 0)
+        p256 = crypto_time(ecdhe_client, &c, a->reps);
+    if (rc == 0)
+        rc = mbedtls_ecdsa_genkey(&c.key, MBEDTLS_ECP_DP_SECP256R1, mbedtls_ctr_drbg_random,
+                                  &c.drbg);
+    if (rc == 0)
+        rc = mbedtls_ecdsa_write_signature(&c.key, MBEDTLS_MD_SHA256, c.hash, sizeof c.hash,
+                                           c.sig, &c.sig_len, mbedtls_ctr_drbg_random, &c.drbg);
+    if (rc == 0)
+        verify = crypto_time(ecdsa_verify, &c, a->reps);
+    printf("{\"client\": \"libtlsmail\", \"mode\": \"crypto\", \"backend\": \"%s\", "
+           "\"ecdhe_x25519_us\": %.1f, \"ecdhe_p256_us\": %.1f, \"ecdsa_p256_verify_us\": %.1f, "
+           "\"floor_us\": %.1f, \"error\": \"%s\"}\n",
+           tm_tls_backend(), x25519, p256, verify, x25519 + 2 * verify,
+           x25519 < 0 || p256 < 0 || verify < 0 ? "an mbedTLS call failed" : "");
+    mbedtls_ecdsa_free(&c.key);
+    mbedtls_ecp_point_free(&c.peer);
+    mbedtls_ecp_group_free(&c.grp);
+    mbedtls_ctr_drbg_free(&c.drbg);
+    mbedtls_entropy_free(&ent);
+    return x25519 < 0 || p256 < 0 || verify < 0;
+}
+
 int main(int argc, char **argv)
 {
     args a;
@@ -819,6 +959,8 @@ int main(int argc, char **argv)
     parse_args(&a, argc, argv);
     if (!strcmp(a.mode, "encode"))
         return encode(&a);
+    if (!strcmp(a.mode, "crypto"))
+        return crypto(&a);
     if (!a.ca || !a.dns || !a.port)
         usage();
     if (!strcmp(a.mode, "memory")) {

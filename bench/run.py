@@ -4,10 +4,11 @@
     /usr/bin/python3 bench/run.py [--build-dir DIR] [--runs 5] [--quick]
                                   [--json FILE] [--no-plot]
 
-Builds a release libtlsmail.a, the C bench program and the Go peer, starts
-private peers (Postfix + dnsmasq on loopback, tests/peers/peers.py), runs
-every case --runs times interleaving the clients, stops the peers and prints
-one table.  Standard library only; loopback only; every loop bounded.
+Builds a release libtlsmail.a, the C bench program, the Go peer and the Go
+sink (case 7's server), starts private peers (Postfix + dnsmasq on loopback,
+tests/peers/peers.py), runs every case --runs times interleaving the
+clients, stops the peers and prints one table.  Standard library only;
+loopback only; every loop bounded.
 """
 
 import argparse
@@ -27,6 +28,7 @@ ROOT = os.path.dirname(BENCH)
 SOURCE = ROOT                # the library sources built (--source)
 PY = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
 STEP_TIMEOUT = 120          # seconds, any single client run
+SINK_START_TIMEOUT = 10     # seconds for bench_sink to write its port
 TARGET_REUSED = 1 / 3       # libtlsmail CPU / best peer
 TARGET_NEW = 1 / 2
 TARGET_ENCODE = 0.5         # encoder GB/s / memcpy GB/s
@@ -82,6 +84,9 @@ def build(bdir):
                CGO_ENABLED="0")
     sh(["go", "build", "-o", os.path.join(bdir, "bench_netsmtp"), "."], env=env,
        cwd=os.path.join(BENCH, "bench_netsmtp"))
+    log("go build bench_sink")
+    sh(["go", "build", "-o", os.path.join(bdir, "bench_sink"), "."], env=env,
+       cwd=os.path.join(BENCH, "sink"))
     go_version = sh(["go", "version"]).strip()
     return go_version
 
@@ -288,22 +293,107 @@ def case_rtt(cl, env, d1, d2, n_reused, n_new):
             p.wait()
 
 
-def case_threads(cl, runs, n_reused, n_new):
-    """Case 7: one tm_context, 1 vs 2 threads."""
+def start_sink(bdir, env, lifetime):
+    """Starts bench_sink on the valid MX's address, port 0, with its
+    certificate; returns (Popen, port).  Stop it with stop_sink."""
+    ready = os.path.join(bdir, "sink.port")
+    if os.path.exists(ready):
+        os.remove(ready)
+    certs = env["TM_TEST_CERTDIR"]
+    with open(os.path.join(bdir, "sink.log"), "wb") as err:
+        p = subprocess.Popen([os.path.join(bdir, "bench_sink"),
+                              "--listen", env["TM_TEST_MX_VALID_ADDR"] + ":0",
+                              "--hostname", env["TM_TEST_MX_VALID"],
+                              "--cert", os.path.join(certs, "valid.pem"),
+                              "--key", os.path.join(certs, "valid.key"),
+                              "--max-seconds", str(lifetime), "--ready-file", ready],
+                             stdout=subprocess.DEVNULL, stderr=err)
+    deadline = time.monotonic() + SINK_START_TIMEOUT
+    while time.monotonic() < deadline and p.poll() is None:
+        try:
+            with open(ready) as fp:   # written through a rename: complete
+                return p, int(fp.read())
+        except (OSError, ValueError):
+            time.sleep(0.01)
+    stop_sink(p, bdir)
+    raise SystemExit("bench: bench_sink did not start (see %s)"
+                     % os.path.join(bdir, "sink.log"))
+
+
+def stop_sink(p, bdir):
+    """Stops bench_sink by its PID; returns its exit summary ({} if none)."""
+    if p.poll() is None:
+        p.terminate()
+    try:
+        p.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+    summary = {}
+    try:
+        with open(os.path.join(bdir, "sink.log"), errors="replace") as fp:
+            for line in fp:
+                if line.startswith("bench_sink: {"):
+                    summary = json.loads(line.partition(": ")[2])
+    except (OSError, ValueError):
+        pass
+    return summary
+
+
+def sink_run(cl, env, bdir, mode, n, threads):
+    """One libtlsmail run against a bench_sink of its own; the sink's exit
+    summary (its CPU, the messages it took) goes into the result as "sink"."""
+    p, port = start_sink(bdir, env, STEP_TIMEOUT + 30)
+    try:
+        r = cl.run("libtlsmail", mode, n, port=port, extra=("--threads", str(threads)))
+    finally:
+        summary = stop_sink(p, bdir)
+    r["sink"] = summary
+    if not r.get("error") and summary.get("messages") != r.get("ok"):
+        log("sink %s x%d: the sink took %s messages, the client counted %s"
+            % (mode, threads, summary.get("messages"), r.get("ok")))
+    return r
+
+
+def x25519_per_s(procs):
+    """openssl speed, X25519 ops per wall-clock second with procs processes
+    (None when openssl is missing or says something else)."""
+    argv = ["openssl", "speed", "-seconds", "2", "-elapsed"]
+    argv += ["-multi", str(procs)] if procs > 1 else []
+    try:
+        p = subprocess.run(argv + ["ecdhx25519"], stdout=subprocess.PIPE,
+                           stderr=subprocess.DEVNULL, timeout=30)
+        lines = [ln for ln in p.stdout.decode("utf-8", "replace").splitlines() if "X25519" in ln]
+        return float(lines[-1].split()[-1])
+    except (OSError, subprocess.SubprocessError, IndexError, ValueError):
+        return None
+
+
+def case_threads(cl, env, bdir, runs, counts, sink_counts):
+    """Case 7: one tm_context, 1 vs 2 threads, against Postfix and against
+    bench_sink (a server cheap enough not to be the bottleneck), and what
+    2 processes of pure computation get from the machine at that time."""
     res = {}
     for i in range(runs):
         log("threads run %d/%d" % (i + 1, runs))
-        for mode, n in (("reused", n_reused), ("new", n_new)):
+        for t in (1, 2):
+            res.setdefault(("machine", "x25519", t), []).append(
+                {"ok": 1, "ops_per_s": x25519_per_s(t)})
+        for mode in ("reused", "new"):
             for t in (1, 2):
-                res.setdefault((mode, t), []).append(
-                    cl.run("libtlsmail", mode, n, extra=("--threads", str(t))))
+                res.setdefault(("postfix", mode, t), []).append(
+                    cl.run("libtlsmail", mode, counts[mode], extra=("--threads", str(t))))
+        for mode in ("reused", "new"):
+            for t in (1, 2):
+                res.setdefault(("sink", mode, t), []).append(
+                    sink_run(cl, env, bdir, mode, sink_counts[mode], t))
     return res
 
 
 # --------------------------------------------------------------------------
 # the table
 
-def build_table(cpu, rtt, thr, mem, enc, allocs):
+def build_table(cpu, rtt, thr, mem, enc, allocs, crypto=None):
     rows = []   # (case, what, tm, smtplib, netsmtp, ratio, target, verdict)
 
     def per_client(key_mode, field, sub=None, scale=1.0, nd=None, clients=Clients.NAMES):
@@ -334,6 +424,21 @@ def build_table(cpu, rtt, thr, mem, enc, allocs):
     # For the -tls12 rows libtlsmail's own column is the uncapped run.
     ratio_row("2", "CPU us/delivery, new conn + full handshake", "new", TARGET_NEW)
     ratio_row("2", "  same, peers capped at TLS 1.2", "new-tls12", TARGET_NEW)
+    if crypto and not crypto.get("error"):
+        # What mbedTLS's arithmetic alone costs a full handshake with this
+        # server (X25519 ECDHE, ECDSA P-256 on the ServerKeyExchange and on
+        # the one-link chain), next to the best peer's whole delivery.
+        _, meds = per_client("new", "cpu_per_msg_us")
+        peers = [meds.get(c) for c in ("smtplib", "net/smtp") if meds.get(c)]
+        floor = crypto["floor_us"]
+        rows.append(("2", "  floor: mbedTLS arithmetic alone (X25519 + 2 ECDSA verify)",
+                     fmt(floor), "-", "-", fmt(floor / min(peers), 2) if peers else "n/a",
+                     "", ""))
+        rows.append(("2", "    X25519 | P-256 ECDHE | ECDSA P-256 verify, us",
+                     "%s | %s | %s" % (fmt(crypto["ecdhe_x25519_us"]),
+                                       fmt(crypto["ecdhe_p256_us"]),
+                                       fmt(crypto["ecdsa_p256_verify_us"])),
+                     "-", "-", "", "", ""))
     tm_resume = cpu.get(("libtlsmail", "resume"), [])
     fh = ok_runs(tm_resume, "full_handshakes")
     n_ok = ok_runs(tm_resume, "ok")
@@ -408,13 +513,35 @@ def build_table(cpu, rtt, thr, mem, enc, allocs):
                      fmt(r2, 2), "", ""))
         rows.append(("6", "  LF-only input (CR inserted)", "%.2f" % enc["encode_lf_gbs"],
                      "-", "-", fmt(enc["encode_lf_gbs"] / enc["memcpy_gbs"], 2), "", ""))
+
+    def one_two(server, mode, vals_of):
+        one = vals_of(thr.get((server, mode, 1), []))
+        two = vals_of(thr.get((server, mode, 2), []))
+        r = med(two) / med(one) if one and two and med(one) else None
+        return "%s -> %s" % (fmt(med(one)), fmt(med(two))), fmt(r, 2)
+
+    def sink_cpu(results):
+        # the sink's whole process (every goroutine, handshakes included)
+        return [r["sink"]["cpu_s"] / r["sink"]["messages"] * 1e6 for r in results
+                if r.get("ok") and not r.get("error") and r.get("sink", {}).get("messages")]
+
     for mode in ("reused", "new"):
-        one = ok_runs(thr.get((mode, 1), []), "msgs_per_s")
-        two = ok_runs(thr.get((mode, 2), []), "msgs_per_s")
-        r = med(two) / med(one) if one and two else None
-        rows.append(("7", "msgs/s 1 thread -> 2 threads, %s" % mode,
-                     "%s -> %s" % (fmt(med(one)), fmt(med(two))), "-", "-",
-                     fmt(r, 2), "~2.0", ""))
+        c, r = one_two("postfix", mode, lambda rs: ok_runs(rs, "msgs_per_s"))
+        rows.append(("7", "msgs/s 1 -> 2 threads, %s, Postfix" % mode,
+                     c, "-", "-", r, "~2.0", ""))
+    c, r = one_two("machine", "x25519", lambda rs: ok_runs(rs, "ops_per_s"))
+    rows.append(("7", "ceiling: openssl X25519/s, 1 -> 2 processes", c, "-", "-", r, "", ""))
+    for mode in ("reused", "new"):
+        c, r = one_two("sink", mode, lambda rs: ok_runs(rs, "msgs_per_s"))
+        rows.append(("7", "msgs/s 1 -> 2 threads, %s, sink" % mode, c, "-", "-", r, "~2.0", ""))
+        # bench_tm's cpu_per_msg_us: the CPU of every worker thread
+        # (RUSAGE_THREAD around its own loop) summed, / all messages
+        c, r = one_two("sink", mode, lambda rs: ok_runs(rs, "cpu_per_msg_us"))
+        rows.append(("7", "  client CPU us/msg (all threads' CPU / msgs)",
+                     c, "-", "-", r, "~1.0", ""))
+        c, _ = one_two("sink", mode, sink_cpu)
+        rows.append(("7", "  the sink's own CPU us/msg (whole process)",
+                     c, "-", "-", "", "", ""))
     return rows
 
 
@@ -486,6 +613,10 @@ def main():
     bdir = os.path.abspath(a.build_dir)
     os.makedirs(bdir, exist_ok=True)
     go_version = build(bdir)
+    thr_runs = max(1, (a.runs + 1) // 2)
+    # Against the sink a message costs the client ~50 us (reused) or ~5 ms
+    # (new): more of them, so that a run lasts long enough to time.
+    sink_counts = {"reused": a.reused_count * 25, "new": a.new_count * 10}
     peers = Peers(bdir)
     try:
         env = peers.start()
@@ -494,7 +625,8 @@ def main():
         log("allocation counts")
         allocs = case_allocs(cl, a.reused_count, a.new_count)
         rtt = case_rtt(cl, env, a.delay_ms[0], a.delay_ms[1], 10, 5)
-        thr = case_threads(cl, max(1, (a.runs + 1) // 2), a.reused_count * 2, a.new_count * 2)
+        thr = case_threads(cl, env, bdir, thr_runs,
+                           {"reused": a.reused_count * 2, "new": a.new_count * 2}, sink_counts)
         log("memory")
         mem = cl.run("libtlsmail", "memory", 1)
     finally:
@@ -508,7 +640,16 @@ def main():
     except (subprocess.SubprocessError, ValueError, IndexError) as e:
         enc = {"error": str(e)}
 
-    rows = build_table(cpu, rtt, thr, mem, enc, allocs)
+    log("crypto floor")
+    crypto = None
+    try:
+        p = subprocess.run([os.path.join(bdir, "bench_tm"), "--mode", "crypto", "--reps", "9"],
+                           stdout=subprocess.PIPE, timeout=STEP_TIMEOUT)
+        crypto = json.loads(p.stdout.decode().strip().splitlines()[-1])
+    except (subprocess.SubprocessError, ValueError, IndexError) as e:
+        crypto = {"error": str(e)}
+
+    rows = build_table(cpu, rtt, thr, mem, enc, allocs, crypto)
     elapsed = time.monotonic() - t_start
     tls = {}
     for c in Clients.NAMES:
@@ -526,9 +667,11 @@ def main():
         os.cpu_count() or 0, " ".join(load)))
     print("10240-byte message, 1 recipient, certificate verified by every client; "
           "%d runs per cell: median [min-max]; threads: %d runs"
-          % (a.runs, max(1, (a.runs + 1) // 2)))
+          % (a.runs, thr_runs))
     print("counts: reused %d msgs/run, new %d deliveries/run; round trips: proxies adding "
           "%g and %g ms each way" % (a.reused_count, a.new_count, a.delay_ms[0], a.delay_ms[1]))
+    print("threads: Postfix reused %d msgs/run, new %d; sink reused %d, new %d"
+          % (a.reused_count * 2, a.new_count * 2, sink_counts["reused"], sink_counts["new"]))
     for c in Clients.NAMES:
         print("  %-10s %s" % (c, tls.get(c, "?")))
     print("  runtimes: %s; %s" % (go_version, sh([PY, "--version"]).strip()))
@@ -543,8 +686,9 @@ def main():
     if a.json:
         raw = {"cpu": {"%s|%s" % k: v for k, v in cpu.items()},
                "rtt": {"%s|%s" % k: v for k, v in rtt.items()},
-               "threads": {"%s|%s" % k: v for k, v in thr.items()},
-               "allocs": allocs, "memory": mem, "encode": enc, "rows": rows}
+               "threads": {"%s|%s|%s" % k: v for k, v in thr.items()},
+               "allocs": allocs, "memory": mem, "encode": enc, "crypto": crypto,
+               "rows": rows}
         with open(a.json, "w") as fp:
             json.dump(raw, fp, indent=1)
     return 0

@@ -1,0 +1,3 @@
+module tlsmail.bench/sink
+
+go 1.19
