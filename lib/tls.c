@@ -77,6 +77,7 @@ struct tm_tls {
     /* Read-ahead for mbedTLS, which asks for a record's 5-byte header and
      * then its body: one recv per arriving packet instead of two per record. */
     size_t rx_pos, rx_len;
+    int sent;       /* data went out since the last recv: the reply is not here yet */
     unsigned char rx[TM_TLS_RX_SIZE];
 };
 
@@ -290,6 +291,12 @@ static int bio_recv(void *arg, unsigned char *buf, size_t len)
         return (int)k;
     }
     t->rx_pos = t->rx_len = 0;
+    /* Right after a command was sent its reply cannot have arrived: wait
+     * first instead of a recv that would return EAGAIN. */
+    if (t->sent) {
+        t->sent = 0;
+        return MBEDTLS_ERR_SSL_WANT_READ;
+    }
     /* A large request (a big record's body) goes straight to mbedTLS's
      * buffer; a small one fills the read-ahead with what has arrived. */
     do
@@ -463,6 +470,7 @@ int tm_tls_handshake(struct tm_tls *t, int fd, const char *hostname, const char 
     t->used = 1;
     t->fd = fd;
     t->rx_pos = t->rx_len = 0;
+    t->sent = 0;
     /* SNI and the name the certificate must match: the MX host name. */
     ret = mbedtls_ssl_set_hostname(&t->ssl, hostname);
     if (ret != 0) {
@@ -581,6 +589,7 @@ int tm_tls_write(struct tm_tls *t, const void *buf, size_t len, int64_t deadline
         if (ret > 0) {
             p += ret;
             len -= (size_t)ret;
+            t->sent = 1;
             continue;
         }
         if (is_want(ret)) {
@@ -620,4 +629,5 @@ void tm_tls_shutdown(struct tm_tls *t)
         (void)mbedtls_ssl_close_notify(&t->ssl); /* one try; never wait */
     t->fd = -1;
     t->rx_pos = t->rx_len = 0;
+    t->sent = 0;
 }
