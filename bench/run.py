@@ -371,6 +371,36 @@ def sink_run(cl, env, bdir, mode, n, threads):
     return r
 
 
+def sink_run_procs(cl, env, bdir, mode, n):
+    """Two bench_tm processes of one thread each, own tm_context each, at
+    the same time against one sink: the reference for "2 threads sharing a
+    context" (what 2 independent clients get from this machine)."""
+    p, port = start_sink(bdir, env, STEP_TIMEOUT + 30)
+    procs = []
+    try:
+        for _ in range(2):
+            argv = cl.argv("libtlsmail", mode, n // 2, port=port, extra=("--threads", "1"))
+            procs.append(subprocess.Popen(argv, stdout=subprocess.PIPE,
+                                          stderr=subprocess.DEVNULL))
+        outs = []
+        for q in procs:
+            out, _ = q.communicate(timeout=STEP_TIMEOUT)
+            outs.append(json.loads(out.decode("utf-8", "replace").strip().splitlines()[-1]))
+    except (subprocess.SubprocessError, ValueError, IndexError) as e:
+        return {"error": "two processes: %s" % e, "ok": 0}
+    finally:
+        for q in procs:
+            if q.poll() is None:
+                q.kill()
+                q.wait()
+        stop_sink(p, bdir)
+    if any(o.get("error") for o in outs):
+        return {"error": "; ".join(o["error"] for o in outs if o.get("error")), "ok": 0}
+    return {"ok": sum(o["ok"] for o in outs),
+            "msgs_per_s": sum(o["msgs_per_s"] for o in outs),
+            "cpu_per_msg_us": sum(o["cpu_s"] for o in outs) / sum(o["ok"] for o in outs) * 1e6}
+
+
 def x25519_per_s(procs):
     """openssl speed, X25519 ops per wall-clock second with procs processes
     (None when openssl is missing or says something else)."""
@@ -403,6 +433,8 @@ def case_threads(cl, env, bdir, runs, counts, sink_counts):
             for t in (1, 2):
                 res.setdefault(("sink", mode, t), []).append(
                     sink_run(cl, env, bdir, mode, sink_counts[mode], t))
+            res.setdefault(("sink-procs", mode, 2), []).append(
+                sink_run_procs(cl, env, bdir, mode, sink_counts[mode]))
     return res
 
 
@@ -550,6 +582,14 @@ def build_table(cpu, rtt, thr, mem, enc, allocs):
     for mode in ("reused", "new"):
         c, r = one_two("sink", mode, lambda rs: ok_runs(rs, "msgs_per_s"))
         rows.append(("7", "msgs/s 1 -> 2 threads, %s, sink" % mode, c, "-", "-", r, "~2.0", ""))
+        # the reference: two independent 1-thread processes, same sink
+        one = ok_runs(thr.get(("sink", mode, 1), []), "msgs_per_s")
+        two_p = ok_runs(thr.get(("sink-procs", mode, 2), []), "msgs_per_s")
+        two_t = ok_runs(thr.get(("sink", mode, 2), []), "msgs_per_s")
+        rows.append(("7", "  reference: 2 processes, 1 thread each (2 threads / it)",
+                     "%s -> %s" % (fmt(med(one)), fmt(med(two_p))) if one and two_p else "n/a",
+                     "-", "-",
+                     fmt(med(two_t) / med(two_p), 2) if two_t and two_p else "n/a", "~1.0", ""))
         # bench_tm's cpu_per_msg_us: the CPU of every worker thread
         # (RUSAGE_THREAD around its own loop) summed, / all messages
         c, r = one_two("sink", mode, lambda rs: ok_runs(rs, "cpu_per_msg_us"))
