@@ -408,6 +408,40 @@ static void note_status(worker *w, const tm_delivery_status *st, int rc)
                  st->message);
 }
 
+/* The measured loop: w->count messages over session s (tm_send), or, when s
+ * is NULL, as many tm_deliver calls; CPU, wall time, latencies and
+ * allocations of this thread around it. */
+static void measure(worker *w, tm_session *s, const tm_message *m, const tm_session_options *so)
+{
+    const args *a = w->a;
+    tm_delivery_status st;
+    unsigned long c0, b0, c1, b1;
+    long l0, l1, i;
+    double sys;
+    int rc;
+
+    alloc_mark(&c0, &b0, &l0);
+    w->cpu = cpu_s2(RUSAGE_THREAD, &w->sys);
+    w->t0 = now_s();
+    for (i = 0; i < w->count; i++) {
+        double t = now_s();
+        rc = s ? tm_send(s, m, &st) : tm_deliver(w->ctx, m, NULL, so, &st);
+        w->lat[i] = now_s() - t;
+        note_status(w, &st, rc);
+        if (rc != TM_OK)
+            break;
+        w->ok++;
+        if (now_s() - w->t0 > a->max_seconds)
+            break;
+    }
+    w->t1 = now_s();
+    w->cpu = cpu_s2(RUSAGE_THREAD, &sys) - w->cpu;
+    w->sys = sys - w->sys;
+    alloc_mark(&c1, &b1, &l1);
+    w->allocs = c1 - c0;
+    w->alloc_bytes = b1 - b0;
+}
+
 static void *run_session(void *arg)
 {
     worker *w = arg;
@@ -417,7 +451,6 @@ static void *run_session(void *arg)
     tm_session *s = NULL;
     tm_delivery_status st;
     tm_message m;
-    long i;
     int rc;
 
     tm_session_options_init(&so);
@@ -432,35 +465,7 @@ static void *run_session(void *arg)
         tm_session_close(s);
         return NULL;
     }
-    unsigned long c0, b0;
-    long l0;
-    alloc_mark(&c0, &b0, &l0);
-    w->cpu = cpu_s2(RUSAGE_THREAD, &w->sys);
-    w->t0 = now_s();
-    for (i = 0; i < w->count; i++) {
-        double t = now_s();
-        rc = tm_send(s, &m, &st);
-        w->lat[i] = now_s() - t;
-        note_status(w, &st, rc);
-        if (rc != TM_OK)
-            break;
-        w->ok++;
-        if (now_s() - w->t0 > a->max_seconds)
-            break;
-    }
-    w->t1 = now_s();
-    {
-        double sys;
-        w->cpu = cpu_s2(RUSAGE_THREAD, &sys) - w->cpu;
-        w->sys = sys - w->sys;
-    }
-    {
-        unsigned long c1, b1;
-        long l1;
-        alloc_mark(&c1, &b1, &l1);
-        w->allocs = c1 - c0;
-        w->alloc_bytes = b1 - b0;
-    }
+    measure(w, s, &m, &so);
     tm_session_close(s);
     return NULL;
 }
@@ -468,46 +473,14 @@ static void *run_session(void *arg)
 static void *run_deliver(void *arg)
 {
     worker *w = arg;
-    const args *a = w->a;
     tm_session_options so;
-    tm_delivery_status st;
     tm_message m;
-    long i;
-    int rc;
 
     tm_session_options_init(&so);
-    so.host = a->host;
-    so.port = a->port;
+    so.host = w->a->host;
+    so.port = w->a->port;
     fill_message(&m, w);
-    unsigned long c0, b0;
-    long l0;
-    alloc_mark(&c0, &b0, &l0);
-    w->cpu = cpu_s2(RUSAGE_THREAD, &w->sys);
-    w->t0 = now_s();
-    for (i = 0; i < w->count; i++) {
-        double t = now_s();
-        rc = tm_deliver(w->ctx, &m, NULL, &so, &st);
-        w->lat[i] = now_s() - t;
-        note_status(w, &st, rc);
-        if (rc != TM_OK)
-            break;
-        w->ok++;
-        if (now_s() - w->t0 > a->max_seconds)
-            break;
-    }
-    w->t1 = now_s();
-    {
-        double sys;
-        w->cpu = cpu_s2(RUSAGE_THREAD, &sys) - w->cpu;
-        w->sys = sys - w->sys;
-    }
-    {
-        unsigned long c1, b1;
-        long l1;
-        alloc_mark(&c1, &b1, &l1);
-        w->allocs = c1 - c0;
-        w->alloc_bytes = b1 - b0;
-    }
+    measure(w, NULL, &m, &so);
     return NULL;
 }
 

@@ -770,7 +770,6 @@ static void rcpt_set_pending(tm_delivery_status *st, const unsigned char *accept
  * been written completely. */
 static int send_content(tm_session *s, const tm_message *m, int quit)
 {
-    static const char quit_line[] = "QUIT\r\n";
     int64_t block = s->ctx->to.data_block;
     const unsigned char *in = m->data;
     size_t left = m->read ? 0 : m->size;
@@ -800,19 +799,16 @@ static int send_content(tm_session *s, const tm_message *m, int quit)
         left -= consumed;
         if (rc != TM_OK)
             return rc;
-        if (sizeof s->wbuf - s->wlen < 4 + TM_BODY_FINISH_MAX + sizeof quit_line) {
+        /* Room kept for the end of data and a pipelined QUIT. */
+        if (sizeof s->wbuf - s->wlen < 4 + TM_BODY_FINISH_MAX + sizeof "QUIT\r\n") {
             rc = flush(s, (unsigned int)block);
             if (rc != TM_OK)
                 return rc;
         }
     }
     s->wlen += tm_body_finish(&body, s->wbuf + s->wlen);
-    if (quit) {
-        memcpy(s->wbuf + s->wlen, quit_line, sizeof quit_line - 1);
-        s->wlen += sizeof quit_line - 1;
+    if (quit && queue_cmd(s, "QUIT", NULL, NULL) == TM_OK)
         s->quit_sent = 1;
-        tm_log(s->ctx, TM_LOG_DEBUG, "C: QUIT (with the end of data)");
-    }
     return flush(s, (unsigned int)block);
 }
 

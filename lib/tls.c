@@ -249,6 +249,13 @@ void tm_tls_free(struct tm_tls *t)
     tm_free(t);
 }
 
+/* A new connection (or none) starts with nothing read ahead or sent. */
+static void rx_reset(struct tm_tls *t)
+{
+    t->rx_pos = t->rx_len = 0;
+    t->sent = 0;
+}
+
 /* Delayed ACKs stall a server that answers in two writes (Postfix: the
  * envelope replies, then the BDAT reply) by ~40 ms; the kernel clears
  * TCP_QUICKACK by itself (our own sends put it back in delayed-ACK mode),
@@ -469,8 +476,7 @@ int tm_tls_handshake(struct tm_tls *t, int fd, const char *hostname, const char 
     }
     t->used = 1;
     t->fd = fd;
-    t->rx_pos = t->rx_len = 0;
-    t->sent = 0;
+    rx_reset(t);
     /* SNI and the name the certificate must match: the MX host name. */
     ret = mbedtls_ssl_set_hostname(&t->ssl, hostname);
     if (ret != 0) {
@@ -628,6 +634,5 @@ void tm_tls_shutdown(struct tm_tls *t)
     if (t->fd >= 0)
         (void)mbedtls_ssl_close_notify(&t->ssl); /* one try; never wait */
     t->fd = -1;
-    t->rx_pos = t->rx_len = 0;
-    t->sent = 0;
+    rx_reset(t);
 }

@@ -30,6 +30,16 @@ static char cert[300], key[300], ca[300];
 #define HELO "client.tm.test"
 #define EHLO_LINE "EHLO " HELO "\r\n"
 #define GREET "{\"send\": \"220 hostile ESMTP\\r\\n\"}, {\"expect\": \"EHLO\"}, "
+/* The default message's envelope, as the client sends it. */
+#define ENVELOPE "MAIL FROM:<sender@tm.test>\r\nRCPT TO:<rcpt@example.test>\r\n"
+/* PIPELINING and CHUNKING offered; the envelope, "BDAT 27 LAST" and the
+ * three lines of content read, no reply yet. */
+#define BDAT_READ                                                                 \
+    "{\"send\": \"250-hostile\\r\\n250-PIPELINING\\r\\n250 CHUNKING\\r\\n\"},"    \
+    "{\"expect\": \"MAIL\"}, {\"expect\": \"RCPT\"}, {\"expect\": \"BDAT\"},"     \
+    "{\"expect\": null}, {\"expect\": null}, {\"expect\": null},"
+/* What tm_deliver writes for the default message behind BDAT: one write. */
+#define BDAT_SENT EHLO_LINE ENVELOPE "BDAT 27 LAST\r\nSubject: hostile\r\n\r\nhello\r\nQUIT\r\n"
 
 static int group_setup(void **state)
 {
@@ -133,7 +143,7 @@ static void starttls_refused(void **state)
     assert_non_null(strstr(st.tls_error, "454"));
     assert_int_equal(hostile_count_connections(rec), 1);
     assert_field(rec, 0, "received",
-                 EHLO_LINE "STARTTLS\r\nMAIL FROM:<sender@tm.test>\r\nRCPT TO:<rcpt@example.test>\r\n"
+                 EHLO_LINE "STARTTLS\r\n" ENVELOPE
                            "DATA\r\nSubject: hostile\r\n\r\nhello\r\n.\r\nQUIT\r\n");
     free(rec);
 }
@@ -213,7 +223,7 @@ static void injection_after_220(void **state)
     assert_field(rec, 0, "received", EHLO_LINE "STARTTLS\r\n");
     /* The fresh connection: no STARTTLS although offered; pipelined. */
     assert_field(rec, 1, "received",
-                 EHLO_LINE "MAIL FROM:<sender@tm.test>\r\nRCPT TO:<rcpt@example.test>\r\n"
+                 EHLO_LINE ENVELOPE
                            "DATA\r\nSubject: hostile\r\n\r\nhello\r\n.\r\nQUIT\r\n");
     free(rec);
 }
@@ -270,7 +280,7 @@ static void handshake_alert(void **state)
     assert_non_null(strstr(st.tls_error, "handshake"));
     assert_int_equal(hostile_count_connections(rec), 2);
     assert_field(rec, 1, "received",
-                 EHLO_LINE "MAIL FROM:<sender@tm.test>\r\nRCPT TO:<rcpt@example.test>\r\n"
+                 EHLO_LINE ENVELOPE
                            "DATA\r\nSubject: hostile\r\n\r\nhello\r\n.\r\nQUIT\r\n");
     free(rec);
 }
@@ -324,7 +334,7 @@ static void caps_forgotten(void **state)
     assert_field(rec, 0, "received_plain", EHLO_LINE "STARTTLS\r\n");
     /* EHLO again inside TLS, and no SIZE parameter. */
     assert_field(rec, 0, "received_tls",
-                 EHLO_LINE "MAIL FROM:<sender@tm.test>\r\nRCPT TO:<rcpt@example.test>\r\n"
+                 EHLO_LINE ENVELOPE
                            "DATA\r\nSubject: hostile\r\n\r\nhello\r\n.\r\nQUIT\r\n");
     free(rec);
 }
@@ -371,19 +381,14 @@ static void bdat_drop_after_content(void **state)
     assert_int_equal(st.rcpt[0].result, TM_RESULT_UNCERTAIN);
     /* One write: envelope, BDAT with its exact length, the raw content and
      * (tm_deliver: the connection's last transaction) QUIT. */
-    assert_field(rec, 0, "received",
-                 EHLO_LINE "MAIL FROM:<sender@tm.test>\r\nRCPT TO:<rcpt@example.test>\r\n"
-                           "BDAT 27 LAST\r\nSubject: hostile\r\n\r\nhello\r\nQUIT\r\n");
+    assert_field(rec, 0, "received", BDAT_SENT);
     free(rec);
 }
 
 /* BDAT with a refused recipient: bounced, RSET, and nothing delivered. */
 static void bdat_recipient_refused(void **state)
 {
-    const char *script = "{\"linger\": 0, \"connections\": [[" GREET
-                         "{\"send\": \"250-hostile\\r\\n250-PIPELINING\\r\\n250 CHUNKING\\r\\n\"},"
-                         "{\"expect\": \"MAIL\"}, {\"expect\": \"RCPT\"}, {\"expect\": \"BDAT\"},"
-                         "{\"expect\": null}, {\"expect\": null}, {\"expect\": null},"
+    const char *script = "{\"linger\": 0, \"connections\": [[" GREET BDAT_READ
                          "{\"send\": \"250 2.1.0 ok\\r\\n550 5.1.1 no such user\\r\\n"
                          "554 5.5.1 no valid recipients\\r\\n\"},"
                          "{\"auto\": true, \"caps\": []}]]}";
@@ -407,10 +412,7 @@ static void bdat_recipient_refused(void **state)
  */
 static void quit_pipelined_bdat(void **state)
 {
-    const char *script = "{\"linger\": 0, \"connections\": [[" GREET
-                         "{\"send\": \"250-hostile\\r\\n250-PIPELINING\\r\\n250 CHUNKING\\r\\n\"},"
-                         "{\"expect\": \"MAIL\"}, {\"expect\": \"RCPT\"}, {\"expect\": \"BDAT\"},"
-                         "{\"expect\": null}, {\"expect\": null}, {\"expect\": null},"
+    const char *script = "{\"linger\": 0, \"connections\": [[" GREET BDAT_READ
                          "{\"expect\": \"QUIT\", \"timeout\": 2},"
                          "{\"send\": \"250 2.1.0 ok\\r\\n250 2.1.5 ok\\r\\n250 2.0.0 queued\\r\\n"
                          "221 2.0.0 bye\\r\\n\"},"
@@ -425,9 +427,7 @@ static void quit_pipelined_bdat(void **state)
     assert_int_equal(st.code, 250);
     assert_false(hostile_has_event(rec, 0, "timeout"));
     assert_true(hostile_has_event(rec, 0, "client_closed"));
-    assert_field(rec, 0, "received",
-                 EHLO_LINE "MAIL FROM:<sender@tm.test>\r\nRCPT TO:<rcpt@example.test>\r\n"
-                           "BDAT 27 LAST\r\nSubject: hostile\r\n\r\nhello\r\nQUIT\r\n");
+    assert_field(rec, 0, "received", BDAT_SENT);
     free(rec);
 }
 
@@ -450,7 +450,7 @@ static void quit_pipelined_data(void **state)
     assert_int_equal(st.result, TM_RESULT_DELIVERED);
     assert_false(hostile_has_event(rec, 0, "timeout"));
     assert_field(rec, 0, "received",
-                 EHLO_LINE "MAIL FROM:<sender@tm.test>\r\nRCPT TO:<rcpt@example.test>\r\n"
+                 EHLO_LINE ENVELOPE
                            "DATA\r\nSubject: hostile\r\n\r\nhello\r\n.\r\nQUIT\r\n");
     free(rec);
 }
@@ -459,10 +459,7 @@ static void quit_pipelined_data(void **state)
  * RSET after the QUIT, and the 221 is still read before the close. */
 static void quit_pipelined_refused(void **state)
 {
-    const char *script = "{\"linger\": 0, \"connections\": [[" GREET
-                         "{\"send\": \"250-hostile\\r\\n250-PIPELINING\\r\\n250 CHUNKING\\r\\n\"},"
-                         "{\"expect\": \"MAIL\"}, {\"expect\": \"RCPT\"}, {\"expect\": \"BDAT\"},"
-                         "{\"expect\": null}, {\"expect\": null}, {\"expect\": null},"
+    const char *script = "{\"linger\": 0, \"connections\": [[" GREET BDAT_READ
                          "{\"expect\": \"QUIT\", \"timeout\": 2},"
                          "{\"send\": \"250 2.1.0 ok\\r\\n250 2.1.5 ok\\r\\n"
                          "554 5.7.1 content refused\\r\\n\"}, {\"sleep\": 0.3},"
@@ -481,9 +478,7 @@ static void quit_pipelined_refused(void **state)
      * closed (a lower bound on time: cannot fail on a slow machine). */
     assert_true(st.session_seconds >= 0.29);
     assert_true(hostile_has_event(rec, 0, "client_closed"));
-    assert_field(rec, 0, "received",
-                 EHLO_LINE "MAIL FROM:<sender@tm.test>\r\nRCPT TO:<rcpt@example.test>\r\n"
-                           "BDAT 27 LAST\r\nSubject: hostile\r\n\r\nhello\r\nQUIT\r\n");
+    assert_field(rec, 0, "received", BDAT_SENT);
     free(rec);
 }
 
@@ -492,10 +487,7 @@ static void quit_pipelined_refused(void **state)
  * tm_session_close. */
 static void quit_not_pipelined_in_session(void **state)
 {
-    const char *script = "{\"linger\": 0, \"connections\": [[" GREET
-                         "{\"send\": \"250-hostile\\r\\n250-PIPELINING\\r\\n250 CHUNKING\\r\\n\"},"
-                         "{\"expect\": \"MAIL\"}, {\"expect\": \"RCPT\"}, {\"expect\": \"BDAT\"},"
-                         "{\"expect\": null}, {\"expect\": null}, {\"expect\": null},"
+    const char *script = "{\"linger\": 0, \"connections\": [[" GREET BDAT_READ
                          "{\"expect\": null, \"timeout\": 0.5},"
                          "{\"send\": \"250 2.1.0 ok\\r\\n250 2.1.5 ok\\r\\n250 2.0.0 queued\\r\\n\"},"
                          "{\"expect\": \"QUIT\"}, {\"send\": \"221 2.0.0 bye\\r\\n\"},"
@@ -528,9 +520,7 @@ static void quit_not_pipelined_in_session(void **state)
     rec = hostile_finish(&h, 10);
     assert_non_null(rec);
     assert_true(hostile_has_event(rec, 0, "timeout"));
-    assert_field(rec, 0, "received",
-                 EHLO_LINE "MAIL FROM:<sender@tm.test>\r\nRCPT TO:<rcpt@example.test>\r\n"
-                           "BDAT 27 LAST\r\nSubject: hostile\r\n\r\nhello\r\nQUIT\r\n");
+    assert_field(rec, 0, "received", BDAT_SENT);
     free(rec);
 }
 
