@@ -28,9 +28,15 @@
  *    own sockets (MSG_NOSIGNAL).
  *
  * Plain structs at the boundary (tm_policy, tm_message, tm_delivery_status,
- * the option structs) start with a `version` field.  Initialise them with
- * their TM_*_INIT macro or their tm_*_init() function (for FFI callers that
- * cannot expand macros); all-zero also means "current version, defaults".
+ * the option structs) start with a `version` field: the version of the
+ * struct the caller was compiled with.  Initialise them with their TM_*_INIT
+ * macro or their tm_*_init(ptr, TM_*_VERSION) function (for FFI callers
+ * that cannot expand macros).  The library accepts 0 < version <= the
+ * version it was built with, reads and writes only the fields that version
+ * has, and refuses any other value with TM_EINVAL (as libgit2 does).  A
+ * struct grows only at its end, and its version goes up when it does.  One
+ * exception, kept from the design's first day: an all-zero tm_policy is the
+ * default policy (version 0 reads as version 1).
  */
 #ifndef TLSMAIL_H
 #define TLSMAIL_H
@@ -52,9 +58,9 @@ extern "C" {
  * ---------------------------------------------------------------------- */
 
 #define TM_VERSION_MAJOR 0
-#define TM_VERSION_MINOR 1
+#define TM_VERSION_MINOR 2
 #define TM_VERSION_PATCH 0
-#define TM_VERSION_STRING "0.1.0"
+#define TM_VERSION_STRING "0.2.0"
 /* Encoded as 0xMMmmpp. */
 #define TM_VERSION_NUMBER ((TM_VERSION_MAJOR << 16) | (TM_VERSION_MINOR << 8) | TM_VERSION_PATCH)
 
@@ -90,7 +96,7 @@ typedef enum tm_error {
     TM_EDNS = -17,         /* the MX lookup failed temporarily */
     TM_ENODOMAIN = -18,    /* the recipient domain does not exist */
     TM_ENULLMX = -19,      /* the domain accepts no mail (null MX, RFC 7505) */
-    TM_ETOOMANY = -20,     /* more recipients than TM_MAX_RECIPIENTS */
+    TM_ETOOMANY = -20,     /* unused since 0.2 (recipients are not capped) */
     TM_EIO = -21,          /* a local I/O or system error */
     TM_EUTF8 = -22,        /* non-ASCII address, server lacks SMTPUTF8 */
     TM_ENOTFOUND = -23,    /* no setting for that domain */
@@ -166,8 +172,9 @@ typedef struct tm_policy {
 } tm_policy;
 
 #define TM_POLICY_INIT { TM_POLICY_VERSION, 0, 0, 0 }
-/* Sets *policy to TM_POLICY_INIT.  Returns TM_EINVAL for NULL. */
-TM_EXTERN int tm_policy_init(tm_policy *policy);
+/* Sets *policy to the defaults of struct version `version` (pass
+ * TM_POLICY_VERSION).  TM_EINVAL for NULL or an unknown version. */
+TM_EXTERN int tm_policy_init(tm_policy *policy, unsigned int version);
 
 /* Where a flag of the applied policy came from (tm_delivery_status). */
 typedef enum tm_policy_source {
@@ -194,7 +201,6 @@ TM_EXTERN const char *tm_floor_name(int floor);
  * Delivery status
  * ---------------------------------------------------------------------- */
 
-#define TM_MAX_RECIPIENTS 50  /* recipients per tm_send / tm_deliver call */
 #define TM_ADDRESS_MAX 256    /* RFC 5321 path limit, NUL included */
 #define TM_HOST_MAX 256       /* a DNS name, NUL included */
 #define TM_IPADDR_MAX 48      /* an IPv6 address in text, NUL included */
@@ -202,7 +208,10 @@ TM_EXTERN const char *tm_floor_name(int floor);
 #define TM_RCPT_TEXT_MAX 256  /* a recipient's reply text */
 #define TM_ENHANCED_MAX 16    /* "x.yyy.zzz" */
 
-/* The outcome for one recipient. */
+/*
+ * The outcome for one recipient, written into the caller's array named in
+ * tm_message (rcpt_status, rcpt_status_cap), in the order of tm_message.to.
+ */
 typedef struct tm_rcpt_status {
     char address[TM_ADDRESS_MAX];
     int result;                          /* tm_result */
@@ -211,18 +220,22 @@ typedef struct tm_rcpt_status {
     char message[TM_RCPT_TEXT_MAX];      /* reply text, truncated */
 } tm_rcpt_status;
 
-#define TM_STATUS_VERSION 1
+/* Version 1 was the 0.1 layout (a fixed rcpt[50] array inside); it is no
+ * longer accepted. */
+#define TM_STATUS_VERSION 2
 
 /*
- * How a delivery went.  Caller-owned, fixed size, no pointers; every
- * function that takes one resets it first and always leaves it consistent,
+ * How a delivery went.  Caller-owned, fixed size, no pointers.  Set
+ * `version` (TM_STATUS_INIT or tm_status_init) once; every function that
+ * takes a status resets the rest first and always leaves it consistent,
  * also on error.  All strings are NUL-terminated and truncated to fit.
  *
  * result         tm_result of the whole message: TM_RESULT_DELIVERED only if
  *                every recipient was delivered.  With a partial delivery the
  *                function returns TM_EPARTIAL and result is the class of the
- *                failed recipients (deferred if any deferred, else bounced);
- *                rcpt[] has each recipient's own result.
+ *                failed recipients (uncertain if any is, else deferred if any
+ *                is, else bounced); each recipient's own result goes into the
+ *                message's rcpt_status array.
  * error          the tm_error the call returned.
  * code, enhanced_code, message
  *                the last meaningful SMTP reply (for a delivery: the reply to
@@ -245,6 +258,13 @@ typedef struct tm_rcpt_status {
  *                sending-domain settings, recipient-domain floors and
  *                defaults (each flag 0 or 1); *_source says where each flag
  *                came from (tm_policy_source) and floor which floor applied.
+ * rcpt_count     recipients of the message; rcpt_delivered, rcpt_deferred,
+ *                rcpt_uncertain, rcpt_bounced how many ended each way (they
+ *                add up to rcpt_count once a message was taken).
+ * transactions   SMTP transactions (MAIL FROM) the message took: more than
+ *                one when the server limited recipients per transaction (a
+ *                452 to RCPT, RFC 5321 4.5.3.1.10) or the message has more
+ *                recipients than one transaction carries (100).
  */
 typedef struct tm_delivery_status {
     unsigned int version;
@@ -272,16 +292,32 @@ typedef struct tm_delivery_status {
     int keep_unverified_tls_source;
     int floor;                 /* tm_floor of the recipient domain */
     unsigned int rcpt_count;
-    tm_rcpt_status rcpt[TM_MAX_RECIPIENTS];
+    unsigned int rcpt_delivered;
+    unsigned int rcpt_deferred;
+    unsigned int rcpt_uncertain;
+    unsigned int rcpt_bounced;
+    unsigned int transactions;
 } tm_delivery_status;
 
-/* Resets *status to an empty status of the current version (result
- * TM_RESULT_NONE).  Returns TM_EINVAL for NULL. */
-TM_EXTERN int tm_status_init(tm_delivery_status *status);
+#define TM_STATUS_INIT { TM_STATUS_VERSION }
+/* Sets *status to an empty status of struct version `version` (pass
+ * TM_STATUS_VERSION): result TM_RESULT_NONE.  TM_EINVAL for NULL or an
+ * unknown version. */
+TM_EXTERN int tm_status_init(tm_delivery_status *status, unsigned int version);
 
 /* sizeof(tm_delivery_status) as compiled into the library, so bindings can
  * check their layout at load time.  Likewise for the other public structs. */
 TM_EXTERN size_t tm_status_size(void);
+
+/*
+ * The layout of every public struct as compiled into the library, as one
+ * static NUL-terminated text, one struct per line:
+ *     "tm_policy 16 version@0:4 require_tls@4:4 ...\n"
+ * (name, size, then each field as name@offset:size, in declaration order).
+ * Bindings that cannot read this header (Python ctypes) compare their own
+ * declarations against it field by field when they load the library.
+ */
+TM_EXTERN const char *tm_abi_layout(void);
 
 /*
  * Writes the status as one JSON object (UTF-8, NUL-terminated) into buf:
@@ -295,20 +331,28 @@ TM_EXTERN size_t tm_status_size(void);
  *               "keep-unverified-tls": false,
  *               "keep-unverified-tls-from": "default",
  *               "recipient-floor": "none"},
+ *    "recipient-counts": {"total": 1, "delivered": 1, "deferred": 0,
+ *                         "uncertain": 0, "bounced": 0},
+ *    "transactions": 1,
  *    "recipients": [{"address": "...", "result": "...", "code": 250,
  *                    "enhanced-code": "2.1.5", "message": "..."}]}
- * Control characters and invalid UTF-8 in server text are escaped, so the
- * output is always valid JSON.
+ * "recipients" lists rcpts[0..nrcpts) - the array the message's rcpt_status
+ * pointed at, or NULL/0 for an empty list.  Control characters and invalid
+ * UTF-8 in server text are escaped, so the output is always valid JSON.
  *
  * Like snprintf: returns the length of the whole object (without the NUL)
  * and writes at most size bytes, NUL included.  A return value >= size means
  * buf was too small (its content is then cut and not valid JSON); buf may be
- * NULL when size is 0 to learn the length.  16384 bytes hold any status
- * with one recipient; TM_STATUS_JSON_MAX holds any status.  Returns TM_EINVAL if
- * status is NULL or buf is NULL with size > 0.
+ * NULL when size is 0 to learn the length.  TM_STATUS_JSON_MAX holds any
+ * status with one recipient; each further recipient needs at most
+ * TM_RCPT_JSON_MAX more.  Returns TM_EINVAL if status is NULL or of an
+ * unknown version, buf is NULL with size > 0, or rcpts is NULL with
+ * nrcpts > 0.
  */
-#define TM_STATUS_JSON_MAX 262144
-TM_EXTERN int tm_status_json(const tm_delivery_status *status, char *buf, size_t size);
+#define TM_STATUS_JSON_MAX 16384
+#define TM_RCPT_JSON_MAX 3328
+TM_EXTERN int tm_status_json(const tm_delivery_status *status, const tm_rcpt_status *rcpts,
+                             size_t nrcpts, char *buf, size_t size);
 
 /* ------------------------------------------------------------------------
  * Shared context
@@ -383,7 +427,9 @@ typedef struct tm_context_options {
 } tm_context_options;
 
 #define TM_CONTEXT_OPTIONS_INIT { TM_CONTEXT_OPTIONS_VERSION, NULL, NULL, NULL, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, NULL, NULL, 0 }
-TM_EXTERN int tm_context_options_init(tm_context_options *options);
+/* Sets *options to the defaults of struct version `version` (pass
+ * TM_CONTEXT_OPTIONS_VERSION).  TM_EINVAL for NULL or an unknown version. */
+TM_EXTERN int tm_context_options_init(tm_context_options *options, unsigned int version);
 
 /*
  * Creates a context: parses the trust store once, seeds the random
@@ -410,19 +456,30 @@ TM_EXTERN void tm_context_free(tm_context *ctx);
  */
 typedef long (*tm_read_fn)(void *arg, unsigned char *buf, size_t size);
 
-#define TM_MESSAGE_VERSION 1
+/* Version 1 is the 0.1 layout (no rcpt_status); still accepted. */
+#define TM_MESSAGE_VERSION 2
 
 /*
  * One message.  The library reads these during the call only and keeps
  * nothing.
  *
  * from        envelope sender (MAIL FROM), "" for the null reverse-path.
- * to, to_count  envelope recipients, 1..TM_MAX_RECIPIENTS, all of the
- *             domain the session was opened for.
+ * to, to_count  envelope recipients, at least one, all of the domain the
+ *             session was opened for.  There is no limit in the ABI: the
+ *             library sends at most 100 per transaction, and when a server
+ *             answers 452 to a RCPT (too many recipients) the rest go in a
+ *             further transaction on the same connection.
  * data, size  the RFC 5322 content in memory; or, when read is set, the
- *             content is streamed from read(read_arg, ...) instead.
+ *             content is streamed from read(read_arg, ...) instead (a
+ *             streamed message goes in one transaction only: recipients a
+ *             server defers with 452 are then reported deferred).
  * sending_domain  the domain whose connection settings apply (see
  *             tm_domain_policy_set); NULL: the domain of `from`.
+ * rcpt_status, rcpt_status_cap  (version 2) an array of the caller's that
+ *             receives each recipient's outcome, in the order of `to`;
+ *             entries past rcpt_status_cap are not written (the counts in
+ *             tm_delivery_status still cover every recipient).  NULL/0:
+ *             counts only.  Written during the call only.
  *
  * The content is sent with every bare CR or LF turned into CRLF, lines
  * starting with "." dot-stuffed, lines longer than 998 octets broken with
@@ -439,10 +496,14 @@ typedef struct tm_message {
     tm_read_fn read;
     void *read_arg;
     const char *sending_domain;
+    tm_rcpt_status *rcpt_status;
+    size_t rcpt_status_cap;
 } tm_message;
 
-#define TM_MESSAGE_INIT { TM_MESSAGE_VERSION, NULL, NULL, 0, NULL, 0, NULL, NULL, NULL }
-TM_EXTERN int tm_message_init(tm_message *message);
+#define TM_MESSAGE_INIT { TM_MESSAGE_VERSION, NULL, NULL, 0, NULL, 0, NULL, NULL, NULL, NULL, 0 }
+/* Sets *message to an empty message of struct version `version` (pass
+ * TM_MESSAGE_VERSION).  TM_EINVAL for NULL or an unknown version. */
+TM_EXTERN int tm_message_init(tm_message *message, unsigned int version);
 
 /* ------------------------------------------------------------------------
  * Sessions
@@ -467,7 +528,9 @@ typedef struct tm_session_options {
 } tm_session_options;
 
 #define TM_SESSION_OPTIONS_INIT { TM_SESSION_OPTIONS_VERSION, NULL, 0 }
-TM_EXTERN int tm_session_options_init(tm_session_options *options);
+/* Sets *options to the defaults of struct version `version` (pass
+ * TM_SESSION_OPTIONS_VERSION).  TM_EINVAL for NULL or an unknown version. */
+TM_EXTERN int tm_session_options_init(tm_session_options *options, unsigned int version);
 
 /*
  * Opens a session to `domain`: finds its MX hosts (or uses options->host),
@@ -479,8 +542,13 @@ TM_EXTERN int tm_session_options_init(tm_session_options *options);
  * given it is reset and receives the host connected to or, on failure, the
  * most meaningful failure (result deferred or bounced).
  *
- * Errors: TM_EINVAL, TM_ENOMEM, TM_ECONNECT, TM_ETIMEOUT, TM_EREJECTED (5xx
- * greeting on every host), TM_EDNS, TM_ENODOMAIN, TM_ENULLMX.  On error *out
+ * A host that greets with 421, 4xx or 5xx, or answers EHLO and HELO with
+ * an error, will not serve now: the next host is tried, and with none left
+ * the status is deferred (a greeting is the host's word on itself, not on
+ * the message).
+ *
+ * Errors: TM_EINVAL, TM_ENOMEM, TM_ECONNECT, TM_ETIMEOUT, TM_EREJECTED (every
+ * host refused to talk), TM_EDNS, TM_ENODOMAIN, TM_ENULLMX.  On error *out
  * is NULL.  Blocks for at most the context's timeouts.
  */
 TM_EXTERN int tm_session_open(tm_session **out, tm_context *ctx, const char *domain,
@@ -492,10 +560,13 @@ TM_EXTERN int tm_session_open(tm_session **out, tm_context *ctx, const char *dom
  * to the open session, following the
  * policy truth table: STARTTLS when offered, certificate verification, EHLO
  * again over TLS.  When TLS fails and is not required, the session falls
- * back to plaintext (on the same connection after a 4xx/5xx to STARTTLS,
- * on a fresh connection to the same address after a failed handshake or
- * certificate).  When TLS is required and this MX cannot give it, the
- * session says QUIT and moves on to the next MX.  The policy is kept for
+ * back to plaintext (on the same connection after a 4xx/5xx other than 421
+ * to STARTTLS, on a fresh connection to the same address after a failed
+ * handshake or certificate, or after any other reply to STARTTLS - a 2xx
+ * other than 220, a 3xx: a protocol violation).  A 421 to STARTTLS means
+ * the host is leaving: the session moves on to the next MX whatever the
+ * policy.  When TLS is required and this MX cannot give it, the session
+ * says QUIT and moves on to the next MX.  The policy is kept for
  * the session's later tm_send calls.  status may be NULL; it receives the
  * TLS outcome (tls, cert_verified, tls_failure, tls_error, mx_host).
  *
@@ -520,8 +591,7 @@ TM_EXTERN int tm_starttls(tm_session *session, const tm_policy *policy, tm_deliv
  * does not have it, nothing is sent and TM_ETLSREQUIRED is returned.
  *
  * Returns TM_OK only when every recipient was delivered.  Errors:
- * TM_EINVAL, TM_EADDRESS (before a byte is written), TM_ETOOMANY,
- * TM_EREJECTED, TM_EPARTIAL, TM_EUNCERTAIN, TM_ETIMEOUT, TM_ECLOSED,
+ * TM_EINVAL, TM_EADDRESS (before a byte is written), TM_EREJECTED, TM_EPARTIAL, TM_EUNCERTAIN, TM_ETIMEOUT, TM_ECLOSED,
  * TM_EPROTOCOL, TM_ECONTENT, TM_EREAD, TM_ESTATE, TM_ETLSREQUIRED, TM_EUTF8.
  */
 TM_EXTERN int tm_send(tm_session *session, const tm_message *message, tm_delivery_status *status);

@@ -4,7 +4,7 @@
  *
  * Every bare CR or LF becomes CRLF, so no receiver can see a line end other
  * than ours, and a line that starts with '.' is doubled, so the content can
- * never contain "CRLF . CRLF" before tm_body_finish (SMTP smuggling,
+ * never contain "CRLF . CRLF" before tm__body_finish (SMTP smuggling,
  * CVE-2023-51764).  Lines that would exceed 998 octets are broken with
  * CRLF SP, as Postfix does.
  *
@@ -27,7 +27,7 @@
 #include <immintrin.h>
 #endif
 
-void tm_body_init(tm_body *b)
+void tm__body_init(tm_body *b)
 {
     if (b == NULL)
         return;
@@ -225,7 +225,7 @@ static size_t copy_blocks(tm_body *b, const unsigned char *in, size_t inlen, siz
 }
 #endif
 
-int tm_body_encode(tm_body *b, const unsigned char *in, size_t inlen, size_t *consumed,
+int tm__body_encode(tm_body *b, const unsigned char *in, size_t inlen, size_t *consumed,
                    unsigned char *out, size_t outcap, size_t *produced)
 {
     size_t i = 0, o = 0;
@@ -316,7 +316,7 @@ int tm_body_encode(tm_body *b, const unsigned char *in, size_t inlen, size_t *co
     return rc;
 }
 
-size_t tm_body_finish(tm_body *b, unsigned char *out)
+size_t tm__body_finish(tm_body *b, unsigned char *out)
 {
     size_t o = 0;
     int raw;
@@ -333,7 +333,7 @@ size_t tm_body_finish(tm_body *b, unsigned char *out)
         out[o++] = '\n';
     }
     raw = b->raw;
-    tm_body_init(b);
+    tm__body_init(b);
     b->raw = raw;
     return o;
 }

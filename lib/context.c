@@ -1,5 +1,7 @@
 /*
- * context.c - the shared, read-only context; allocation hooks; logging.
+ * context.c - the shared context: settings read once, trust store, random
+ * generator and TLS session cache, shared read-only by sessions and
+ * threads.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -11,72 +13,6 @@
 
 #include "internal.h"
 
-/*
- * Fail-the-Nth-allocation hook for the tests.  A process-wide counter is
- * the one piece of global state: it exists only to be driven by a
- * single-threaded test, and costs one branch per allocation otherwise.
- */
-static unsigned long alloc_count;
-static unsigned long alloc_fail_at;
-
-unsigned long tm_test_alloc_fail_at(unsigned long n)
-{
-    unsigned long counted = alloc_count;
-    alloc_count = 0;
-    alloc_fail_at = n;
-    return counted;
-}
-
-void *tm_calloc(size_t n, size_t size)
-{
-    if (alloc_fail_at) {
-        if (++alloc_count >= alloc_fail_at)
-            return NULL;
-    }
-    return calloc(n, size);
-}
-
-void tm_free(void *p)
-{
-    free(p);
-}
-
-char *tm_strdup(const char *s)
-{
-    size_t n = strlen(s) + 1;
-    char *d = tm_calloc(1, n);
-    if (d)
-        memcpy(d, s, n);
-    return d;
-}
-
-int64_t tm_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-int64_t tm_deadline(unsigned int ms)
-{
-    if (ms == 0)
-        return INT64_MAX;
-    return tm_now_ms() + ms;
-}
-
-void tm_log(const tm_context *ctx, int level, const char *fmt, ...)
-{
-    char line[1024];
-    va_list ap;
-
-    if (!ctx || !ctx->log || level > ctx->log_level)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
-    ctx->log(ctx->log_arg, level, line);
-}
-
 static unsigned int pick(unsigned int value, unsigned int fallback, unsigned int dflt)
 {
     if (value)
@@ -86,7 +22,7 @@ static unsigned int pick(unsigned int value, unsigned int fallback, unsigned int
 
 TM_EXTERN int tm_context_new(tm_context **out, const tm_context_options *o)
 {
-    tm_context_options defaults = TM_CONTEXT_OPTIONS_INIT;
+    static const tm_context_options defaults = TM_CONTEXT_OPTIONS_INIT;
     tm_context *ctx;
     char err[256];
     unsigned int cmd;
@@ -97,25 +33,25 @@ TM_EXTERN int tm_context_new(tm_context **out, const tm_context_options *o)
     *out = NULL;
     if (!o)
         o = &defaults;
-    if (o->version > TM_CONTEXT_OPTIONS_VERSION)
+    if (tm__version_ok(o->version, TM_CONTEXT_OPTIONS_VERSION) != TM_OK)
         return TM_EINVAL;
-    if (o->helo_name && (tm_name_check(o->helo_name) != TM_OK))
+    if (o->helo_name && (tm__name_check(o->helo_name) != TM_OK))
         return TM_EINVAL;
     if (o->port > 65535)
         return TM_EINVAL;
 
-    ctx = tm_calloc(1, sizeof *ctx);
+    ctx = tm__calloc(1, sizeof *ctx);
     if (!ctx)
         return TM_ENOMEM;
 
     if (o->helo_name) {
-        tm_strlcpy(ctx->helo_name, o->helo_name, sizeof ctx->helo_name);
+        tm__strlcpy(ctx->helo_name, o->helo_name, sizeof ctx->helo_name);
     } else {
         char host[TM_HOST_MAX];
-        if (gethostname(host, sizeof host) != 0 || tm_name_check(host) != TM_OK)
-            tm_strlcpy(host, "localhost", sizeof host);
+        if (gethostname(host, sizeof host) != 0 || tm__name_check(host) != TM_OK)
+            tm__strlcpy(host, "localhost", sizeof host);
         host[sizeof host - 1] = '\0';
-        tm_strlcpy(ctx->helo_name, host, sizeof ctx->helo_name);
+        tm__strlcpy(ctx->helo_name, host, sizeof ctx->helo_name);
     }
     ctx->port = o->port ? o->port : 25;
 
@@ -143,22 +79,22 @@ TM_EXTERN int tm_context_new(tm_context **out, const tm_context_options *o)
     ctx->log_level = o->log_level;
 
     if (o->dns_server) {
-        if (tm_net_parse_addr(o->dns_server, 53, &ctx->dns_server, &ctx->dns_server_len) != TM_OK) {
-            tm_free(ctx);
+        if (tm__net_parse_addr(o->dns_server, 53, &ctx->dns_server, &ctx->dns_server_len) != TM_OK) {
+            tm__free(ctx);
             return TM_EINVAL;
         }
         ctx->have_dns_server = 1;
     }
 
     if (pthread_rwlock_init(&ctx->settings_lock, NULL) != 0) {
-        tm_free(ctx);
+        tm__free(ctx);
         return TM_ENOMEM;
     }
-    rc = tm_tls_config_new(&ctx->tls, o->ca_file, err, sizeof err);
+    rc = tm__tls_config_new(&ctx->tls, o->ca_file, err, sizeof err);
     if (rc != TM_OK) {
-        tm_log(ctx, TM_LOG_ERROR, "TLS setup failed: %s", err);
+        tm__log(ctx, TM_LOG_ERROR, "TLS setup failed: %s", err);
         pthread_rwlock_destroy(&ctx->settings_lock);
-        tm_free(ctx);
+        tm__free(ctx);
         return rc;
     }
     *out = ctx;
@@ -169,13 +105,13 @@ TM_EXTERN void tm_context_free(tm_context *ctx)
 {
     if (!ctx)
         return;
-    tm_tls_config_free(ctx->tls);
-    tm_settings_free(ctx);
+    tm__tls_config_free(ctx->tls);
+    tm__settings_free(ctx);
     pthread_rwlock_destroy(&ctx->settings_lock);
-    tm_free(ctx);
+    tm__free(ctx);
 }
 
 TM_EXTERN const char *tm_tls_backend(void)
 {
-    return tm_tls_backend_name();
+    return tm__tls_backend_name();
 }

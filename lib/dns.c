@@ -56,7 +56,7 @@ static void set_addr(tm_addr *out, int family, const unsigned char *raw, unsigne
     }
 }
 
-int tm_dns_parse_mx(const unsigned char *msg, int len, tm_mx *out, int max, int *null_mx)
+int tm__dns_parse_mx(const unsigned char *msg, int len, tm_mx *out, int max, int *null_mx)
 {
     ns_msg h;
     int i, n = 0, count;
@@ -83,10 +83,10 @@ int tm_dns_parse_mx(const unsigned char *msg, int len, tm_mx *out, int max, int 
             *null_mx = 1;
             continue;
         }
-        if (strlen(name) >= TM_HOST_MAX || tm_name_check(name) != TM_OK)
+        if (strlen(name) >= TM_HOST_MAX || tm__name_check(name) != TM_OK)
             continue;
         if (n < max) {
-            tm_strlcpy(out[n].host, name, sizeof out[n].host);
+            tm__strlcpy(out[n].host, name, sizeof out[n].host);
             out[n].pref = ((unsigned int)rd[0] << 8) | rd[1];
             n++;
         }
@@ -94,7 +94,7 @@ int tm_dns_parse_mx(const unsigned char *msg, int len, tm_mx *out, int max, int 
     return n;
 }
 
-int tm_dns_parse_addr(const unsigned char *msg, int len, int type, unsigned int port, tm_addr *out,
+int tm__dns_parse_addr(const unsigned char *msg, int len, int type, unsigned int port, tm_addr *out,
                       int max)
 {
     ns_msg h;
@@ -139,7 +139,7 @@ static int resolver_open(const tm_context *ctx, res_state rs, int64_t deadline)
     /* Bound the resolver's own retries by what is left of the deadline. */
     rs->retry = 2;
     rs->retrans = 2;
-    left = deadline == INT64_MAX ? 10000 : deadline - tm_now_ms();
+    left = deadline == INT64_MAX ? 10000 : deadline - tm__now_ms();
     if (left < 1000) {
         rs->retry = 1;
         rs->retrans = 1;
@@ -177,11 +177,11 @@ static int literal(const char *host, unsigned int port, tm_addr *out)
 
     /* [1.2.3.4] and [IPv6:...] address literals, and bare addresses. */
     if (host[0] == '[' && len > 2 && host[len - 1] == ']') {
-        tm_strlcpyn(buf, sizeof buf, host + 1, len - 2);
+        tm__strlcpyn(buf, sizeof buf, host + 1, len - 2);
         if (strncasecmp(buf, "IPv6:", 5) == 0)
             memmove(buf, buf + 5, strlen(buf + 5) + 1);
     } else {
-        tm_strlcpy(buf, host, sizeof buf);
+        tm__strlcpy(buf, host, sizeof buf);
     }
     if (inet_pton(AF_INET, buf, raw) == 1) {
         set_addr(out, AF_INET, raw, port);
@@ -228,7 +228,7 @@ static int host_getaddrinfo(const char *host, unsigned int port, tm_addr *out, i
     return n;
 }
 
-int tm_dns_host(const tm_context *ctx, const char *host, unsigned int port, tm_addr *out, int max,
+int tm__dns_host(const tm_context *ctx, const char *host, unsigned int port, tm_addr *out, int max,
                 int64_t deadline)
 {
     struct __res_state rs;
@@ -248,7 +248,7 @@ int tm_dns_host(const tm_context *ctx, const char *host, unsigned int port, tm_a
     for (i = 0; i < 2 && total < max; i++) {
         n = query(&rs, host, types[i], ans, sizeof ans);
         if (n > 0)
-            n = tm_dns_parse_addr(ans, n, types[i], port, out + total, max - total);
+            n = tm__dns_parse_addr(ans, n, types[i], port, out + total, max - total);
         if (n == TM_EDNS)
             failed = 1;
         if (n > 0)
@@ -266,7 +266,7 @@ static void sort_mx(const tm_context *ctx, tm_mx *mx, int n)
     uint64_t x = 0;
     int i, j;
 
-    if (tm_tls_random(ctx->tls, &x, sizeof x) != TM_OK) {
+    if (tm__tls_random(ctx->tls, &x, sizeof x) != TM_OK) {
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
         x = (uint64_t)ts.tv_nsec * 0x9e3779b97f4a7c15ull ^ (uint64_t)ts.tv_sec;
@@ -292,57 +292,52 @@ static void sort_mx(const tm_context *ctx, tm_mx *mx, int n)
     }
 }
 
-int tm_dns_mx(const tm_context *ctx, const char *domain, tm_mx *out, int max, int64_t deadline,
-              tm_delivery_status *st)
+int tm__dns_mx(const tm_context *ctx, const char *domain, tm_mx *out, int max, int64_t deadline,
+               char *why, size_t whylen, char enhanced[TM_ENHANCED_MAX])
 {
     struct __res_state rs;
     unsigned char ans[TM_DNS_ANSWER_MAX];
     tm_mx found[TM_MX_MAX * 2];
     int n, null_mx = 0, i, j, kept = 0;
 
+    why[0] = '\0';
+    enhanced[0] = '\0';
     if (max <= 0)
         return TM_EINVAL;
     if (resolver_open(ctx, &rs, deadline) != TM_OK) {
-        if (st)
-            tm_status_describe(st, "resolver initialisation failed");
+        tm__strlcpy(enhanced, "4.4.3", TM_ENHANCED_MAX);
+        snprintf(why, whylen, "resolver initialisation failed");
         return TM_EDNS;
     }
     n = query(&rs, domain, ns_t_mx, ans, sizeof ans);
     res_nclose(&rs);
     if (n > 0)
-        n = tm_dns_parse_mx(ans, n, found, TM_MX_MAX * 2, &null_mx);
+        n = tm__dns_parse_mx(ans, n, found, TM_MX_MAX * 2, &null_mx);
     if (n == TM_ENODOMAIN) {
-        if (st) {
-            tm_strlcpy(st->enhanced_code, "5.1.2", sizeof st->enhanced_code);
-            tm_status_describe(st, "domain %s does not exist (NXDOMAIN)", domain);
-        }
+        tm__strlcpy(enhanced, "5.1.2", TM_ENHANCED_MAX);
+        snprintf(why, whylen, "domain %s does not exist (NXDOMAIN)", domain);
         return TM_ENODOMAIN;
     }
     if (n < 0) {
-        if (st) {
-            tm_strlcpy(st->enhanced_code, "4.4.3", sizeof st->enhanced_code);
-            tm_status_describe(st, "MX lookup for %s failed (SERVFAIL, timeout or bad answer)",
-                               domain);
-        }
+        tm__strlcpy(enhanced, "4.4.3", TM_ENHANCED_MAX);
+        snprintf(why, whylen, "MX lookup for %s failed (SERVFAIL, timeout or bad answer)", domain);
         return TM_EDNS;
     }
     if (n == 0 && null_mx) {
-        if (st) {
-            tm_strlcpy(st->enhanced_code, "5.1.10", sizeof st->enhanced_code);
-            tm_status_describe(st, "domain %s accepts no mail (null MX)", domain);
-        }
+        tm__strlcpy(enhanced, "5.1.10", TM_ENHANCED_MAX);
+        snprintf(why, whylen, "domain %s accepts no mail (null MX)", domain);
         return TM_ENULLMX;
     }
     if (n == 0) {
         /* No MX: the domain is its own implicit MX (RFC 5321 5.1). */
-        tm_strlcpy(out[0].host, domain, sizeof out[0].host);
+        tm__strlcpy(out[0].host, domain, sizeof out[0].host);
         out[0].pref = 0;
         return 1;
     }
     sort_mx(ctx, found, n);
     for (i = 0; i < n && kept < max; i++) {
         for (j = 0; j < kept; j++)
-            if (tm_domain_equal(out[j].host, found[i].host))
+            if (tm__domain_equal(out[j].host, found[i].host))
                 break;
         if (j == kept)
             out[kept++] = found[i];

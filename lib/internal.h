@@ -1,22 +1,37 @@
 /*
  * internal.h - private declarations shared by the files of lib/.
  *
- * Layout by concern:
- *   smtp.c    reply parser, capability table, command writer, addresses (no I/O)
- *   body.c    content encoder: CRLF normalisation, dot-stuffing (no I/O)
- *   policy.c  the policy truth table as a pure decision function
- *   status.c  status helpers, JSON writer, error and result names
- *   net.c     TCP connect/read/write with deadlines, the transport
- *   tls.c     everything mbedTLS (the only file that includes it)
- *   dns.c     host and MX resolution
- *   context.c the shared context, allocation hooks, logging
- *   session.c drives the dialogue over the transport
+ * Files by concern, each floor calling only the floors below it (no cycles):
+ *
+ *   0  util.c      allocation hook, monotonic clock, bounded string copies,
+ *                  the log call
+ *   1  smtp.c      reply parser, capabilities, address and name checks
+ *      body.c      content encoder: CRLF normalisation, dot-stuffing
+ *      policy.c    the policy truth table and flag resolution, pure
+ *   2  status.c    the one writer of the public tm_delivery_status and
+ *                  tm_rcpt_status; names of results, errors, sources, floors;
+ *                  the JSON writer
+ *      net.c       the socket transport: the only poll/recv/send
+ *      tls.c       the TLS transport over an inner transport: the only file
+ *                  that includes mbedTLS
+ *   3  client.c    the SMTP client engine: bytes in, bytes out, no I/O
+ *      driver.c    the blocking loop that moves bytes between the engine
+ *                  and a transport
+ *      dns.c       MX and address resolution (libresolv)
+ *      settings.c  per-domain settings tables and their file format
+ *      abi.c       the layout of the public structs, for bindings
+ *   4  mx.c        the MX and address walk, and the fail-over rules
+ *      context.c   the shared context
+ *   5  session.c   the blocking driver and the public session entry points
+ *
+ * Every internal function is named tm__*: the installed libraries export
+ * only the public tm_* API, and no internal name can meet a user's.
  */
 #ifndef TM_INTERNAL_H
 #define TM_INTERNAL_H
 
-#include <stddef.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
 
@@ -28,57 +43,38 @@
 #define TM_PRINTF(a, b)
 #endif
 
-/* ---- allocation (context.c) -------------------------------------------
- * Every allocation of the library goes through these, so that tests can
- * fail the Nth one.  tm_test_alloc_fail_at(n): the nth allocation from now
- * on (1-based) and every later one fail; 0 disables.  Returns the number of
- * allocations counted since the last call. */
-void *tm_calloc(size_t n, size_t size);
-void tm_free(void *p);
-char *tm_strdup(const char *s);
-unsigned long tm_test_alloc_fail_at(unsigned long n);
+/* ======================================================================
+ * Floor 0: util.c
+ * ==================================================================== */
 
-/* ---- time ------------------------------------------------------------ */
-/* Monotonic milliseconds. */
-int64_t tm_now_ms(void);
-/* now + ms, or INT64_MAX for ms == 0 ("no limit"). */
-int64_t tm_deadline(unsigned int ms);
+/* Every allocation of the library goes through these, so that tests can
+ * fail the Nth one.  tm__test_alloc_fail_at(n): the nth allocation from
+ * now on (1-based) and every later one fail; 0 disables.  Returns the
+ * number of allocations counted since the last call. */
+void *tm__calloc(size_t n, size_t size);
+void tm__free(void *p);
+unsigned long tm__test_alloc_fail_at(unsigned long n);
 
-/* Bounded string copy that always terminates (dst size > 0). */
-void tm_strlcpy(char *dst, const char *src, size_t size);
-/* Same for a (ptr, len) source. */
-void tm_strlcpyn(char *dst, size_t size, const char *src, size_t len);
+/* Monotonic milliseconds; now + ms, or INT64_MAX for ms == 0 (no limit). */
+int64_t tm__now_ms(void);
+int64_t tm__deadline(unsigned int ms);
+/* The earlier of two deadlines. */
+int64_t tm__min_deadline(int64_t a, int64_t b);
 
-/* ---- SMTP replies (smtp.c) ------------------------------------------- */
+/* Bounded string copies that always terminate (dst size > 0). */
+void tm__strlcpy(char *dst, const char *src, size_t size);
+void tm__strlcpyn(char *dst, size_t size, const char *src, size_t len);
+
+/* The host's log callback, when set and level is within its level. */
+void tm__log(const tm_context *ctx, int level, const char *fmt, ...) TM_PRINTF(3, 4);
+
+/* ======================================================================
+ * Floor 1: smtp.c - replies, capabilities, addresses (pure)
+ * ==================================================================== */
 
 #define TM_REPLY_LINE_MAX 4096  /* longest reply line accepted, CRLF included */
 #define TM_REPLY_LINES_MAX 128  /* most lines in one multi-line reply */
 #define TM_REPLY_TEXT_MAX 4096  /* text kept, lines joined with '\n' */
-
-typedef struct tm_reply {
-    int code;                          /* 0 until the first line is parsed */
-    char enhanced[TM_ENHANCED_MAX];    /* from the first line, if valid */
-    char text[TM_REPLY_TEXT_MAX];      /* line texts (after "250-"), '\n'-joined */
-    size_t text_len;
-    unsigned int lines;
-} tm_reply;
-
-void tm_reply_reset(tm_reply *r);
-
-/*
- * Parses reply lines from buf[0..len).  Lines end in CRLF or a bare LF.
- * Returns 1 when a whole reply has been parsed (*used = bytes consumed,
- * through the end of its last line; the rest of buf is not touched),
- * 0 when more bytes are needed (*used = bytes of the complete lines
- * consumed; the caller drops them and calls again with more), or
- * TM_EPROTOCOL for a malformed reply: a line of TM_REPLY_LINE_MAX bytes or
- * more without LF, fewer than 3 digits, a code outside 200-599 (first digit
- * 2-5, second 0-5), a 4th character other than ' ', '-' or end of line,
- * a code differing from the first line's, a NUL byte, more than
- * TM_REPLY_LINES_MAX lines.  r keeps its state across calls; reset it with
- * tm_reply_reset() before each new reply.
- */
-int tm_reply_parse(tm_reply *r, const char *buf, size_t len, size_t *used);
 
 /* Capabilities from an EHLO reply. */
 enum {
@@ -96,26 +92,57 @@ typedef struct tm_caps {
     unsigned long size_limit; /* SIZE argument, 0 = none or unlimited */
 } tm_caps;
 
-/* Fills caps from a parsed 250 EHLO reply (the first line is the greeting
- * name and is skipped).  Keywords are matched case-insensitively. */
-void tm_caps_parse(tm_caps *caps, const tm_reply *ehlo);
+typedef struct tm_reply {
+    int code;                          /* 0 until the first line is parsed */
+    char enhanced[TM_ENHANCED_MAX];    /* from the first line, if valid */
+    char text[TM_REPLY_TEXT_MAX];      /* line texts (after "250-"), '\n'-joined,
+                                          cut at TM_REPLY_TEXT_MAX - 1 */
+    size_t text_len;
+    unsigned int lines;
+    /* Keywords of every line after the first, gathered line by line as
+     * the lines arrive, so a reply longer than text[] loses none. */
+    tm_caps caps;
+} tm_reply;
+
+void tm__reply_reset(tm_reply *r);
+
+/*
+ * Parses reply lines from buf[0..len).  Lines end in CRLF or a bare LF.
+ * Returns 1 when a whole reply has been parsed (*used = bytes consumed,
+ * through the end of its last line; the rest of buf is not touched),
+ * 0 when more bytes are needed (*used = bytes of the complete lines
+ * consumed; the caller drops them and calls again with more), or
+ * TM_EPROTOCOL for a malformed reply: a line of TM_REPLY_LINE_MAX bytes or
+ * more without LF, fewer than 3 digits, a code outside 200-599 (first digit
+ * 2-5, second 0-5), a 4th character other than ' ', '-' or end of line,
+ * a code differing from the first line's, a NUL byte, more than
+ * TM_REPLY_LINES_MAX lines.  r keeps its state across calls; reset it with
+ * tm__reply_reset() before each new reply.
+ */
+int tm__reply_parse(tm_reply *r, const char *buf, size_t len, size_t *used);
+
+/* The capabilities of a parsed EHLO reply: those gathered while parsing
+ * when its code is 250, none otherwise. */
+void tm__caps_parse(tm_caps *caps, const tm_reply *ehlo);
 
 /* Length of one well-formed UTF-8 sequence of 2 to 4 bytes at s (RFC 3629:
  * no overlong forms, no surrogates, nothing above U+10FFFF), or 0. */
-size_t tm_utf8_seq(const unsigned char *s, size_t len);
+size_t tm__utf8_seq(const unsigned char *s, size_t len);
 
 /* Address checks, before anything is written.  Returns TM_OK or
  * TM_EADDRESS.  is_sender allows "" (null reverse-path).  Sets *non_ascii
  * when the address needs SMTPUTF8. */
-int tm_address_check(const char *addr, int is_sender, int *non_ascii);
+int tm__address_check(const char *addr, int is_sender, int *non_ascii);
 /* The domain part of an address (after the last '@'), or NULL. */
-const char *tm_address_domain(const char *addr);
+const char *tm__address_domain(const char *addr);
 /* Case-insensitive domain comparison, a trailing dot ignored. */
-int tm_domain_equal(const char *a, const char *b);
+int tm__domain_equal(const char *a, const char *b);
 /* A host name announced in EHLO, or used as MX name: printable, no space. */
-int tm_name_check(const char *name);
+int tm__name_check(const char *name);
 
-/* ---- content encoder (body.c) ---------------------------------------- */
+/* ======================================================================
+ * Floor 1: body.c - content encoder (pure)
+ * ==================================================================== */
 
 #define TM_BODY_LINE_MAX 998
 
@@ -126,7 +153,7 @@ typedef struct tm_body {
     int raw;         /* BDAT (RFC 3030): no dot-stuffing, no final dot */
 } tm_body;
 
-void tm_body_init(tm_body *b);
+void tm__body_init(tm_body *b);
 
 /*
  * Encodes in[0..inlen) into out[0..outcap): bare CR and bare LF become
@@ -136,24 +163,28 @@ void tm_body_init(tm_body *b);
  * *produced.  Returns TM_OK, or TM_ECONTENT at a NUL byte (*consumed
  * then points at it).  outcap must be at least 4.
  */
-int tm_body_encode(tm_body *b, const unsigned char *in, size_t inlen, size_t *consumed,
-                   unsigned char *out, size_t outcap, size_t *produced);
+int tm__body_encode(tm_body *b, const unsigned char *in, size_t inlen, size_t *consumed,
+                    unsigned char *out, size_t outcap, size_t *produced);
 
 /* Writes the end of data: CRLF if the last line is open, then ".\r\n"
  * (in raw mode only the CRLF).  Keeps the mode, resets the rest.
  * Returns the bytes written; out needs TM_BODY_FINISH_MAX bytes. */
 #define TM_BODY_FINISH_MAX 5
-size_t tm_body_finish(tm_body *b, unsigned char *out);
+size_t tm__body_finish(tm_body *b, unsigned char *out);
 
-/* ---- policy (policy.c) ----------------------------------------------- */
+/* ======================================================================
+ * Floor 1: policy.c - the truth table (pure)
+ * ==================================================================== */
 
 /* What happened when TLS was attempted on one connection. */
 typedef enum tm_tls_event {
     TM_EV_NOT_OFFERED,   /* no STARTTLS in EHLO */
-    TM_EV_REFUSED,       /* STARTTLS answered other than 220 */
-    TM_EV_HANDSHAKE,     /* handshake failed, or bytes followed the 220 */
+    TM_EV_REFUSED,       /* STARTTLS answered 4xx/5xx other than 421 */
+    TM_EV_HANDSHAKE,     /* handshake failed, bytes followed the 220, or
+                            STARTTLS got a reply that is no answer to it */
     TM_EV_CERT_INVALID,  /* handshake done, verification failed */
-    TM_EV_CERT_VALID     /* handshake done, verified */
+    TM_EV_CERT_VALID,    /* handshake done, verified */
+    TM_EV_CLOSING        /* STARTTLS answered 421: the host is leaving */
 } tm_tls_event;
 
 /* What the session does next. */
@@ -161,7 +192,7 @@ typedef enum tm_tls_action {
     TM_ACT_USE_TLS,        /* send over this TLS connection */
     TM_ACT_PLAIN_SAME,     /* continue in plaintext on this connection */
     TM_ACT_PLAIN_NEW,      /* close; new plaintext connection, same address, no STARTTLS */
-    TM_ACT_NEXT_MX         /* QUIT; this MX does not satisfy the policy */
+    TM_ACT_NEXT_MX         /* this MX does not satisfy the policy, or is leaving */
 } tm_tls_action;
 
 /* A policy resolved for one delivery: flags 0/1, where each came from
@@ -175,144 +206,356 @@ typedef struct tm_resolved {
 /* Resolves flag by flag: message if set (!= 0), else domain if set, else
  * off; then the floor forces require_tls on (TM_FLOOR_TLS, VERIFIED) and
  * skip_verify off (VERIFIED).  message and domain may be NULL. */
-void tm_policy_resolve(const tm_policy *message, const tm_policy *domain, int floor,
-                       tm_resolved *out);
+void tm__policy_resolve(const tm_policy *message, const tm_policy *domain, int floor,
+                        tm_resolved *out);
 
 /* The truth table of DESIGN.md.  policy may be NULL (defaults). */
-tm_tls_action tm_policy_decide(const tm_policy *policy, tm_tls_event event);
+tm_tls_action tm__policy_decide(const tm_policy *policy, tm_tls_event event);
 /* Flag value helper: > 0 is on. */
 #define TM_FLAG(x) ((x) > 0)
 
-/* ---- status (status.c) ----------------------------------------------- */
+/* The accepted range of struct versions (libgit2's rule, 0 < v <= current;
+ * tm_policy also takes 0 for 1).  TM_OK or TM_EINVAL. */
+int tm__version_ok(unsigned int version, unsigned int current);
+int tm__policy_check(const tm_policy *p);
 
-/* Result class of an SMTP reply code: 2xx delivered, 4xx deferred, 5xx
- * bounced, anything else deferred. */
-int tm_result_of_code(int code);
-/* Copies a reply into status code / enhanced_code / message. */
-void tm_status_set_reply(tm_delivery_status *st, const tm_reply *r);
-void tm_status_describe(tm_delivery_status *st, const char *fmt, ...) TM_PRINTF(2, 3);
+/* ======================================================================
+ * Floor 2: status.c - the one writer of the public status
+ * ==================================================================== */
 
-/* ---- context (context.c) --------------------------------------------- */
+/* Result class of an SMTP reply code: 2xx delivered, 5xx bounced,
+ * anything else deferred. */
+int tm__result_of_code(int code);
 
-struct tm_tls_config;
-
-typedef struct tm_timeouts {
-    unsigned int connect, greeting, ehlo, tls, mail, rcpt, data, data_block, data_end, quit,
-        delivery;
-} tm_timeouts;
-
-/* One entry of the settings tables (settings.c). */
-typedef struct tm_setting {
-    char name[TM_HOST_MAX]; /* normalised: lower case, no trailing dot */
-    int recipient;          /* 0: sending-domain policy, 1: recipient floor */
-    tm_policy policy;
-    int floor;
-} tm_setting;
-
-struct tm_context {
-    char helo_name[TM_HOST_MAX];
-    unsigned int port;
-    tm_timeouts to;
-    unsigned int max_mx, max_addresses;
-    int have_dns_server;
-    struct sockaddr_storage dns_server; /* with port */
-    socklen_t dns_server_len;
-    tm_log_fn log;
-    void *log_arg;
-    int log_level;
-    struct tm_tls_config *tls;
-    /* Settings tables: sorted by (recipient, name), guarded by the lock. */
-    pthread_rwlock_t settings_lock;
-    tm_setting *settings;
-    size_t nsettings, capsettings;
-};
-
-/* Looks up, under one read lock, the sending domain's policy (sets
- * *have_domain) and the recipient domain's floor, and resolves them with
- * the message policy.  sending_domain / recipient_domain may be NULL. */
-void tm_settings_resolve(tm_context *ctx, const tm_policy *message, const char *sending_domain,
-                         const char *recipient_domain, tm_resolved *out);
-void tm_settings_free(tm_context *ctx);
-/* Parses the settings file format into a private table (tm_free(*tab)
- * after use).  TM_OK, TM_ESYNTAX with *error_line set, TM_ENOMEM. */
-int tm_settings_parse(const char *text, size_t len, tm_setting **tab, size_t *n, size_t *cap,
-                      int *error_line);
-
-void tm_log(const tm_context *ctx, int level, const char *fmt, ...) TM_PRINTF(3, 4);
-
-/* ---- transport (net.c) ----------------------------------------------- */
-
-struct tm_tls;
-
-/* One connection: a socket, optionally wrapped in TLS. */
-typedef struct tm_conn {
-    int fd;               /* -1 when closed */
-    struct tm_tls *tls;   /* the session's TLS state, reused across connections */
-    int tls_active;       /* reads and writes go through TLS */
-} tm_conn;
-
-/* Connects a non-blocking TCP socket with TCP_NODELAY before deadline.
- * Returns TM_OK and *fd, or TM_ECONNECT / TM_ETIMEOUT / TM_ENOMEM. */
-int tm_net_connect(const struct sockaddr *sa, socklen_t salen, int64_t deadline, int *fd);
-/* Reads at least one byte (up to size).  Returns the count, or TM_ECLOSED
- * at EOF, TM_ETIMEOUT, TM_EIO, TM_ETLS. */
-long tm_conn_read(tm_conn *c, void *buf, size_t size, int64_t deadline);
-/* Writes everything before deadline.  TM_OK, TM_ETIMEOUT, TM_ECLOSED,
- * TM_EIO, TM_ETLS. */
-int tm_conn_write(tm_conn *c, const void *buf, size_t len, int64_t deadline);
-/* True when bytes are already waiting on the socket (not yet read). */
-int tm_net_pending(int fd);
-/* Closes the socket (TLS close_notify first when active, best effort). */
-void tm_conn_close(tm_conn *c);
-/* Formats an address as text (no port). */
-void tm_net_ntop(const struct sockaddr *sa, char *buf, size_t size);
-/* Parses "IP", "IP:PORT", "[IPv6]:PORT"; default_port when absent. */
-int tm_net_parse_addr(const char *text, unsigned int default_port, struct sockaddr_storage *ss,
-                      socklen_t *len);
-
-/* ---- TLS (tls.c) ----------------------------------------------------- */
-
-/* Parses the trust store and prepares one shared client configuration. */
-int tm_tls_config_new(struct tm_tls_config **out, const char *ca_file, char *err, size_t errlen);
-void tm_tls_config_free(struct tm_tls_config *cfg);
-
-/* Per-session TLS state; allocated once, reused for each connection. */
-int tm_tls_new(struct tm_tls **out, struct tm_tls_config *cfg);
-void tm_tls_free(struct tm_tls *t);
+/* Copies a caller's message of any accepted version into a current one
+ * (fields the caller's version lacks are zero).  TM_OK or TM_EINVAL. */
+int tm__message_copy(tm_message *dst, const tm_message *src);
+/* Checks status->version and resets every other field of that version:
+ * result NONE, strings empty.  TM_OK or TM_EINVAL. */
+int tm__status_reset(tm_delivery_status *st);
+/* Copies a reply into code / enhanced_code / message (NULL clears them). */
+void tm__status_set_reply(tm_delivery_status *st, const tm_reply *r);
+void tm__status_describe(tm_delivery_status *st, const char *fmt, ...) TM_PRINTF(2, 3);
+/* A reply the library makes up (no server said it): code 0, an enhanced
+ * code, no message. */
+void tm__status_set_enhanced(tm_delivery_status *st, const char *enhanced);
+/* The class of the whole message, when the outcome does not set it. */
+void tm__status_set_result(tm_delivery_status *st, int result);
+/* A reply remembered as its parts (code 0: none). */
+void tm__status_set_code(tm_delivery_status *st, int code, const char *enhanced,
+                         const char *message);
+/* The connection a status speaks of. */
+void tm__status_set_host(tm_delivery_status *st, const char *host, const char *address,
+                         unsigned int port, unsigned int attempts);
+/* The TLS outcome: tls 0/1, verified 0/1, failure (tm_tls_failure), the
+ * error text, version and cipher names (NULL: none). */
+void tm__status_set_tls(tm_delivery_status *st, int tls, int verified, int failure,
+                        const char *error, const char *version, const char *cipher);
+void tm__status_set_policy(tm_delivery_status *st, const tm_resolved *r);
+void tm__status_set_utf8(tm_delivery_status *st, int utf8);
+/* The whole message ends as `result` with `error`, and how long it took. */
+void tm__status_finish(tm_delivery_status *st, int error, int64_t start_ms);
 
 /*
- * Runs the handshake over the connected socket fd, with SNI and name check
- * against hostname (NULL: none).  Returns TM_OK when the handshake
- * completed (whatever the certificate), TM_ETLS / TM_ETIMEOUT / TM_ECLOSED
- * otherwise with err set.  After TM_OK, tm_tls_verified() says whether the
- * certificate verified and tm_tls_verify_error() why not.
+ * Per-recipient outcomes of one message.  The engine and the driver record
+ * each recipient's final result exactly once through tm__outcome_set; the
+ * counts land in the status, the details in the caller's array (entries
+ * past its capacity are counted only).
  */
-int tm_tls_handshake(struct tm_tls *t, int fd, const char *hostname, const char *cache_key,
-                     int64_t deadline, char *err, size_t errlen);
-/* Session resumption: cache_key (host, address, port, policy) selects a
- * cached session to offer; tm_tls_cache_save() stores this connection's
- * session once the session decided to keep it (TLS 1.2; TLS 1.3 stores at
- * shutdown, when its tickets have arrived); tm_tls_cache_drop() forgets the
- * key after a failure.  tm_tls_resumed(): a cached session was offered. */
-void tm_tls_cache_save(struct tm_tls *t);
-void tm_tls_cache_drop(struct tm_tls *t);
-int tm_tls_resumed(const struct tm_tls *t);
-int tm_tls_verified(const struct tm_tls *t);
-void tm_tls_verify_error(const struct tm_tls *t, char *buf, size_t size);
-const char *tm_tls_version(const struct tm_tls *t);
-const char *tm_tls_cipher(const struct tm_tls *t);
-long tm_tls_read(struct tm_tls *t, void *buf, size_t size, int64_t deadline);
-int tm_tls_write(struct tm_tls *t, const void *buf, size_t len, int64_t deadline);
-/* Sends close_notify without waiting (best effort) and forgets the
- * connection so the state can serve the next one. */
-void tm_tls_shutdown(struct tm_tls *t);
-/* Bytes already decrypted and buffered inside the TLS engine. */
-size_t tm_tls_pending(const struct tm_tls *t);
-const char *tm_tls_backend_name(void);
-/* Fills buf from the context's random generator (thread-safe). */
-int tm_tls_random(struct tm_tls_config *cfg, void *buf, size_t len);
+typedef struct tm_outcome {
+    tm_delivery_status *st;     /* may be NULL (counts not kept) */
+    tm_rcpt_status *rcpt;       /* the caller's array, may be NULL */
+    size_t cap;                 /* its capacity */
+} tm_outcome;
 
-/* ---- DNS (dns.c) ----------------------------------------------------- */
+/* Prepares the outcome of a message of n recipients: counts zero, the
+ * array's first min(n, cap) entries get their address and result NONE. */
+void tm__outcome_begin(tm_outcome *o, const char *const *to, size_t n);
+/* Records recipient i's final result and the reply it came with (NULL:
+ * none, the entry's reply fields stay empty). */
+void tm__outcome_set(tm_outcome *o, size_t i, int result, const tm_reply *reply);
+/* One more SMTP transaction for this message. */
+void tm__outcome_txn(tm_outcome *o);
+/* The class of the whole message from the counts (see tm_delivery_status)
+ * and the value the call returns: TM_OK when all were delivered,
+ * TM_EPARTIAL when some were, else rc (TM_EREJECTED when rc is TM_OK). */
+int tm__outcome_result(tm_outcome *o, int rc);
+
+/* Names (also used by settings.c for its file format). */
+const char *tm__floor_word(int floor);
+
+/* ======================================================================
+ * Floor 2: the transport - net.c (sockets), tls.c (TLS over a transport)
+ * ==================================================================== */
+
+/*
+ * One byte stream with deadlines.  read returns at least one byte (up to
+ * size) or TM_ECLOSED (EOF or reset), TM_ETIMEOUT, TM_EIO, TM_ETLS,
+ * TM_ENOMEM; a deadline already passed still takes what is there without
+ * waiting.  write sends everything or fails likewise.  pending says how
+ * many bytes can be read without waiting (buffered or already arrived;
+ * for TLS, any record bytes).  close ends the stream (for TLS: a
+ * close_notify, best effort; the inner stream stays open).
+ */
+typedef struct tm_transport tm_transport;
+typedef struct tm_transport_ops {
+    long (*read)(tm_transport *t, void *buf, size_t size, int64_t deadline);
+    int (*write)(tm_transport *t, const void *buf, size_t len, int64_t deadline);
+    size_t (*pending)(tm_transport *t);
+    void (*close)(tm_transport *t);
+} tm_transport_ops;
+struct tm_transport {
+    const tm_transport_ops *ops;
+};
+
+/* The socket transport, embedded in its owner (no allocation). */
+#define TM_SOCK_RX 4096
+typedef struct tm_sock {
+    tm_transport base;
+    int fd;               /* -1 when closed */
+    int sent;             /* written since the last read: wait before recv */
+    size_t rx_pos, rx_len;
+    unsigned char rx[TM_SOCK_RX]; /* read-ahead: one recv per arriving packet */
+} tm_sock;
+
+void tm__sock_init(tm_sock *s);
+/* Connects a non-blocking TCP socket with TCP_NODELAY before deadline.
+ * TM_OK, or TM_ECONNECT / TM_ETIMEOUT / TM_ENOMEM. */
+int tm__sock_connect(tm_sock *s, const struct sockaddr *sa, socklen_t salen, int64_t deadline);
+/* Formats an address as text (no port). */
+void tm__net_ntop(const struct sockaddr *sa, char *buf, size_t size);
+/* Parses "IP", "IP:PORT", "[IPv6]:PORT"; default_port when absent. */
+int tm__net_parse_addr(const char *text, unsigned int default_port, struct sockaddr_storage *ss,
+                       socklen_t *len);
+
+/* The TLS transport (tls.c).  The configuration (trust store, RNG,
+ * session cache) lives in the context; a tm_tls per session is set up
+ * once and reused for each connection. */
+struct tm_tls_config;
+typedef struct tm_tls tm_tls;
+
+int tm__tls_config_new(struct tm_tls_config **out, const char *ca_file, char *err, size_t errlen);
+void tm__tls_config_free(struct tm_tls_config *cfg);
+const char *tm__tls_backend_name(void);
+/* Fills buf from the context's random generator (thread-safe). */
+int tm__tls_random(struct tm_tls_config *cfg, void *buf, size_t len);
+
+int tm__tls_new(tm_tls **out, struct tm_tls_config *cfg);
+void tm__tls_free(tm_tls *t);
+/*
+ * Runs the handshake over `inner` with SNI and name check against hostname.
+ * cache_key (host, address, port, policy) selects a cached session to offer.
+ * Returns TM_OK when the handshake completed (whatever the certificate), and
+ * the TLS transport in *out; else TM_ETLS / TM_ETIMEOUT / TM_ECLOSED /
+ * TM_ENOMEM with err set, and the cached session for the key is dropped.
+ */
+int tm__tls_start(tm_tls *t, tm_transport *inner, const char *hostname, const char *cache_key,
+                  int64_t deadline, tm_transport **out, char *err, size_t errlen);
+/* After TM_OK: whether the certificate verified, and why not in words. */
+int tm__tls_verified(const tm_tls *t);
+void tm__tls_verify_error(const tm_tls *t, char *buf, size_t size);
+const char *tm__tls_version(const tm_tls *t);
+const char *tm__tls_cipher(const tm_tls *t);
+/* The session decided to keep this connection: store its session for
+ * resumption (TLS 1.2 now; TLS 1.3 at close, when its tickets are in).
+ * cache_drop forgets the key after any failure. */
+void tm__tls_cache_save(tm_tls *t);
+void tm__tls_cache_drop(tm_tls *t);
+
+/* ======================================================================
+ * Floor 3: client.c - the SMTP client engine
+ * ==================================================================== */
+
+/*
+ * The engine holds the SMTP dialogue of one connection as a state machine
+ * that is fed the bytes received and asked for the bytes to send; it never
+ * calls the network, the clock, or mbedTLS.  The driver (session.c) begins
+ * an operation, then loops on tm__client_want():
+ *
+ *   SEND     send tm__client_output() bytes, then tm__client_sent(n).
+ *            When tm__client_quiet() is true, no reply is awaited: bytes
+ *            already waiting on the transport are unsolicited, and the
+ *            driver feeds them first (the engine then fails the operation).
+ *   RECV     read into tm__client_inbuf() and call tm__client_received().
+ *   CONTENT  give message bytes to tm__client_content().
+ *   TLS      the server said 220 to STARTTLS and nothing followed: run the
+ *            handshake, then tm__client_tls_done() (or _tls_failed()).
+ *   DONE     the operation ended: tm__client_op_result() says how; the
+ *            connection is usable when tm__client_usable().
+ *   FAILED   the connection is unusable (protocol violation, I/O error):
+ *            the driver closes it.
+ *
+ * Every wait the driver makes is bounded by tm__client_timeout()'s kind.
+ */
+
+typedef enum tm_want {
+    TM_WANT_SEND = 1,
+    TM_WANT_RECV,
+    TM_WANT_CONTENT,
+    TM_WANT_TLS,
+    TM_WANT_DONE,
+    TM_WANT_FAILED
+} tm_want;
+
+/* Which RFC 5321 4.5.3.2 timeout applies to the current wait. */
+typedef enum tm_timeout_kind {
+    TM_TO_GREETING,
+    TM_TO_EHLO,       /* EHLO, HELO, STARTTLS, RSET, NOOP */
+    TM_TO_MAIL,
+    TM_TO_RCPT,
+    TM_TO_DATA,
+    TM_TO_DATA_BLOCK, /* each write of content */
+    TM_TO_DATA_END,
+    TM_TO_QUIT
+} tm_timeout_kind;
+
+/* How an operation ended (tm__client_op_result). */
+typedef enum tm_op_result {
+    TM_OP_OK = 0,        /* greeted / EHLO done / transaction ended / RSET / QUIT */
+    TM_OP_REJECTED,      /* the server refused (greeting, EHLO and HELO) */
+    TM_OP_CLOSING,       /* 421: the server is leaving */
+    TM_OP_TLS_REFUSED,   /* STARTTLS answered 4xx/5xx other than 421 */
+    TM_OP_TLS_VIOLATION, /* STARTTLS got a non-answer, or bytes after its 220 */
+    TM_OP_FAILED         /* protocol violation or I/O failure (see error) */
+} tm_op_result;
+
+#define TM_TXN_RCPT_MAX 100   /* recipients per transaction (RFC 5321 4.5.3.1.8) */
+#define TM_CLIENT_WBUF 16384
+#define TM_CLIENT_RBUF (2 * TM_REPLY_LINE_MAX)
+#define TM_CLIENT_QUEUE (TM_TXN_RCPT_MAX + 8)
+
+/* A recipient's state inside the current transaction. */
+enum {
+    TM_R_UNSENT = 0,  /* RCPT not sent yet */
+    TM_R_SENT,        /* RCPT sent, reply awaited */
+    TM_R_ACCEPTED,    /* 2xx to RCPT, outcome awaits the end of data */
+    TM_R_DONE,        /* final result recorded */
+    TM_R_CARRY        /* 452 too many recipients: for a further transaction */
+};
+
+/* One transaction, set by the driver, read by the engine. */
+typedef struct tm_txn {
+    const char *from;
+    const char *to[TM_TXN_RCPT_MAX];  /* this transaction's recipients */
+    size_t idx[TM_TXN_RCPT_MAX];      /* ... and their places in the message */
+    size_t nto;                       /* 1..TM_TXN_RCPT_MAX */
+    const unsigned char *data;    /* content in memory, or NULL: streamed */
+    size_t size;                  /* its size (in memory) */
+    int has_8bit, utf8;           /* content has 8-bit bytes; addresses need SMTPUTF8 */
+    int quit_after;               /* the connection's last transaction */
+    tm_outcome *out;              /* where outcomes are recorded */
+    /* Filled by the engine. */
+    unsigned char state[TM_TXN_RCPT_MAX]; /* TM_R_* */
+    size_t carried;               /* recipients left in TM_R_CARRY */
+} tm_txn;
+
+/* Reply expectations, in the order the commands were sent. */
+typedef enum tm_expect {
+    TM_X_GREETING = 1, TM_X_EHLO, TM_X_HELO, TM_X_STARTTLS, TM_X_MAIL, TM_X_RCPT,
+    TM_X_DATA, TM_X_DOT, TM_X_BDAT, TM_X_RSET, TM_X_QUIT
+} tm_expect;
+
+typedef struct tm_client {
+    const char *helo;             /* EHLO name (not copied: outlives the client) */
+    const char *host;             /* for descriptions (set by the driver) */
+    int state;                    /* the operation under way */
+    int op_result;                /* tm_op_result of the last operation */
+    int error;                    /* tm_error behind it */
+    int usable;                   /* the connection can take another command */
+    int leave_host;               /* a refusal speaks for the whole host */
+    tm_caps caps;
+    tm_reply reply;               /* the reply being parsed, then the last one */
+    int in_reply;
+    int quiet_check;              /* see tm__client_quiet */
+    /* The transaction under way. */
+    tm_txn *txn;
+    tm_body body;
+    int emit;                     /* what may be written next */
+    int pipelining, bdat, quit_sent, need_rset, empty_dot, end_seen;
+    int mail_state;               /* 0 unknown, 1 accepted, -1 refused */
+    int txn_error;
+    int described;                /* a description of the failure is written */
+    size_t naccepted, next_rcpt;
+    uint64_t content_mark;        /* output position just past the end of data */
+    int content_sent;             /* ... and it has been sent */
+    /* Replies awaited, oldest first, each with the output position where
+     * its command ends: it may be answered only once that much was sent. */
+    tm_expect queue[TM_CLIENT_QUEUE];
+    size_t qrcpt[TM_CLIENT_QUEUE];
+    uint64_t qmark[TM_CLIENT_QUEUE];
+    size_t qhead, qlen;
+    uint64_t queued_total, sent_total;
+    size_t rpos, rlen, wpos, wlen;
+    unsigned char rbuf[TM_CLIENT_RBUF];
+    unsigned char wbuf[TM_CLIENT_WBUF];
+} tm_client;
+
+void tm__client_init(tm_client *c, const char *helo);
+/* A new connection: forget everything but the EHLO name. */
+void tm__client_reset(tm_client *c);
+
+/* Operations.  Each returns TM_OK when begun, TM_ESTATE when the client is
+ * busy or the connection unusable, TM_EINVAL for bad input. */
+int tm__client_open(tm_client *c);            /* greeting, EHLO (HELO) */
+int tm__client_starttls(tm_client *c);        /* STARTTLS; WANT_TLS on 220 */
+int tm__client_mail(tm_client *c, tm_txn *t); /* one transaction */
+int tm__client_rset(tm_client *c);
+int tm__client_quit(tm_client *c);
+
+tm_want tm__client_want(tm_client *c);
+tm_timeout_kind tm__client_timeout(const tm_client *c);
+int tm__client_quiet(tm_client *c);           /* see SEND above; clears itself */
+
+size_t tm__client_output(const tm_client *c, const unsigned char **p);
+void tm__client_sent(tm_client *c, size_t n);
+size_t tm__client_inbuf(tm_client *c, unsigned char **p);
+void tm__client_received(tm_client *c, size_t n);
+/* Content: n bytes at p; n == 0 ends the content.  Sets *consumed.
+ * TM_OK, or TM_ECONTENT at a NUL byte (the operation then fails). */
+int tm__client_content(tm_client *c, const unsigned char *p, size_t n, size_t *consumed);
+/* The content source failed (TM_EREAD): the operation fails, nothing is
+ * reported delivered. */
+void tm__client_content_error(tm_client *c, int error);
+/* The transport failed (error): the engine decides what it means. */
+void tm__client_io_error(tm_client *c, int error);
+void tm__client_tls_done(tm_client *c);
+void tm__client_tls_failed(tm_client *c);
+
+int tm__client_op_result(const tm_client *c);
+int tm__client_usable(const tm_client *c);
+
+/* ======================================================================
+ * Floor 3: driver.c - the blocking loop between engine and transport
+ * ==================================================================== */
+
+/* Where the content of the message under way comes from. */
+typedef struct tm_source {
+    const unsigned char *data; /* in memory, or NULL when read is used */
+    size_t size, off;
+    tm_read_fn read;
+    void *arg;
+    size_t ipos, ilen;         /* what read() gave, in the driver's ibuf */
+    int eof;
+} tm_source;
+
+typedef struct tm_drive {
+    tm_client *c;
+    tm_transport *tr;
+    const tm_context *ctx;     /* timeouts and log; NULL: no limits, no log */
+    int64_t deadline;          /* overall (INT64_MAX: none) */
+    tm_source *src;            /* content of the transaction under way */
+    unsigned char *ibuf;       /* for streamed content */
+    size_t ibuf_size;
+} tm_drive;
+
+/* Runs the engine over the transport until it wants TLS, is done, or
+ * failed: every wait bounded by the engine's kind of timeout (and the
+ * overall deadline).  Returns TM_WANT_TLS, TM_WANT_DONE or TM_WANT_FAILED. */
+tm_want tm__drive(tm_drive *d);
+
+/* ======================================================================
+ * Floor 3: dns.c, settings.c
+ * ==================================================================== */
 
 #define TM_MX_MAX 16
 #define TM_ADDR_MAX 8
@@ -332,31 +575,110 @@ typedef struct tm_addr {
  * with the given port.  Uses the context's DNS server when it names one,
  * else the system resolver (getaddrinfo).  Returns the count (> 0), 0 when
  * the name has no usable address, or TM_EDNS / TM_ENOMEM. */
-int tm_dns_host(const tm_context *ctx, const char *host, unsigned int port, tm_addr *out, int max,
-                int64_t deadline);
+int tm__dns_host(const tm_context *ctx, const char *host, unsigned int port, tm_addr *out, int max,
+                 int64_t deadline);
 
 /*
  * Finds the MX hosts of domain (RFC 5321 section 5.1): sorted by
  * preference, equal preferences shuffled, at most max.  No MX records: the
  * domain itself (implicit MX).  Returns the count (> 0), or TM_ENULLMX (null
- * MX, RFC 7505; st gets 5.1.10), TM_ENODOMAIN (NXDOMAIN), TM_EDNS (SERVFAIL,
- * timeout, malformed answer: never an A-record fallback), TM_ENOMEM.
- * st may be NULL; on failure it gets a description.
+ * MX, RFC 7505), TM_ENODOMAIN (NXDOMAIN), TM_EDNS (SERVFAIL, timeout,
+ * malformed answer: never an A-record fallback), TM_ENOMEM; on failure why
+ * gets a description and enhanced an RFC 3463 code.
  */
-int tm_dns_mx(const tm_context *ctx, const char *domain, tm_mx *out, int max, int64_t deadline,
-              tm_delivery_status *st);
+int tm__dns_mx(const tm_context *ctx, const char *domain, tm_mx *out, int max, int64_t deadline,
+               char *why, size_t whylen, char enhanced[TM_ENHANCED_MAX]);
 
 /*
  * Pure parsers of DNS answers (no I/O), used by the above and by the tests.
- * tm_dns_parse_mx: the MX records in the answer section of msg[0..len).
+ * tm__dns_parse_mx: the MX records in the answer section of msg[0..len).
  * Returns how many were stored (at most max, unsorted), sets *null_mx when
  * a null MX ("MX 0 .") was seen (it is not stored), or TM_EDNS when the
  * message is malformed (bad lengths, compression loops, names too long).
- * tm_dns_parse_addr: the A (type 1) or AAAA (type 28) records, with port;
+ * tm__dns_parse_addr: the A (type 1) or AAAA (type 28) records, with port;
  * unusable addresses skipped.  Same returns.
  */
-int tm_dns_parse_mx(const unsigned char *msg, int len, tm_mx *out, int max, int *null_mx);
-int tm_dns_parse_addr(const unsigned char *msg, int len, int type, unsigned int port, tm_addr *out,
-                      int max);
+int tm__dns_parse_mx(const unsigned char *msg, int len, tm_mx *out, int max, int *null_mx);
+int tm__dns_parse_addr(const unsigned char *msg, int len, int type, unsigned int port,
+                       tm_addr *out, int max);
+
+/* One entry of the settings tables (settings.c). */
+typedef struct tm_setting {
+    char name[TM_HOST_MAX]; /* normalised: lower case, no trailing dot */
+    int recipient;          /* 0: sending-domain policy, 1: recipient floor */
+    tm_policy policy;
+    int floor;
+} tm_setting;
+
+/* Looks up, under one read lock, the sending domain's policy and the
+ * recipient domain's floor, and resolves them with the message policy.
+ * sending_domain / recipient_domain may be NULL. */
+void tm__settings_resolve(tm_context *ctx, const tm_policy *message, const char *sending_domain,
+                          const char *recipient_domain, tm_resolved *out);
+void tm__settings_free(tm_context *ctx);
+/* Parses the settings file format into a private table (tm__free(*tab)
+ * after use).  TM_OK, TM_ESYNTAX with *error_line set, TM_ENOMEM. */
+int tm__settings_parse(const char *text, size_t len, tm_setting **tab, size_t *n, size_t *cap,
+                       int *error_line);
+
+/* ======================================================================
+ * Floor 4: context.c, mx.c
+ * ==================================================================== */
+
+typedef struct tm_timeouts {
+    unsigned int connect, greeting, ehlo, tls, mail, rcpt, data, data_block, data_end, quit,
+        delivery;
+} tm_timeouts;
+
+struct tm_context {
+    char helo_name[TM_HOST_MAX];
+    unsigned int port;
+    tm_timeouts to;
+    unsigned int max_mx, max_addresses;
+    int have_dns_server;
+    struct sockaddr_storage dns_server; /* with port */
+    socklen_t dns_server_len;
+    tm_log_fn log;
+    void *log_arg;
+    int log_level;
+    struct tm_tls_config *tls;
+    /* Settings tables: sorted by (recipient, name), guarded by the lock. */
+    pthread_rwlock_t settings_lock;
+    tm_setting *settings;
+    size_t nsettings, capsettings;
+};
+
+/*
+ * The walk over a domain's MX hosts and their addresses, in order, and the
+ * rules for moving on: tm__route_next_address after a connection that
+ * failed on its own (refused, timed out, a 4xx greeting), tm__route_next_host
+ * when the host as a whole will not serve (421, a 5xx greeting, TLS that
+ * the policy requires and the host cannot give).
+ */
+typedef struct tm_route {
+    tm_mx mx[TM_MX_MAX];
+    int nmx, mx_i;
+    tm_addr addr[TM_ADDR_MAX];
+    int naddr, addr_i, resolved;
+    unsigned int port;
+    unsigned int attempts;
+    int explicit_host;
+    char address[TM_IPADDR_MAX];   /* the current address as text */
+} tm_route;
+
+/* Fills the route from the domain's MX records (or the explicit host).
+ * TM_OK or the tm__dns_mx errors, with why/enhanced set. */
+int tm__route_init(tm_route *r, const tm_context *ctx, const char *domain, const char *host,
+                   unsigned int port, int64_t deadline, char *why, size_t whylen,
+                   char enhanced[TM_ENHANCED_MAX]);
+/* The address to try now, resolving the current host when needed; NULL
+ * when the walk is over.  *rc gets TM_EDNS/TM_ENOMEM/TM_ECONNECT when a
+ * host had no usable address (the walk moves on by itself). */
+const tm_addr *tm__route_current(tm_route *r, const tm_context *ctx, int64_t deadline, int *rc);
+const char *tm__route_host(const tm_route *r);
+void tm__route_next_address(tm_route *r);
+void tm__route_next_host(tm_route *r);
+/* True when another host follows the current one. */
+int tm__route_more_hosts(const tm_route *r);
 
 #endif

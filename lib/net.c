@@ -1,6 +1,6 @@
 /*
- * net.c - TCP with deadlines, and the transport that reads and writes
- * either the socket or the TLS engine on top of it.
+ * net.c - the socket transport: TCP with deadlines.  The only file that
+ * calls poll, recv and send.
  *
  * Sockets are non-blocking; every wait is a poll() bounded by the caller's
  * deadline, so a server that drips one byte a second cannot stretch a
@@ -25,12 +25,17 @@ static int wait_fd(int fd, short events, int64_t deadline)
 {
     for (;;) {
         struct pollfd p = { fd, events, 0 };
-        int64_t left = deadline == INT64_MAX ? -1 : deadline - tm_now_ms();
+        int64_t left = deadline == INT64_MAX ? -1 : deadline - tm__now_ms();
         int n;
 
         if (deadline != INT64_MAX && left <= 0)
             return TM_ETIMEOUT;
-        if (events == POLLIN) { /* see tls.c: no delayed ACK while waiting */
+        if (events == POLLIN) {
+            /* Delayed ACKs stall a server that answers in two writes
+             * (Postfix: the envelope replies, then the BDAT reply) by
+             * ~40 ms; the kernel clears TCP_QUICKACK by itself (our own
+             * sends put it back in delayed-ACK mode), so it is re-armed
+             * before every wait: whatever arrives is acknowledged at once. */
             int one = 1;
             setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof one);
         }
@@ -44,13 +49,132 @@ static int wait_fd(int fd, short events, int64_t deadline)
     }
 }
 
-int tm_net_connect(const struct sockaddr *sa, socklen_t salen, int64_t deadline, int *out)
+static long sock_recv(tm_sock *s, void *buf, size_t size, int64_t deadline)
+{
+    /* Right after a command was sent its reply cannot have arrived: wait
+     * first instead of a recv that would say EAGAIN.  A deadline already
+     * passed still takes what has arrived. */
+    if (s->sent) {
+        s->sent = 0;
+        if (deadline == INT64_MAX || deadline > tm__now_ms()) {
+            int rc = wait_fd(s->fd, POLLIN, deadline);
+            if (rc != TM_OK)
+                return rc;
+        }
+    }
+    for (;;) {
+        ssize_t n = recv(s->fd, buf, size, 0);
+
+        if (n > 0)
+            return (long)n;
+        if (n == 0)
+            return TM_ECLOSED;
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            int rc = wait_fd(s->fd, POLLIN, deadline);
+            if (rc != TM_OK)
+                return rc;
+            continue;
+        }
+        return errno == ECONNRESET ? TM_ECLOSED : TM_EIO;
+    }
+}
+
+static long sock_read(tm_transport *t, void *buf, size_t size, int64_t deadline)
+{
+    tm_sock *s = (tm_sock *)t;
+    long n;
+
+    if (s->fd < 0)
+        return TM_ECLOSED;
+    if (s->rx_len > s->rx_pos) {
+        size_t k = s->rx_len - s->rx_pos < size ? s->rx_len - s->rx_pos : size;
+        memcpy(buf, s->rx + s->rx_pos, k);
+        s->rx_pos += k;
+        return (long)k;
+    }
+    s->rx_pos = s->rx_len = 0;
+    /* A large request goes straight to the caller's buffer; a small one
+     * (mbedTLS asks for a record header, then its body) fills the
+     * read-ahead with whatever has arrived: one recv per packet. */
+    if (size >= sizeof s->rx)
+        return sock_recv(s, buf, size, deadline);
+    n = sock_recv(s, s->rx, sizeof s->rx, deadline);
+    if (n <= 0)
+        return n;
+    s->rx_len = (size_t)n;
+    return sock_read(t, buf, size, deadline);
+}
+
+static int sock_write(tm_transport *t, const void *buf, size_t len, int64_t deadline)
+{
+    tm_sock *s = (tm_sock *)t;
+    const unsigned char *p = buf;
+
+    if (s->fd < 0)
+        return TM_ECLOSED;
+    while (len > 0) {
+        ssize_t n = send(s->fd, p, len, MSG_NOSIGNAL);
+        if (n > 0) {
+            p += n;
+            len -= (size_t)n;
+            s->sent = 1;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            int rc = wait_fd(s->fd, POLLOUT, deadline);
+            if (rc != TM_OK)
+                return rc;
+            continue;
+        }
+        return (n < 0 && (errno == EPIPE || errno == ECONNRESET)) ? TM_ECLOSED : TM_EIO;
+    }
+    return TM_OK;
+}
+
+static size_t sock_pending(tm_transport *t)
+{
+    tm_sock *s = (tm_sock *)t;
+    int n = 0;
+
+    if (s->fd < 0)
+        return 0;
+    if (s->rx_len > s->rx_pos)
+        return s->rx_len - s->rx_pos;
+    return ioctl(s->fd, FIONREAD, &n) == 0 && n > 0 ? (size_t)n : 0;
+}
+
+static void sock_close(tm_transport *t)
+{
+    tm_sock *s = (tm_sock *)t;
+
+    if (s->fd >= 0)
+        close(s->fd);
+    s->fd = -1;
+    s->sent = 0;
+    s->rx_pos = s->rx_len = 0;
+}
+
+static const tm_transport_ops sock_ops = { sock_read, sock_write, sock_pending, sock_close };
+
+void tm__sock_init(tm_sock *s)
+{
+    s->base.ops = &sock_ops;
+    s->fd = -1;
+    s->sent = 0;
+    s->rx_pos = s->rx_len = 0;
+}
+
+int tm__sock_connect(tm_sock *s, const struct sockaddr *sa, socklen_t salen, int64_t deadline)
 {
     int one = 1;
     int fd, err = 0, rc;
     socklen_t errlen = sizeof err;
 
-    *out = -1;
+    sock_close(&s->base);
     fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);
     if (fd < 0)
         return errno == ENOMEM || errno == ENOBUFS ? TM_ENOMEM : TM_ECONNECT;
@@ -72,96 +196,11 @@ int tm_net_connect(const struct sockaddr *sa, socklen_t salen, int64_t deadline,
             return TM_ECONNECT;
         }
     }
-    *out = fd;
+    s->fd = fd;
     return TM_OK;
 }
 
-static long sock_read(int fd, void *buf, size_t size, int64_t deadline)
-{
-    for (;;) {
-        ssize_t n = recv(fd, buf, size, 0);
-        int one = 1;
-
-        if (n > 0) {
-            /* Delayed ACKs after a read stall the server's next write by
-             * ~40 ms when it writes in pieces; keep ACKing at once. */
-            setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof one);
-            return (long)n;
-        }
-        if (n == 0)
-            return TM_ECLOSED;
-        if (errno == EINTR)
-            continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            int rc = wait_fd(fd, POLLIN, deadline);
-            if (rc != TM_OK)
-                return rc;
-            continue;
-        }
-        return errno == ECONNRESET ? TM_ECLOSED : TM_EIO;
-    }
-}
-
-static int sock_write(int fd, const void *buf, size_t len, int64_t deadline)
-{
-    const unsigned char *p = buf;
-
-    while (len > 0) {
-        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
-        if (n > 0) {
-            p += n;
-            len -= (size_t)n;
-            continue;
-        }
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            int rc = wait_fd(fd, POLLOUT, deadline);
-            if (rc != TM_OK)
-                return rc;
-            continue;
-        }
-        return (n < 0 && (errno == EPIPE || errno == ECONNRESET)) ? TM_ECLOSED : TM_EIO;
-    }
-    return TM_OK;
-}
-
-long tm_conn_read(tm_conn *c, void *buf, size_t size, int64_t deadline)
-{
-    if (c->fd < 0)
-        return TM_ECLOSED;
-    if (c->tls_active)
-        return tm_tls_read(c->tls, buf, size, deadline);
-    return sock_read(c->fd, buf, size, deadline);
-}
-
-int tm_conn_write(tm_conn *c, const void *buf, size_t len, int64_t deadline)
-{
-    if (c->fd < 0)
-        return TM_ECLOSED;
-    if (c->tls_active)
-        return tm_tls_write(c->tls, buf, len, deadline);
-    return sock_write(c->fd, buf, len, deadline);
-}
-
-int tm_net_pending(int fd)
-{
-    int n = 0;
-
-    return ioctl(fd, FIONREAD, &n) == 0 && n > 0;
-}
-
-void tm_conn_close(tm_conn *c)
-{
-    if (c->tls_active)
-        tm_tls_shutdown(c->tls);
-    c->tls_active = 0;
-    if (c->fd >= 0)
-        close(c->fd);
-    c->fd = -1;
-}
-
-void tm_net_ntop(const struct sockaddr *sa, char *buf, size_t size)
+void tm__net_ntop(const struct sockaddr *sa, char *buf, size_t size)
 {
     const void *a = NULL;
 
@@ -170,10 +209,10 @@ void tm_net_ntop(const struct sockaddr *sa, char *buf, size_t size)
     else if (sa->sa_family == AF_INET6)
         a = &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr;
     if (!a || !inet_ntop(sa->sa_family, a, buf, (socklen_t)size))
-        tm_strlcpy(buf, "?", size);
+        tm__strlcpy(buf, "?", size);
 }
 
-int tm_net_parse_addr(const char *text, unsigned int default_port, struct sockaddr_storage *ss,
+int tm__net_parse_addr(const char *text, unsigned int default_port, struct sockaddr_storage *ss,
                       socklen_t *len)
 {
     char host[64];

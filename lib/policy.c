@@ -3,9 +3,11 @@
  * that the session code only carries out decisions and the table is tested
  * row by row.
  */
+#include <string.h>
+
 #include "internal.h"
 
-tm_tls_action tm_policy_decide(const tm_policy *policy, tm_tls_event event)
+tm_tls_action tm__policy_decide(const tm_policy *policy, tm_tls_event event)
 {
     int require_tls = policy != NULL && TM_FLAG(policy->require_tls);
     int skip_verify = policy != NULL && TM_FLAG(policy->skip_verify);
@@ -30,6 +32,9 @@ tm_tls_action tm_policy_decide(const tm_policy *policy, tm_tls_event event)
     case TM_EV_NOT_OFFERED:
     case TM_EV_REFUSED:
         return require_tls ? TM_ACT_NEXT_MX : TM_ACT_PLAIN_SAME;
+    case TM_EV_CLOSING:
+        /* 421: the host is leaving, whatever the policy. */
+        return TM_ACT_NEXT_MX;
     }
     /* An event outside the enum: the safe choice, whatever the policy. */
     return TM_ACT_NEXT_MX;
@@ -50,7 +55,7 @@ static int pick_flag(int message, int domain, int *source)
     return 0;
 }
 
-void tm_policy_resolve(const tm_policy *message, const tm_policy *domain, int floor,
+void tm__policy_resolve(const tm_policy *message, const tm_policy *domain, int floor,
                        tm_resolved *out)
 {
     static const tm_policy none = TM_POLICY_INIT;
@@ -59,7 +64,8 @@ void tm_policy_resolve(const tm_policy *message, const tm_policy *domain, int fl
         message = &none;
     if (!domain)
         domain = &none;
-    tm_policy_init(&out->policy);
+    memset(&out->policy, 0, sizeof out->policy);
+    out->policy.version = TM_POLICY_VERSION;
     out->policy.require_tls =
         pick_flag(message->require_tls, domain->require_tls, &out->require_tls_source);
     out->policy.skip_verify =
@@ -79,4 +85,18 @@ void tm_policy_resolve(const tm_policy *message, const tm_policy *domain, int fl
         out->policy.skip_verify = 0;
         out->skip_verify_source = TM_SOURCE_RECIPIENT_FLOOR;
     }
+}
+
+int tm__version_ok(unsigned int version, unsigned int current)
+{
+    return version > 0 && version <= current ? TM_OK : TM_EINVAL;
+}
+
+int tm__policy_check(const tm_policy *p)
+{
+    /* The design's first rule: an all-zero policy is the default one, so
+     * version 0 reads as version 1 (never as "current"). */
+    if (p == NULL || p->version == 0)
+        return TM_OK;
+    return tm__version_ok(p->version, TM_POLICY_VERSION);
 }

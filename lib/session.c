@@ -1,729 +1,549 @@
 /*
- * session.c - drives the SMTP dialogue over the transport.
+ * session.c - the blocking driver, and the public session entry points.
  *
- * The session walks a list of MX hosts (or one explicit host), each with a
- * few addresses, and keeps its position so that tm_starttls can move on
- * under require_tls and tm_deliver can fail over.  All buffers are part of
- * the session allocation; a message costs no allocation.
+ * The SMTP dialogue is the engine's (client.c); the MX walk is mx.c's; the
+ * status is written by status.c.  What is left here moves bytes between
+ * the engine and the transport (run), applies the policy truth table to
+ * the STARTTLS outcome, and strings the steps together for tm_session_open,
+ * tm_starttls, tm_send and tm_deliver.  Every buffer is part of the session
+ * allocation: a message costs no allocation.
  */
 #include <stdarg.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "internal.h"
 
 enum { S_IDLE, S_READY, S_BROKEN };
 
-#define TM_WBUF_SIZE 16384
-#define TM_IBUF_SIZE 16384
+/* The last failure met on the walk: reported only if nothing succeeds. */
+typedef struct tm_failure {
+    int error;
+    int code;
+    char enhanced[TM_ENHANCED_MAX];
+    char message[TM_TEXT_MAX];
+    char why[TM_TEXT_MAX];
+    char host[TM_HOST_MAX];
+    char address[TM_IPADDR_MAX];
+} tm_failure;
 
 struct tm_session {
     tm_context *ctx;
-    tm_conn conn;
     int state;
-
     char domain[TM_HOST_MAX];
-    unsigned int port;
-    int explicit_host;
-    tm_mx mx[TM_MX_MAX];
-    int nmx, mx_i;
-    tm_addr addr[TM_ADDR_MAX];
-    int naddr, addr_i, addr_resolved;
-    int all_permanent;    /* every host tried so far failed permanently */
-    unsigned int attempts;
-    int64_t deadline;     /* overall deadline of the walk (INT64_MAX: none) */
+    tm_route route;
+    int64_t deadline;          /* of the whole walk (INT64_MAX: none) */
 
-    /* Where we are connected. */
+    /* The connection. */
     char host[TM_HOST_MAX];
     char address[TM_IPADDR_MAX];
-    tm_caps caps;
-    int esmtp;
+    tm_sock sock;
+    tm_tls *tls;               /* allocated at the first STARTTLS, reused */
+    tm_transport *tr;          /* &sock.base, or the TLS transport over it */
+    int tls_active, cert_verified, tls_failure;
+    char tls_error[TM_TEXT_MAX];
 
-    /* Policy and TLS outcome.  policy is what the connection was made
-     * under (resolved); msg_policy the message-level policy given to
-     * tm_starttls, resolved again for each message's sending domain. */
-    tm_policy policy;
+    /* Policy: msg_policy as given to tm_starttls (the message level, resolved
+     * again per message); resolved, what the connection was made under. */
     tm_policy msg_policy;
     tm_resolved resolved;
     int policy_applied;
-    struct tm_tls *tls;
-    int tls_failure;
-    int cert_verified;
-    char tls_error[TM_TEXT_MAX];
+    int quit_last;             /* tm_deliver: the connection's last transaction */
 
-    /* Set by tm_send: the failure happened before the end of data was sent
-     * and left the connection unusable, so another MX may be tried. */
-    int failover_ok;
-
-    /* Set by tm_deliver: the next transaction is the connection's last, so
-     * with PIPELINING its QUIT rides in the same write as the end of the
-     * content (RFC 2920 3.1: QUIT may end a group).  quit_sent: it went. */
-    int quit_last, quit_sent;
-
-    tm_reply reply;
-    size_t rpos, rlen;
-    size_t wlen;
-    unsigned char rbuf[2 * TM_REPLY_LINE_MAX];
-    unsigned char wbuf[TM_WBUF_SIZE];
-    unsigned char ibuf[TM_IBUF_SIZE];
+    tm_failure fail;
+    tm_drive drive;
+    tm_txn txn;
+    tm_client client;
+    unsigned char ibuf[16384]; /* streamed content */
 };
 
-static int64_t cmd_deadline(const tm_session *s, unsigned int ms)
+static int64_t deadline_of(const tm_session *s, unsigned int ms)
 {
-    int64_t d = tm_deadline(ms);
-    return d < s->deadline ? d : s->deadline;
+    return tm__min_deadline(tm__deadline(ms), s->deadline);
 }
 
-/* ---- reading and writing ------------------------------------------------ */
-
-static int read_reply(tm_session *s, unsigned int timeout_ms)
+/* The engine over the connection until it wants TLS, is done or failed. */
+static tm_want run(tm_session *s)
 {
-    int64_t deadline = cmd_deadline(s, timeout_ms);
-
-    tm_reply_reset(&s->reply);
-    for (;;) {
-        long n;
-
-        if (s->rlen > s->rpos) {
-            size_t used = 0;
-            int rc = tm_reply_parse(&s->reply, (const char *)s->rbuf + s->rpos, s->rlen - s->rpos,
-                                    &used);
-            s->rpos += used;
-            if (rc == 1) {
-                tm_log(s->ctx, TM_LOG_DEBUG, "S: %d %.200s", s->reply.code, s->reply.text);
-                return TM_OK;
-            }
-            if (rc < 0) {
-                tm_log(s->ctx, TM_LOG_INFO, "%s: malformed reply", s->host);
-                return TM_EPROTOCOL;
-            }
-        }
-        if (s->rpos > 0) {
-            memmove(s->rbuf, s->rbuf + s->rpos, s->rlen - s->rpos);
-            s->rlen -= s->rpos;
-            s->rpos = 0;
-        }
-        if (s->rlen == sizeof s->rbuf)
-            return TM_EPROTOCOL; /* cannot happen: the parser bounds a line */
-        n = tm_conn_read(&s->conn, s->rbuf + s->rlen, sizeof s->rbuf - s->rlen, deadline);
-        if (n < 0)
-            return (int)n;
-        s->rlen += (size_t)n;
-    }
+    s->drive.tr = s->tr;
+    return tm__drive(&s->drive);
 }
 
-/* Appends a command line (without CRLF) to the write buffer. */
-static int queue_cmd(tm_session *s, const char *a, const char *b, const char *c)
-{
-    size_t la = strlen(a), lb = b ? strlen(b) : 0, lc = c ? strlen(c) : 0;
-
-    if (s->wlen + la + lb + lc + 2 > sizeof s->wbuf)
-        return TM_EINVAL;
-    memcpy(s->wbuf + s->wlen, a, la);
-    if (lb)
-        memcpy(s->wbuf + s->wlen + la, b, lb);
-    if (lc)
-        memcpy(s->wbuf + s->wlen + la + lb, c, lc);
-    s->wlen += la + lb + lc;
-    tm_log(s->ctx, TM_LOG_DEBUG, "C: %s%s%s", a, b ? b : "", c ? c : "");
-    s->wbuf[s->wlen++] = '\r';
-    s->wbuf[s->wlen++] = '\n';
-    return TM_OK;
-}
-
-static int flush(tm_session *s, unsigned int timeout_ms)
-{
-    int rc;
-
-    if (s->wlen == 0)
-        return TM_OK;
-    rc = tm_conn_write(&s->conn, s->wbuf, s->wlen, cmd_deadline(s, timeout_ms));
-    s->wlen = 0;
-    return rc;
-}
-
-/* Sends one command and reads its reply.  A reply may only answer a
- * command: bytes already waiting before it is sent were not asked for
- * (injection, or a server out of step), and end the conversation. */
-static int command(tm_session *s, const char *a, const char *b, unsigned int timeout_ms)
-{
-    int rc;
-
-    if (s->rlen > s->rpos) {
-        tm_log(s->ctx, TM_LOG_INFO, "%s: unsolicited data before %s", s->host, a);
-        return TM_EPROTOCOL;
-    }
-    rc = queue_cmd(s, a, b, NULL);
-    if (rc == TM_OK)
-        rc = flush(s, timeout_ms);
-    if (rc == TM_OK)
-        rc = read_reply(s, timeout_ms);
-    return rc;
-}
+/* ---- connections ------------------------------------------------------------- */
 
 static void drop_connection(tm_session *s)
 {
-    tm_conn_close(&s->conn);
-    s->rpos = s->rlen = s->wlen = 0;
-    s->caps.flags = 0;
-    s->caps.size_limit = 0;
-    s->quit_sent = 0;
+    if (s->tls_active && s->tr)
+        s->tr->ops->close(s->tr);
+    s->sock.base.ops->close(&s->sock.base);
+    s->tr = NULL;
+    s->tls_active = 0;
     s->state = S_IDLE;
 }
 
 static void quit_and_drop(tm_session *s)
 {
-    if (s->conn.fd >= 0 && command(s, "QUIT", NULL, s->ctx->to.quit) != TM_OK)
-        tm_log(s->ctx, TM_LOG_DEBUG, "%s: no reply to QUIT", s->host);
+    if (s->tr && tm__client_quit(&s->client) == TM_OK && run(s) != TM_WANT_DONE)
+        tm__log(s->ctx, TM_LOG_DEBUG, "%s: no reply to QUIT", s->host);
     drop_connection(s);
 }
 
-/* The QUIT went with the last command group: its reply follows the one
- * just read (RFC 5321 4.1.1.10: wait for it), then the connection ends. */
-static void finish_pipelined_quit(tm_session *s)
+/* Records a failure of the walk; the reply it came with, if any. */
+static void note_failure(tm_session *s, int error, const tm_reply *r, const char *what)
 {
-    if (read_reply(s, s->ctx->to.quit) != TM_OK)
-        tm_log(s->ctx, TM_LOG_DEBUG, "%s: no reply to QUIT", s->host);
-    drop_connection(s);
-}
+    tm_failure *f = &s->fail;
 
-/* ---- connecting ----------------------------------------------------------- */
-
-static int ehlo(tm_session *s)
-{
-    int rc = command(s, "EHLO ", s->ctx->helo_name, s->ctx->to.ehlo);
-
-    s->caps.flags = 0;
-    s->caps.size_limit = 0;
-    s->esmtp = 0;
-    if (rc != TM_OK)
-        return rc;
-    if (s->reply.code == 250) {
-        tm_caps_parse(&s->caps, &s->reply);
-        s->esmtp = 1;
-        return TM_OK;
+    f->error = error;
+    f->code = r && r->code ? r->code : 0;
+    f->enhanced[0] = f->message[0] = '\0';
+    if (f->code) {
+        const char *nl = memchr(r->text, '\n', r->text_len);
+        tm__strlcpy(f->enhanced, r->enhanced, sizeof f->enhanced);
+        tm__strlcpyn(f->message, sizeof f->message, r->text,
+                     nl ? (size_t)(nl - r->text) : r->text_len);
     }
-    if (s->reply.code / 100 != 5 || s->reply.code == 521 || s->reply.code == 554)
-        return TM_EREJECTED;
-    /* An old server that knows no EHLO. */
-    rc = command(s, "HELO ", s->ctx->helo_name, s->ctx->to.ehlo);
-    if (rc != TM_OK)
-        return rc;
-    return s->reply.code == 250 ? TM_OK : TM_EREJECTED;
-}
-
-static void note_failure(tm_session *s, tm_delivery_status *st, int rc, int permanent,
-                         const char *what)
-{
-    if (!permanent)
-        s->all_permanent = 0;
-    if (!st)
-        return;
-    st->error = rc;
-    if (s->reply.code) {
-        tm_status_set_reply(st, &s->reply);
-    } else {
-        st->code = 0;
-        st->enhanced_code[0] = '\0';
-        st->message[0] = '\0';
-    }
-    tm_strlcpy(st->mx_host, s->host, sizeof st->mx_host);
-    tm_strlcpy(st->mx_address, s->address, sizeof st->mx_address);
-    tm_status_describe(st, "%s %s[%s]: %s", what, s->host, s->address, tm_strerror(rc));
-    tm_log(s->ctx, TM_LOG_INFO, "%s", st->description);
-}
-
-/* Connects to the current address, reads the greeting, says EHLO.  Returns
- * TM_OK, or an error with *next_mx set when the whole host should be left
- * (a 5xx greeting). */
-static int open_current(tm_session *s, tm_delivery_status *st, int *next_mx)
-{
-    tm_addr *a = &s->addr[s->addr_i];
-    int fd, rc;
-
-    *next_mx = 0;
-    tm_net_ntop((struct sockaddr *)&a->sa, s->address, sizeof s->address);
-    tm_reply_reset(&s->reply);
-    s->attempts++;
-    tm_log(s->ctx, TM_LOG_INFO, "connecting to %s[%s]", s->host, s->address);
-    rc = tm_net_connect((struct sockaddr *)&a->sa, a->len, cmd_deadline(s, s->ctx->to.connect),
-                        &fd);
-    if (rc != TM_OK) {
-        note_failure(s, st, rc == TM_ENOMEM ? TM_ENOMEM : rc, 0, "connect to");
-        return rc;
-    }
-    s->conn.fd = fd;
-    s->conn.tls_active = 0;
-    s->rpos = s->rlen = s->wlen = 0;
-
-    rc = read_reply(s, s->ctx->to.greeting);
-    if (rc == TM_OK && s->reply.code != 220) {
-        /* RFC 5321 3.1: 554 greeting, say QUIT; any 5xx leaves this host. */
-        int permanent = s->reply.code / 100 == 5;
-        *next_mx = permanent;
-        note_failure(s, st, TM_EREJECTED, permanent, "greeting from");
-        quit_and_drop(s);
-        return TM_EREJECTED;
-    }
-    if (rc == TM_OK && (s->rlen > s->rpos || tm_net_pending(s->conn.fd)))
-        rc = TM_EPROTOCOL; /* more than a greeting before EHLO: injection */
-    if (rc == TM_OK)
-        rc = ehlo(s);
-    if (rc != TM_OK) {
-        note_failure(s, st, rc, 0, rc == TM_EREJECTED ? "EHLO refused by" : "greeting or EHLO from");
-        if (rc == TM_EREJECTED)
-            quit_and_drop(s);
-        else
-            drop_connection(s);
-        return rc;
-    }
-    s->state = S_READY;
-    return TM_OK;
-}
-
-static int resolve_current(tm_session *s, tm_delivery_status *st)
-{
-    int n;
-
-    tm_strlcpy(s->host, s->mx[s->mx_i].host, sizeof s->host);
-    s->address[0] = '\0';
-    n = tm_dns_host(s->ctx, s->host, s->port, s->addr, (int)s->ctx->max_addresses,
-                    cmd_deadline(s, s->ctx->to.connect));
-    s->addr_resolved = 1;
-    s->addr_i = 0;
-    if (n <= 0) {
-        s->naddr = 0;
-        tm_reply_reset(&s->reply);
-        note_failure(s, st, n < 0 ? n : TM_ECONNECT, 0, "no usable address for");
-        return n < 0 ? n : TM_ECONNECT;
-    }
-    s->naddr = n;
-    return TM_OK;
+    tm__strlcpy(f->host, s->host, sizeof f->host);
+    tm__strlcpy(f->address, s->address, sizeof f->address);
+    snprintf(f->why, sizeof f->why, "%s %s[%s]: %s", what, s->host, s->address,
+             tm_strerror(error));
+    tm__log(s->ctx, TM_LOG_INFO, "%s", f->why);
 }
 
 /*
- * Walks from the current position (s->mx_i, s->addr_i) to the first host
- * that greets and answers EHLO.  Returns TM_OK, or the last failure when
- * every remaining address failed.
+ * Connects from the walk's current position to the first address that
+ * greets and answers EHLO (HELO).  TM_OK, or the last failure when none is
+ * left.  A 421 or 5xx greeting leaves the whole host, any other failure
+ * the address.
  */
-static int connect_walk(tm_session *s, tm_delivery_status *st)
+static int connect_walk(tm_session *s)
 {
+    tm_client *c = &s->client;
     int last = TM_ECONNECT;
 
-    while (s->mx_i < s->nmx) {
-        int next_mx = 0, rc;
+    for (;;) {
+        const tm_addr *a;
+        int rc;
 
-        if (s->deadline != INT64_MAX && tm_now_ms() >= s->deadline)
+        if (s->deadline != INT64_MAX && tm__now_ms() >= s->deadline) {
+            if (s->fail.error == TM_OK)
+                note_failure(s, TM_ETIMEOUT, NULL, "delivery time limit reached before");
             return TM_ETIMEOUT;
-        if (!s->addr_resolved) {
-            rc = resolve_current(s, st);
-            if (rc == TM_ENOMEM)
-                return rc;
         }
-        if (s->addr_i < s->naddr) {
-            rc = open_current(s, st, &next_mx);
-            if (rc == TM_OK)
-                return TM_OK;
+        a = tm__route_current(&s->route, s->ctx, deadline_of(s, s->ctx->to.connect), &rc);
+        if (rc == TM_ENOMEM)
+            return rc;
+        if (rc != TM_OK) {
+            tm__strlcpy(s->host, tm__route_host(&s->route), sizeof s->host);
+            s->address[0] = '\0';
+            note_failure(s, rc, NULL, "no usable address for");
+            last = rc;
+            if (!a)
+                continue; /* the walk moved on by itself */
+        }
+        if (!a)
+            return last;
+        tm__strlcpy(s->host, tm__route_host(&s->route), sizeof s->host);
+        tm__strlcpy(s->address, s->route.address, sizeof s->address);
+        s->route.attempts++;
+        tm__log(s->ctx, TM_LOG_INFO, "connecting to %s[%s]", s->host, s->address);
+        rc = tm__sock_connect(&s->sock, (const struct sockaddr *)&a->sa, a->len,
+                              deadline_of(s, s->ctx->to.connect));
+        if (rc != TM_OK) {
+            note_failure(s, rc, NULL, "connect to");
             if (rc == TM_ENOMEM)
                 return rc;
             last = rc;
-            if (!next_mx && ++s->addr_i < s->naddr)
-                continue;
+            tm__route_next_address(&s->route);
+            continue;
         }
-        s->mx_i++;
-        s->addr_resolved = 0;
-        s->naddr = 0;
-        s->addr_i = 0;
-    }
-    return last;
-}
-
-/* Leaves the current MX host and connects to the next one. */
-static int next_mx(tm_session *s, tm_delivery_status *st)
-{
-    if (s->mx_i < s->nmx)
-        s->mx_i++;
-    s->addr_resolved = 0;
-    s->naddr = 0;
-    s->addr_i = 0;
-    return connect_walk(s, st);
-}
-
-static void fill_connection(const tm_session *s, tm_delivery_status *st)
-{
-    tm_strlcpy(st->mx_host, s->host, sizeof st->mx_host);
-    tm_strlcpy(st->mx_address, s->address, sizeof st->mx_address);
-    st->mx_port = (int)s->port;
-    st->attempt_no = s->attempts;
-    st->tls = s->conn.tls_active;
-    st->cert_verified = s->cert_verified;
-    st->tls_failure = s->conn.tls_active ? TM_TLS_FAILURE_NONE : s->tls_failure;
-    tm_strlcpy(st->tls_error, s->tls_error, sizeof st->tls_error);
-    st->tls_version[0] = st->tls_cipher[0] = '\0';
-    if (s->conn.tls_active) {
-        tm_strlcpy(st->tls_version, tm_tls_version(s->tls), sizeof st->tls_version);
-        tm_strlcpy(st->tls_cipher, tm_tls_cipher(s->tls), sizeof st->tls_cipher);
-    }
-}
-
-static void set_policy_status(tm_delivery_status *st, const tm_resolved *r)
-{
-    st->policy = r->policy;
-    st->require_tls_source = r->require_tls_source;
-    st->skip_verify_source = r->skip_verify_source;
-    st->keep_unverified_tls_source = r->keep_unverified_tls_source;
-    st->floor = r->floor;
-}
-
-/* The sending domain of a message: explicit, else the sender's domain. */
-static const char *sending_domain(const tm_message *m)
-{
-    if (m->sending_domain)
-        return m->sending_domain;
-    return m->from ? tm_address_domain(m->from) : NULL;
-}
-
-static void finish_status(tm_delivery_status *st, int64_t start, int rc)
-{
-    st->error = rc;
-    st->session_seconds = (double)(tm_now_ms() - start) / 1000.0;
-    if (st->description[0] == '\0' && rc != TM_OK)
-        tm_status_describe(st, "%s", tm_strerror(rc));
-}
-
-/* The class of a failure to reach any host: bounced only when every host
- * said no for good. */
-static void fail_status(tm_session *s, tm_delivery_status *st, int rc)
-{
-    if (!st)
-        return;
-    if (rc == TM_EINVAL || rc == TM_ENODOMAIN || rc == TM_ENULLMX)
-        st->result = TM_RESULT_BOUNCED;
-    else if (rc == TM_EREJECTED && s->all_permanent)
-        st->result = TM_RESULT_BOUNCED;
-    else
-        st->result = TM_RESULT_DEFERRED;
-    st->attempt_no = s->attempts;
-    st->mx_port = (int)s->port;
-    if (st->mx_host[0] == '\0') { /* the last host tried */
-        tm_strlcpy(st->mx_host, s->host, sizeof st->mx_host);
-        tm_strlcpy(st->mx_address, s->address, sizeof st->mx_address);
-    }
-}
-
-static int session_new(tm_session **out, tm_context *ctx, const char *domain,
-                       const tm_session_options *o, tm_delivery_status *st)
-{
-    tm_session *s;
-    int rc;
-
-    *out = NULL;
-    if (o && o->version > TM_SESSION_OPTIONS_VERSION)
-        return TM_EINVAL;
-    if (o && o->port > 65535)
-        return TM_EINVAL;
-    if ((!domain || !*domain) && !(o && o->host))
-        return TM_EINVAL;
-    if (domain && tm_name_check(domain) != TM_OK)
-        return TM_EINVAL;
-    if (o && o->host && tm_name_check(o->host) != TM_OK)
-        return TM_EINVAL;
-
-    s = tm_calloc(1, sizeof *s);
-    if (!s)
-        return TM_ENOMEM;
-    s->ctx = ctx;
-    s->conn.fd = -1;
-    s->state = S_IDLE;
-    s->all_permanent = 1;
-    s->tls_failure = TM_TLS_FAILURE_NOT_TRIED;
-    s->port = (o && o->port) ? o->port : ctx->port;
-    s->deadline = tm_deadline(ctx->to.delivery);
-    if (domain)
-        tm_strlcpy(s->domain, domain, sizeof s->domain);
-    tm_policy_init(&s->policy);
-
-    if (o && o->host) {
-        s->explicit_host = 1;
-        tm_strlcpy(s->mx[0].host, o->host, sizeof s->mx[0].host);
-        s->nmx = 1;
-    } else {
-        rc = tm_dns_mx(ctx, s->domain, s->mx, (int)ctx->max_mx, s->deadline, st);
-        if (rc < 0) {
-            tm_free(s);
-            return rc;
+        s->tr = &s->sock.base;
+        s->tls_active = 0;
+        c->host = s->host;
+        tm__client_open(c);
+        if (run(s) == TM_WANT_DONE && tm__client_op_result(c) == TM_OP_OK) {
+            s->state = S_READY;
+            return TM_OK;
         }
-        s->nmx = rc;
+        last = c->error != TM_OK ? c->error : TM_EPROTOCOL;
+        note_failure(s, last, c->reply.code ? &c->reply : NULL,
+                     tm__client_op_result(c) == TM_OP_REJECTED ? "refused by" : "greeting or EHLO from");
+        if (tm__client_usable(c))
+            quit_and_drop(s); /* RFC 5321 3.1: say QUIT after a refusal */
+        else
+            drop_connection(s);
+        if (c->leave_host)
+            tm__route_next_host(&s->route);
+        else
+            tm__route_next_address(&s->route);
     }
-    *out = s;
-    return TM_OK;
 }
 
-TM_EXTERN int tm_session_open(tm_session **out, tm_context *ctx, const char *domain,
-                              const tm_session_options *o, tm_delivery_status *st)
-{
-    int64_t start = tm_now_ms();
-    tm_session *s = NULL;
-    int rc;
+/* ---- STARTTLS under the policy ------------------------------------------------- */
 
-    if (st)
-        tm_status_init(st);
-    if (!out || !ctx) {
-        if (out)
-            *out = NULL;
-        if (st) {
-            st->result = TM_RESULT_BOUNCED;
-            finish_status(st, start, TM_EINVAL);
-        }
-        return TM_EINVAL;
-    }
-    rc = session_new(&s, ctx, domain, o, st);
-    if (rc == TM_OK) {
-        rc = connect_walk(s, st);
-        if (rc != TM_OK) {
-            fail_status(s, st, rc);
-            tm_session_close(s);
-            s = NULL;
-        }
-    } else if (st) {
-        st->result = (rc == TM_EINVAL || rc == TM_ENODOMAIN || rc == TM_ENULLMX)
-                         ? TM_RESULT_BOUNCED
-                         : TM_RESULT_DEFERRED;
-    }
-    if (st) {
-        if (rc == TM_OK) {
-            tm_status_set_reply(st, &s->reply);
-            fill_connection(s, st);
-            st->description[0] = '\0';
-        }
-        finish_status(st, start, rc);
-    }
-    *out = s;
-    return rc;
-}
-
-/* ---- STARTTLS under the policy ------------------------------------------ */
-
-static void set_tls_error(tm_session *s, const char *fmt, ...) TM_PRINTF(2, 3);
-static void set_tls_error(tm_session *s, const char *fmt, ...)
+/* Why TLS is not in use, in words (cut to fit: a reason, not a record). */
+static void set_tls_error(tm_session *s, int failure, const char *fmt, ...) TM_PRINTF(3, 4);
+static void set_tls_error(tm_session *s, int failure, const char *fmt, ...)
 {
     va_list ap;
+
+    s->tls_failure = failure;
     va_start(ap, fmt);
     vsnprintf(s->tls_error, sizeof s->tls_error, fmt, ap);
     va_end(ap);
 }
 
+/* One attempt at TLS on the current connection: what happened. */
 static tm_tls_event try_tls(tm_session *s, int *fatal)
 {
-    char err[TM_TEXT_MAX];
+    tm_client *c = &s->client;
+    char err[TM_TEXT_MAX], key[TM_HOST_MAX + TM_IPADDR_MAX + 32], reply[TM_TEXT_MAX];
+    tm_transport *tls_tr;
+    tm_want w;
     int rc;
 
     *fatal = TM_OK;
     s->cert_verified = 0;
-    if (!(s->caps.flags & TM_CAP_STARTTLS)) {
-        s->tls_failure = TM_TLS_FAILURE_NOT_OFFERED;
-        set_tls_error(s, "STARTTLS not offered by %s", s->host);
+    if (!(c->caps.flags & TM_CAP_STARTTLS)) {
+        set_tls_error(s, TM_TLS_FAILURE_NOT_OFFERED, "STARTTLS not offered by %s", s->host);
         return TM_EV_NOT_OFFERED;
     }
-    /* Nothing is pipelined with STARTTLS: the buffer is empty here. */
-    rc = command(s, "STARTTLS", NULL, s->ctx->to.ehlo);
-    if (rc != TM_OK) {
-        s->tls_failure = TM_TLS_FAILURE_HANDSHAKE;
-        set_tls_error(s, "STARTTLS to %s failed: %s", s->host,
-                 tm_strerror(rc));
+    /* Nothing is pipelined with STARTTLS. */
+    tm__client_starttls(c);
+    w = run(s);
+    snprintf(reply, sizeof reply, "%d %.300s", c->reply.code, c->reply.text);
+    if (w == TM_WANT_FAILED) {
+        set_tls_error(s, TM_TLS_FAILURE_HANDSHAKE, "STARTTLS to %s failed: %s", s->host,
+                      tm_strerror(c->error));
         return TM_EV_HANDSHAKE;
     }
-    if (s->reply.code != 220) {
-        s->tls_failure = TM_TLS_FAILURE_REFUSED;
-        set_tls_error(s, "STARTTLS refused by %s: %d %.300s", s->host,
-                 s->reply.code, s->reply.text);
-        return TM_EV_REFUSED;
-    }
-    /* Bytes after the 220 were not sent by a TLS server: response
-     * injection (CVE-2011-0411 class).  Never feed them to TLS. */
-    if (s->rlen > s->rpos || tm_net_pending(s->conn.fd)) {
-        s->tls_failure = TM_TLS_FAILURE_HANDSHAKE;
-        snprintf(s->tls_error, sizeof s->tls_error,
-                 "unexpected data after the 220 reply to STARTTLS from %s", s->host);
-        return TM_EV_HANDSHAKE;
-    }
-    s->rpos = s->rlen = 0;
-    if (!s->tls) {
-        rc = tm_tls_new(&s->tls, s->ctx->tls);
-        if (rc != TM_OK) {
-            *fatal = rc;
+    if (w == TM_WANT_DONE) {
+        switch (tm__client_op_result(c)) {
+        case TM_OP_TLS_REFUSED:
+            set_tls_error(s, TM_TLS_FAILURE_REFUSED, "STARTTLS refused by %s: %s", s->host, reply);
+            return TM_EV_REFUSED;
+        case TM_OP_CLOSING:
+            set_tls_error(s, TM_TLS_FAILURE_REFUSED, "%s is closing the connection: %s", s->host,
+                          reply);
+            return TM_EV_CLOSING;
+        default:
+            if (c->reply.code == 220)
+                set_tls_error(s, TM_TLS_FAILURE_HANDSHAKE,
+                              "unexpected data after the 220 reply to STARTTLS from %s", s->host);
+            else
+                set_tls_error(s, TM_TLS_FAILURE_HANDSHAKE,
+                              "reply to STARTTLS from %s is no answer to it: %s", s->host, reply);
             return TM_EV_HANDSHAKE;
         }
-        s->conn.tls = s->tls;
     }
-    {
-        char key[TM_HOST_MAX + TM_IPADDR_MAX + 32];
-        snprintf(key, sizeof key, "%s|%s|%u|%d%d", s->host, s->address, s->port,
-                 s->policy.require_tls, s->policy.skip_verify);
-        rc = tm_tls_handshake(s->tls, s->conn.fd, s->host, key, cmd_deadline(s, s->ctx->to.tls),
-                              err, sizeof err);
+    /* 220.  Bytes after it were not sent by a TLS server: response
+     * injection (CVE-2011-0411 class), never fed to TLS. */
+    if (s->sock.base.ops->pending(&s->sock.base) > 0) {
+        tm__client_tls_failed(c);
+        set_tls_error(s, TM_TLS_FAILURE_HANDSHAKE,
+                      "unexpected data after the 220 reply to STARTTLS from %s", s->host);
+        return TM_EV_HANDSHAKE;
     }
+    if (!s->tls && (rc = tm__tls_new(&s->tls, s->ctx->tls)) != TM_OK) {
+        *fatal = rc;
+        return TM_EV_HANDSHAKE;
+    }
+    snprintf(key, sizeof key, "%s|%s|%u|%d%d%d", s->host, s->address, s->route.port,
+             s->resolved.policy.require_tls, s->resolved.policy.skip_verify,
+             s->resolved.policy.keep_unverified_tls);
+    rc = tm__tls_start(s->tls, &s->sock.base, s->host, key, deadline_of(s, s->ctx->to.tls),
+                       &tls_tr, err, sizeof err);
     if (rc != TM_OK) {
         if (rc == TM_ENOMEM)
             *fatal = rc;
-        s->tls_failure = TM_TLS_FAILURE_HANDSHAKE;
-        set_tls_error(s, "TLS handshake with %s failed: %s", s->host, err);
+        set_tls_error(s, TM_TLS_FAILURE_HANDSHAKE, "TLS handshake with %s failed: %s", s->host,
+                      err);
         return TM_EV_HANDSHAKE;
     }
-    s->conn.tls_active = 1;
-    /* Forget everything learnt in plaintext. */
-    s->caps.flags = 0;
-    s->caps.size_limit = 0;
-    if (tm_tls_verified(s->tls)) {
+    s->tr = tls_tr;
+    s->tls_active = 1;
+    /* Capabilities and greeting text are forgotten: EHLO again. */
+    tm__client_tls_done(c);
+    if (run(s) != TM_WANT_DONE || tm__client_op_result(c) != TM_OP_OK) {
+        set_tls_error(s, TM_TLS_FAILURE_HANDSHAKE, "EHLO over TLS to %s failed: %s", s->host,
+                      tm_strerror(c->error != TM_OK ? c->error : TM_EPROTOCOL));
+        return TM_EV_HANDSHAKE;
+    }
+    if (tm__tls_verified(s->tls)) {
         s->cert_verified = 1;
         s->tls_failure = TM_TLS_FAILURE_NONE;
         s->tls_error[0] = '\0';
         return TM_EV_CERT_VALID;
     }
-    s->tls_failure = TM_TLS_FAILURE_CERTIFICATE;
-    tm_tls_verify_error(s->tls, err, sizeof err);
-    set_tls_error(s, "%s: %s", s->host, err);
+    tm__tls_verify_error(s->tls, err, sizeof err);
+    set_tls_error(s, TM_TLS_FAILURE_CERTIFICATE, "%s: %s", s->host, err);
     return TM_EV_CERT_INVALID;
 }
 
 /* A fresh plaintext connection to the same address, without STARTTLS. */
-static int reconnect_plain(tm_session *s, tm_delivery_status *st)
+static int reconnect_plain(tm_session *s)
 {
-    int next = 0;
+    tm_client *c = &s->client;
+    const tm_addr *a = &s->route.addr[s->route.addr_i];
     int rc;
 
     drop_connection(s);
-    rc = open_current(s, st, &next);
-    if (rc == TM_OK)
-        return TM_OK;
-    if (rc == TM_ENOMEM)
+    s->route.attempts++;
+    rc = tm__sock_connect(&s->sock, (const struct sockaddr *)&a->sa, a->len,
+                          deadline_of(s, s->ctx->to.connect));
+    if (rc != TM_OK) {
+        note_failure(s, rc, NULL, "plaintext reconnection to");
         return rc;
-    /* The same address failed now: go on walking (with STARTTLS again). */
-    if (next)
-        return next_mx(s, st) == TM_OK ? 1 : TM_ECONNECT;
-    s->addr_i++;
-    return connect_walk(s, st) == TM_OK ? 1 : TM_ECONNECT;
+    }
+    s->tr = &s->sock.base;
+    tm__client_open(c);
+    if (run(s) == TM_WANT_DONE && tm__client_op_result(c) == TM_OP_OK) {
+        s->state = S_READY;
+        return TM_OK;
+    }
+    rc = c->error != TM_OK ? c->error : TM_EPROTOCOL;
+    note_failure(s, rc, c->reply.code ? &c->reply : NULL, "plaintext reconnection to");
+    if (tm__client_usable(c))
+        quit_and_drop(s);
+    else
+        drop_connection(s);
+    return rc;
 }
 
-static int apply_policy(tm_session *s, tm_delivery_status *st)
+/* Applies the truth table to the current connection until one satisfies
+ * the policy: TM_OK, TM_ETLSREQUIRED, or the walk's last failure. */
+static int apply_policy(tm_session *s)
 {
+    const tm_policy *p = &s->resolved.policy;
+
     for (;;) {
         int fatal, rc;
         tm_tls_event ev = try_tls(s, &fatal);
-        tm_tls_action act;
+        tm_tls_action act = tm__policy_decide(p, ev);
 
         if (fatal != TM_OK)
             return fatal;
-        act = tm_policy_decide(&s->policy, ev);
-        if (act == TM_ACT_USE_TLS) {
-            rc = ehlo(s);
-            if (rc == TM_ENOMEM)
-                return rc;
-            if (rc != TM_OK) {
-                s->tls_failure = TM_TLS_FAILURE_HANDSHAKE;
-                set_tls_error(s, "EHLO over TLS to %s failed: %s",
-                         s->host, tm_strerror(rc));
-                s->cert_verified = 0;
-                act = tm_policy_decide(&s->policy, TM_EV_HANDSHAKE);
-            }
-        }
         if (act != TM_ACT_USE_TLS && s->tls)
-            tm_tls_cache_drop(s->tls);
+            tm__tls_cache_drop(s->tls);
         switch (act) {
         case TM_ACT_USE_TLS:
-            tm_tls_cache_save(s->tls);
+            tm__tls_cache_save(s->tls);
             if (!s->cert_verified)
-                tm_log(s->ctx, TM_LOG_WARNING, "TLS to %s not verified: %s", s->host, s->tls_error);
+                tm__log(s->ctx, TM_LOG_WARNING, "TLS to %s not verified: %s", s->host,
+                        s->tls_error);
             return TM_OK;
         case TM_ACT_PLAIN_SAME:
-            tm_log(s->ctx, TM_LOG_INFO, "plaintext: %s", s->tls_error);
+            tm__log(s->ctx, TM_LOG_INFO, "plaintext: %s", s->tls_error);
             return TM_OK;
         case TM_ACT_PLAIN_NEW:
-            tm_log(s->ctx, TM_LOG_INFO, "new plaintext connection: %s", s->tls_error);
-            rc = reconnect_plain(s, st);
-            if (rc == TM_OK)
-                return TM_OK; /* same address, plaintext, no STARTTLS */
-            if (rc < 0)
+            tm__log(s->ctx, TM_LOG_INFO, "new plaintext connection: %s", s->tls_error);
+            rc = reconnect_plain(s);
+            if (rc == TM_OK || rc == TM_ENOMEM)
                 return rc;
-            continue; /* moved on to another address: try TLS there */
+            /* That address failed now: walk on, with STARTTLS again. */
+            tm__route_next_address(&s->route);
+            break;
         case TM_ACT_NEXT_MX:
-            tm_log(s->ctx, TM_LOG_INFO, "TLS required, leaving %s: %s", s->host, s->tls_error);
-            s->all_permanent = 0;
+            tm__log(s->ctx, TM_LOG_INFO, "leaving %s: %s", s->host, s->tls_error);
             /* After a failed handshake the connection is unusable: not even
-             * a QUIT goes over it, nor is anything read from it. */
-            if (ev == TM_EV_HANDSHAKE)
-                drop_connection(s);
-            else
+             * a QUIT goes over it.  Under require_tls nothing but EHLO,
+             * STARTTLS and QUIT is ever sent in plaintext. */
+            if (tm__client_usable(&s->client) && ev != TM_EV_HANDSHAKE)
                 quit_and_drop(s);
-            rc = next_mx(s, st);
-            if (rc != TM_OK)
-                return TM_ETLSREQUIRED;
-            continue;
+            else
+                drop_connection(s);
+            note_failure(s, ev == TM_EV_CLOSING ? TM_EREJECTED : TM_ETLSREQUIRED,
+                         ev == TM_EV_CLOSING ? &s->client.reply : NULL, "TLS not available from");
+            tm__route_next_host(&s->route);
+            break;
         }
+        rc = connect_walk(s);
+        if (rc != TM_OK)
+            return TM_FLAG(p->require_tls) ? TM_ETLSREQUIRED : rc;
     }
+}
+
+/* ---- sessions ------------------------------------------------------------------ */
+
+static int session_new(tm_session **out, tm_context *ctx, const char *domain,
+                       const tm_session_options *o, int64_t deadline)
+{
+    tm_session *s;
+
+    *out = NULL;
+    if (o && (tm__version_ok(o->version, TM_SESSION_OPTIONS_VERSION) != TM_OK || o->port > 65535))
+        return TM_EINVAL;
+    if ((!domain || !*domain) && !(o && o->host))
+        return TM_EINVAL;
+    if (domain && tm__name_check(domain) != TM_OK)
+        return TM_EINVAL;
+    if (o && o->host && tm__name_check(o->host) != TM_OK)
+        return TM_EINVAL;
+    s = tm__calloc(1, sizeof *s);
+    if (!s)
+        return TM_ENOMEM;
+    s->ctx = ctx;
+    s->state = S_IDLE;
+    s->deadline = deadline;
+    s->tls_failure = TM_TLS_FAILURE_NOT_TRIED;
+    if (domain)
+        tm__strlcpy(s->domain, domain, sizeof s->domain);
+    tm__sock_init(&s->sock);
+    tm__client_init(&s->client, ctx->helo_name);
+    s->drive.c = &s->client;
+    s->drive.ctx = ctx;
+    s->drive.deadline = deadline;
+    s->drive.ibuf = s->ibuf;
+    s->drive.ibuf_size = sizeof s->ibuf;
+    s->msg_policy.version = TM_POLICY_VERSION;
+    *out = s;
+    return TM_OK;
+}
+
+/* Finds the hosts: TM_OK, or a DNS failure written to the status. */
+static int session_route(tm_session *s, const tm_session_options *o, tm_delivery_status *st)
+{
+    char why[TM_TEXT_MAX], enhanced[TM_ENHANCED_MAX];
+    unsigned int port = (o && o->port) ? o->port : s->ctx->port;
+    int rc = tm__route_init(&s->route, s->ctx, s->domain, o ? o->host : NULL, port, s->deadline,
+                            why, sizeof why, enhanced);
+
+    if (rc != TM_OK) {
+        tm__status_set_enhanced(st, enhanced);
+        tm__status_describe(st, "%s", why);
+    }
+    return rc;
+}
+
+/* The status of a walk that reached no usable host: its last failure. */
+static void status_failure(tm_session *s, tm_delivery_status *st, int rc)
+{
+    tm_failure *f = &s->fail;
+
+    if (!st)
+        return;
+    tm__status_set_host(st, f->host[0] ? f->host : s->host, f->host[0] ? f->address : s->address,
+                        s->route.port, s->route.attempts);
+    tm__status_set_code(st, f->code, f->enhanced, f->message); /* the failure's own reply */
+    tm__status_set_tls(st, 0, 0, s->tls_failure, s->tls_error, NULL, NULL);
+    if (rc == TM_ETLSREQUIRED)
+        tm__status_describe(st, "TLS required, but no MX host of %s gave %s: %s",
+                            s->route.explicit_host ? s->route.mx[0].host : s->domain,
+                            TM_FLAG(s->resolved.policy.skip_verify) ? "TLS" : "verified TLS",
+                            s->tls_error);
+    else
+        tm__status_describe(st, "%s", f->why[0] ? f->why : tm_strerror(rc));
+}
+
+static void status_connection(const tm_session *s, tm_delivery_status *st)
+{
+    tm__status_set_host(st, s->host, s->address, s->route.port, s->route.attempts);
+    tm__status_set_tls(st, s->tls_active, s->cert_verified, s->tls_failure, s->tls_error,
+                       s->tls_active ? tm__tls_version(s->tls) : NULL,
+                       s->tls_active ? tm__tls_cipher(s->tls) : NULL);
+}
+
+TM_EXTERN int tm_session_open(tm_session **out, tm_context *ctx, const char *domain,
+                              const tm_session_options *o, tm_delivery_status *st)
+{
+    int64_t start = tm__now_ms();
+    tm_session *s = NULL;
+    int rc;
+
+    if (out)
+        *out = NULL;
+    if (st && tm__status_reset(st) != TM_OK)
+        return TM_EINVAL;
+    if (!out || !ctx) {
+        tm__status_finish(st, TM_EINVAL, start);
+        return TM_EINVAL;
+    }
+    rc = session_new(&s, ctx, domain, o, tm__deadline(ctx->to.delivery));
+    if (rc == TM_OK)
+        rc = session_route(s, o, st);
+    if (rc == TM_OK) {
+        rc = connect_walk(s);
+        if (rc != TM_OK)
+            status_failure(s, st, rc);
+    }
+    if (rc != TM_OK) {
+        tm_session_close(s);
+        tm__status_finish(st, rc, start);
+        return rc;
+    }
+    if (st) {
+        tm__status_set_reply(st, &s->client.reply);
+        status_connection(s, st);
+    }
+    tm__status_finish(st, TM_OK, start);
+    *out = s;
+    return TM_OK;
 }
 
 TM_EXTERN int tm_starttls(tm_session *s, const tm_policy *policy, tm_delivery_status *st)
 {
-    int64_t start = tm_now_ms();
-    char tls_error[TM_TEXT_MAX];
-    int tls_failure;
+    int64_t start = tm__now_ms();
     int rc;
 
-    if (st)
-        tm_status_init(st);
-    if (!s || (policy && policy->version > TM_POLICY_VERSION))
+    if (st && tm__status_reset(st) != TM_OK)
+        return TM_EINVAL;
+    if (!s || tm__policy_check(policy) != TM_OK)
         rc = TM_EINVAL;
     else if (s->policy_applied || s->state != S_READY)
         rc = TM_ESTATE;
     else
         rc = TM_OK;
     if (rc != TM_OK) {
-        if (st) {
-            st->result = TM_RESULT_DEFERRED;
-            finish_status(st, start, rc);
-        }
+        tm__status_set_result(st, TM_RESULT_DEFERRED);
+        tm__status_finish(st, rc, start);
         return rc;
     }
     if (policy)
         s->msg_policy = *policy;
-    tm_settings_resolve(s->ctx, policy, NULL, s->domain[0] ? s->domain : NULL, &s->resolved);
-    s->policy = s->resolved.policy;
+    tm__settings_resolve(s->ctx, policy, NULL, s->domain[0] ? s->domain : NULL, &s->resolved);
     s->policy_applied = 1;
-    if (st)
-        set_policy_status(st, &s->resolved);
-    rc = apply_policy(s, st);
+    tm__status_set_policy(st, &s->resolved);
+    rc = apply_policy(s);
     if (rc != TM_OK) {
-        /* Keep the TLS reason of the last MX: it is why we failed. */
-        tm_strlcpy(tls_error, s->tls_error, sizeof tls_error);
-        tls_failure = s->tls_failure;
         drop_connection(s);
         s->state = S_BROKEN;
-        if (st) {
-            fail_status(s, st, rc);
-            st->tls = 0;
-            st->tls_failure = tls_failure;
-            tm_strlcpy(st->tls_error, tls_error, sizeof st->tls_error);
-            if (rc == TM_ETLSREQUIRED)
-                tm_status_describe(st, "TLS required, but no MX host of %s gave %s: %s",
-                                   s->explicit_host ? s->mx[0].host : s->domain,
-                                   TM_FLAG(s->policy.skip_verify) ? "TLS" : "verified TLS",
-                                   tls_error);
-            finish_status(st, start, rc);
-        }
+        tm__status_set_result(st, TM_RESULT_DEFERRED);
+        status_failure(s, st, rc);
+        tm__status_finish(st, rc, start);
         return rc;
     }
     if (st) {
-        tm_status_set_reply(st, &s->reply);
-        fill_connection(s, st);
-        set_policy_status(st, &s->resolved);
-        finish_status(st, start, TM_OK);
+        tm__status_set_reply(st, &s->client.reply);
+        status_connection(s, st);
     }
+    tm__status_finish(st, TM_OK, start);
     return TM_OK;
 }
 
-/* ---- sending --------------------------------------------------------------- */
+/* ---- messages ------------------------------------------------------------------ */
+
+/* Addresses and content, checked before a byte is written. */
+static int check_message(const tm_message *m, const char *domain, int *utf8)
+{
+    size_t i;
+    int non_ascii = 0;
+
+    *utf8 = 0;
+    if (!m->from || !m->to || m->to_count == 0 || (!m->read && !m->data && m->size > 0))
+        return TM_EINVAL;
+    if (m->rcpt_status_cap > 0 && !m->rcpt_status)
+        return TM_EINVAL;
+    if (tm__address_check(m->from, 1, &non_ascii) != TM_OK)
+        return TM_EADDRESS;
+    *utf8 |= non_ascii;
+    for (i = 0; i < m->to_count; i++) {
+        if (!m->to[i] || tm__address_check(m->to[i], 0, &non_ascii) != TM_OK)
+            return TM_EADDRESS;
+        *utf8 |= non_ascii;
+        if (domain && *domain && !tm__domain_equal(tm__address_domain(m->to[i]), domain))
+            return TM_EADDRESS;
+    }
+    return TM_OK;
+}
 
 /* Scans in-memory content once: NUL bytes, 8-bit bytes. */
 static void scan_content(const unsigned char *p, size_t n, int *has_nul, int *has_8bit)
@@ -731,7 +551,7 @@ static void scan_content(const unsigned char *p, size_t n, int *has_nul, int *ha
     size_t i = 0;
     uint64_t hi = 0;
 
-    *has_nul = memchr(p, 0, n) != NULL;
+    *has_nul = n > 0 && memchr(p, 0, n) != NULL;
     for (; i + 8 <= n; i += 8) {
         uint64_t w;
         memcpy(&w, p + i, 8);
@@ -742,577 +562,276 @@ static void scan_content(const unsigned char *p, size_t n, int *has_nul, int *ha
     *has_8bit = (hi & 0x8080808080808080ull) != 0;
 }
 
-static void rcpt_set(tm_rcpt_status *r, int result, const tm_reply *reply)
+/*
+ * Sends the message over the ready connection in as many transactions as
+ * it takes: at most TM_TXN_RCPT_MAX recipients each, and the recipients a
+ * server put off with 452 in the next.  Returns the error of the last
+ * transaction that failed (TM_OK if none); *unsent says whether nothing
+ * can have reached the server (another MX may then be tried).
+ */
+static int send_transactions(tm_session *s, const tm_message *m, int utf8, int has_8bit,
+                             tm_outcome *o, int *unsent)
 {
-    r->result = result;
-    if (reply && reply->code) {
-        const char *nl = strchr(reply->text, '\n');
-        size_t len = nl ? (size_t)(nl - reply->text) : reply->text_len;
-        r->code = reply->code;
-        tm_strlcpy(r->enhanced_code, reply->enhanced, sizeof r->enhanced_code);
-        tm_strlcpyn(r->message, sizeof r->message, reply->text, len);
-    }
-}
+    tm_client *c = &s->client;
+    tm_txn *t = &s->txn;
+    size_t next = 0, ncarry = 0, i, carry[TM_TXN_RCPT_MAX];
+    int rc = TM_OK;
 
-/* Sets every recipient still pending (result NONE) or accepted (accepted[i])
- * to result. */
-static void rcpt_set_pending(tm_delivery_status *st, const unsigned char *accepted, int result,
-                             const tm_reply *reply, int only_accepted)
-{
-    unsigned int i;
-    for (i = 0; i < st->rcpt_count; i++) {
-        if (only_accepted ? accepted[i] : st->rcpt[i].result == TM_RESULT_NONE)
-            rcpt_set(&st->rcpt[i], result, reply);
-    }
-}
+    *unsent = 1;
+    while (next < m->to_count || ncarry > 0) {
+        tm_source src;
+        tm_want w;
+        int op;
 
-/* Streams the content through the encoder.  TM_OK once the end of data has
- * been written completely. */
-static int send_content(tm_session *s, const tm_message *m, int quit)
-{
-    int64_t block = s->ctx->to.data_block;
-    const unsigned char *in = m->data;
-    size_t left = m->read ? 0 : m->size;
-    int eof = m->read == NULL;
-    tm_body body;
-    int rc;
-
-    tm_body_init(&body);
-    for (;;) {
-        size_t consumed, produced;
-
-        if (left == 0 && !eof) {
-            long n = m->read(m->read_arg, s->ibuf, sizeof s->ibuf);
-            if (n < 0)
-                return TM_EREAD;
-            if (n == 0)
-                eof = 1;
-            in = s->ibuf;
-            left = (size_t)(n > (long)sizeof s->ibuf ? (long)sizeof s->ibuf : n);
+        t->nto = 0;
+        for (i = 0; i < ncarry; i++, t->nto++) {
+            t->idx[t->nto] = carry[i];
+            t->to[t->nto] = m->to[carry[i]];
         }
-        if (left == 0 && eof)
+        for (; next < m->to_count && t->nto < TM_TXN_RCPT_MAX; next++, t->nto++) {
+            t->idx[t->nto] = next;
+            t->to[t->nto] = m->to[next];
+        }
+        ncarry = 0;
+        t->from = m->from;
+        t->data = m->read ? NULL : m->data;
+        t->size = m->read ? 0 : m->size;
+        t->has_8bit = has_8bit;
+        t->utf8 = utf8;
+        t->quit_after = s->quit_last && next == m->to_count;
+        t->out = o;
+        memset(&src, 0, sizeof src);
+        src.data = t->data;
+        src.size = t->size;
+        src.read = m->read;
+        src.arg = m->read_arg;
+        s->drive.src = &src;
+
+        tm__client_mail(c, t);
+        tm__outcome_txn(o);
+        w = run(s);
+        s->drive.src = NULL;
+        op = tm__client_op_result(c);
+        if (c->error != TM_OK)
+            rc = c->error;
+        if (c->content_mark)
+            *unsent = 0;
+        /* The engine recorded everyone but the recipients put off. */
+        for (i = 0; i < t->nto; i++)
+            if (t->state[i] == TM_R_CARRY)
+                carry[ncarry++] = t->idx[i];
+        if (w == TM_WANT_FAILED || op == TM_OP_CLOSING || !tm__client_usable(c)) {
+            if (op == TM_OP_CLOSING && rc == TM_OK)
+                rc = TM_EREJECTED;
+            if (w == TM_WANT_FAILED && (c->error == TM_EUNCERTAIN || c->error == TM_ECONTENT ||
+                                        c->error == TM_EREAD))
+                *unsent = 0;
             break;
-        rc = tm_body_encode(&body, in, left, &consumed, s->wbuf + s->wlen, sizeof s->wbuf - s->wlen,
-                            &produced);
-        s->wlen += produced;
-        in += consumed;
-        left -= consumed;
-        if (rc != TM_OK)
-            return rc;
-        /* Room kept for the end of data and a pipelined QUIT. */
-        if (sizeof s->wbuf - s->wlen < 4 + TM_BODY_FINISH_MAX + sizeof "QUIT\r\n") {
-            rc = flush(s, (unsigned int)block);
-            if (rc != TM_OK)
-                return rc;
         }
+        /* A streamed message cannot be read twice. */
+        if (m->read && (ncarry > 0 || next < m->to_count))
+            break;
     }
-    s->wlen += tm_body_finish(&body, s->wbuf + s->wlen);
-    if (quit && queue_cmd(s, "QUIT", NULL, NULL) == TM_OK)
-        s->quit_sent = 1;
-    return flush(s, (unsigned int)block);
-}
-
-static int check_message(const tm_session *s, const tm_message *m, int *utf8)
-{
-    size_t i;
-    int non_ascii = 0;
-
-    *utf8 = 0;
-    if (m->version > TM_MESSAGE_VERSION || !m->from || !m->to || m->to_count == 0)
-        return TM_EINVAL;
-    if (m->to_count > TM_MAX_RECIPIENTS)
-        return TM_ETOOMANY;
-    if (!m->read && !m->data && m->size > 0)
-        return TM_EINVAL;
-    if (tm_address_check(m->from, 1, &non_ascii) != TM_OK)
-        return TM_EADDRESS;
-    *utf8 |= non_ascii;
-    for (i = 0; i < m->to_count; i++) {
-        if (!m->to[i] || tm_address_check(m->to[i], 0, &non_ascii) != TM_OK)
-            return TM_EADDRESS;
-        *utf8 |= non_ascii;
-        if (s && s->domain[0] && !tm_domain_equal(tm_address_domain(m->to[i]), s->domain))
-            return TM_EADDRESS;
-    }
-    return TM_OK;
-}
-
-static int reset_transaction(tm_session *s)
-{
-    int rc = command(s, "RSET", NULL, s->ctx->to.ehlo);
-    if (rc != TM_OK || s->reply.code / 100 != 2) {
+    /* Recipients that no transaction took: not delivered. */
+    for (i = 0; i < ncarry; i++)
+        tm__outcome_set(o, carry[i], TM_RESULT_DEFERRED, NULL);
+    for (; next < m->to_count; next++)
+        tm__outcome_set(o, next, TM_RESULT_DEFERRED, NULL);
+    if (!tm__client_usable(c)) {
         drop_connection(s);
         s->state = S_BROKEN;
-        return rc != TM_OK ? rc : TM_EPROTOCOL;
     }
-    return TM_OK;
-}
-
-/* A connection-level failure inside a transaction. */
-static int broken(tm_session *s, int rc)
-{
-    drop_connection(s);
-    s->state = S_BROKEN;
     return rc;
 }
 
-/* Fills st for a message that the session cannot take at all. */
-static int refuse(tm_delivery_status *st, const tm_message *m, int rc, int result, int64_t start,
-                  const char *why)
+/* The sending domain of a message: explicit, else the sender's domain. */
+static const char *sending_domain(const tm_message *m)
+{
+    if (m->sending_domain)
+        return m->sending_domain;
+    return m->from ? tm__address_domain(m->from) : NULL;
+}
+
+/* A message refused before anything was sent: every recipient gets
+ * `result`.  Returns rc. */
+static int refuse(tm_delivery_status *st, tm_outcome *o, const tm_message *m, int rc, int result,
+                  int64_t start, const char *why)
 {
     size_t i;
 
-    if (m && m->to && m->to_count <= TM_MAX_RECIPIENTS) {
-        st->rcpt_count = (unsigned int)m->to_count;
-        for (i = 0; i < m->to_count; i++) {
-            if (m->to[i])
-                tm_strlcpy(st->rcpt[i].address, m->to[i], sizeof st->rcpt[i].address);
-            st->rcpt[i].result = result;
-        }
+    if (m && m->to && o) {
+        tm__outcome_begin(o, m->to, m->to_count);
+        for (i = 0; i < m->to_count; i++)
+            tm__outcome_set(o, i, result, NULL);
     }
-    st->result = result;
+    tm__status_set_result(st, result);
     if (why)
-        tm_status_describe(st, "%s", why);
-    finish_status(st, start, rc);
+        tm__status_describe(st, "%s", why);
+    tm__status_finish(st, rc, start);
     return rc;
 }
 
-/*
- * BDAT (RFC 3030) behind the pipelined envelope: MAIL, RCPT... and
- * "BDAT n LAST" with the content go in one write, so a message costs one
- * round trip.  Used when the whole encoded message fits in the write buffer
- * after the queued commands; returns 1 when staged, 0 to use DATA.
- */
-static int stage_bdat(tm_session *s, const tm_message *m)
-{
-    const size_t reserve = 32;
-    size_t cmd_len = s->wlen, data_pos = cmd_len + reserve, consumed = 0, produced = 0;
-    char hdr[32];
-    tm_body body;
-    int hl;
-
-    if (data_pos + 64 >= sizeof s->wbuf || m->size > sizeof s->wbuf)
-        return 0;
-    tm_body_init(&body);
-    body.raw = 1;
-    if (tm_body_encode(&body, m->data, m->size, &consumed, s->wbuf + data_pos,
-                       sizeof s->wbuf - data_pos - TM_BODY_FINISH_MAX, &produced) != TM_OK ||
-        consumed != m->size)
-        return 0;
-    produced += tm_body_finish(&body, s->wbuf + data_pos + produced);
-    hl = snprintf(hdr, sizeof hdr, "BDAT %zu LAST\r\n", produced);
-    memcpy(s->wbuf + cmd_len, hdr, (size_t)hl);
-    memmove(s->wbuf + cmd_len + hl, s->wbuf + data_pos, produced);
-    s->wlen = cmd_len + (size_t)hl + produced;
-    tm_log(s->ctx, TM_LOG_DEBUG, "C: BDAT %zu LAST (+ content)", produced);
-    return 1;
-}
-
-static int send_message(tm_session *s, const tm_message *m, tm_delivery_status *st, int utf8)
-{
-    char params[96];
-    unsigned char accepted[TM_MAX_RECIPIENTS];
-    int pipelining = (s->caps.flags & TM_CAP_PIPELINING) != 0;
-    int has_nul = 0, has_8bit = 0, naccepted = 0, bdat = 0, rc;
-    size_t i;
-    char size_s[32] = "";
-
-    memset(accepted, 0, sizeof accepted);
-    s->failover_ok = 0;
-    if (!m->read)
-        scan_content(m->data, m->size, &has_nul, &has_8bit);
-    if (has_nul) {
-        tm_status_describe(st, "message content contains a NUL byte");
-        return TM_ECONTENT;
-    }
-    if (utf8 && !(s->caps.flags & TM_CAP_SMTPUTF8)) {
-        tm_strlcpy(st->enhanced_code, "5.6.7", sizeof st->enhanced_code);
-        tm_status_describe(st, "non-ASCII address, but %s does not offer SMTPUTF8", s->host);
-        return TM_EUTF8;
-    }
-    if ((s->caps.flags & TM_CAP_SIZE) && !m->read) {
-        if (s->caps.size_limit && m->size > s->caps.size_limit) {
-            tm_strlcpy(st->enhanced_code, "5.3.4", sizeof st->enhanced_code);
-            tm_status_describe(st, "message of %zu bytes exceeds the %lu byte limit of %s", m->size,
-                               s->caps.size_limit, s->host);
-            return TM_EREJECTED;
-        }
-        snprintf(size_s, sizeof size_s, " SIZE=%zu", m->size);
-    }
-    snprintf(params, sizeof params, ">%s%s%s", size_s,
-             (has_8bit || m->read) && (s->caps.flags & TM_CAP_8BITMIME) ? " BODY=8BITMIME" : "",
-             utf8 ? " SMTPUTF8" : "");
-    st->utf8 = utf8;
-
-    /* The envelope: with PIPELINING in one write (RFC 2920), else one by one. */
-    rc = queue_cmd(s, "MAIL FROM:<", m->from, params);
-    if (rc == TM_OK && !pipelining)
-        rc = flush(s, s->ctx->to.mail);
-    if (rc == TM_OK && !pipelining)
-        rc = read_reply(s, s->ctx->to.mail);
-    if (rc != TM_OK)
-        goto conn_failed;
-    if (!pipelining && s->reply.code / 100 != 2)
-        goto mail_refused;
-    for (i = 0; i < m->to_count; i++) {
-        rc = queue_cmd(s, "RCPT TO:<", m->to[i], ">");
-        if (rc == TM_OK && !pipelining)
-            rc = flush(s, s->ctx->to.rcpt);
-        if (rc == TM_OK && !pipelining)
-            rc = read_reply(s, s->ctx->to.rcpt);
-        if (rc != TM_OK)
-            goto conn_failed;
-        if (!pipelining) {
-            if (s->reply.code == 421)
-                goto closing;
-            if (s->reply.code / 100 == 2) {
-                accepted[i] = 1;
-                naccepted++;
-            }
-            rcpt_set(&st->rcpt[i], s->reply.code / 100 == 2 ? TM_RESULT_NONE
-                                                           : tm_result_of_code(s->reply.code),
-                     &s->reply);
-        }
-    }
-    if (!pipelining && naccepted == 0) {
-        tm_status_set_reply(st, &s->reply);
-        rc = reset_transaction(s);
-        return rc == TM_OK ? TM_EREJECTED : rc;
-    }
-    if (pipelining && (s->caps.flags & TM_CAP_CHUNKING) && !m->read)
-        bdat = stage_bdat(s, m);
-    if (bdat && s->quit_last && queue_cmd(s, "QUIT", NULL, NULL) == TM_OK)
-        s->quit_sent = 1;
-    rc = bdat ? TM_OK : queue_cmd(s, "DATA", NULL, NULL);
-    if (rc == TM_OK)
-        rc = flush(s, bdat ? s->ctx->to.data_block : pipelining ? s->ctx->to.mail : s->ctx->to.data);
-    if (rc != TM_OK)
-        goto conn_failed;
-
-    if (pipelining) {
-        int mail_ok;
-        rc = read_reply(s, s->ctx->to.mail);
-        if (rc != TM_OK)
-            {
-            if (bdat)
-                goto content_sent;
-            goto conn_failed;
-        }
-        if (s->reply.code == 421)
-            goto closing;
-        mail_ok = s->reply.code / 100 == 2;
-        if (!mail_ok) {
-            rcpt_set_pending(st, accepted, tm_result_of_code(s->reply.code), &s->reply, 0);
-            tm_status_set_reply(st, &s->reply);
-        }
-        for (i = 0; i < m->to_count; i++) {
-            rc = read_reply(s, s->ctx->to.rcpt);
-            if (rc != TM_OK && bdat)
-                goto content_sent;
-            if (rc != TM_OK)
-                goto conn_failed;
-            if (s->reply.code == 421)
-                goto closing;
-            if (!mail_ok)
-                continue;
-            if (s->reply.code / 100 == 2) {
-                accepted[i] = 1;
-                naccepted++;
-            } else {
-                rcpt_set(&st->rcpt[i], tm_result_of_code(s->reply.code), &s->reply);
-            }
-        }
-        if (mail_ok && naccepted == 0)
-            tm_status_set_reply(st, &s->reply);
-    }
-    if (bdat) {
-        rc = read_reply(s, s->ctx->to.data_end);
-        if (rc != TM_OK)
-            goto content_sent;
-        if (s->reply.code == 421)
-            goto closing;
-        if (naccepted > 0) {
-            tm_status_set_reply(st, &s->reply);
-            rcpt_set_pending(st, accepted, tm_result_of_code(s->reply.code), &s->reply, 1);
-        }
-        if (s->quit_sent) {
-            int code = s->reply.code;
-            finish_pipelined_quit(s);
-            return naccepted > 0 && code / 100 == 2 ? TM_OK : TM_EREJECTED;
-        }
-        if (naccepted > 0 && s->reply.code / 100 == 2)
-            return TM_OK;
-        rc = reset_transaction(s);
-        return rc == TM_OK ? TM_EREJECTED : rc;
-    }
-    rc = read_reply(s, s->ctx->to.data);
-    if (rc != TM_OK)
-        goto conn_failed;
-    if (s->reply.code == 421)
-        goto closing;
-    if (s->reply.code != 354) {
-        int cls = s->reply.code / 100;
-        if (naccepted > 0) {
-            /* Only 4xx/5xx refuse DATA; anything else (a 2xx) is a server
-             * out of step: nothing was sent, nothing delivered. */
-            rcpt_set_pending(st, accepted, cls == 5 ? TM_RESULT_BOUNCED : TM_RESULT_DEFERRED,
-                             &s->reply, 1);
-            tm_status_set_reply(st, &s->reply);
-        }
-        if (cls != 4 && cls != 5) {
-            tm_status_describe(st, "unexpected reply %d to DATA from %s", s->reply.code, s->host);
-            return broken(s, TM_EPROTOCOL);
-        }
-        rc = reset_transaction(s);
-        return rc == TM_OK ? TM_EREJECTED : rc;
-    }
-    if (naccepted == 0) {
-        /* 354 with no recipient (RFC 2920 3.1): end the empty transaction. */
-        rc = queue_cmd(s, ".", NULL, NULL);
-        if (rc == TM_OK)
-            rc = flush(s, s->ctx->to.data_block);
-        if (rc == TM_OK)
-            rc = read_reply(s, s->ctx->to.data_end);
-        if (rc != TM_OK)
-            return broken(s, rc);
-        return TM_EREJECTED;
-    }
-
-    rc = send_content(s, m, s->quit_last && pipelining);
-    if (rc != TM_OK) {
-        const char *why = rc == TM_ECONTENT ? "message content contains a NUL byte"
-                          : rc == TM_EREAD  ? "reading the message failed"
-                                            : "connection lost while sending the content";
-        /* There is no way to abort DATA but to drop the connection: the
-         * server then discards the partial message. */
-        int res = rc == TM_ECONTENT ? TM_RESULT_BOUNCED : TM_RESULT_DEFERRED;
-        rcpt_set_pending(st, accepted, res, NULL, 1);
-        tm_status_describe(st, "%s", why);
-        return broken(s, rc);
-    }
-    rc = read_reply(s, s->ctx->to.data_end);
-    if (rc != TM_OK) {
-content_sent:
-        /* The whole message went out: whoever was (or may have been)
-         * accepted may have it. */
-        rcpt_set_pending(st, accepted, TM_RESULT_UNCERTAIN, NULL, 0);
-        rcpt_set_pending(st, accepted, TM_RESULT_UNCERTAIN, NULL, 1);
-        tm_status_describe(st, "no reply to the end of data from %s (%s): the message may have "
-                               "been delivered",
-                           s->host, tm_strerror(rc));
-        broken(s, rc);
-        return TM_EUNCERTAIN;
-    }
-    tm_status_set_reply(st, &s->reply);
-    rcpt_set_pending(st, accepted, tm_result_of_code(s->reply.code), &s->reply, 1);
-    rc = s->reply.code / 100 == 2 ? TM_OK : TM_EREJECTED;
-    if (s->reply.code == 421)
-        broken(s, TM_ECLOSED);
-    else if (s->quit_sent)
-        finish_pipelined_quit(s);
-    return rc;
-
-mail_refused:
-    tm_status_set_reply(st, &s->reply);
-    rcpt_set_pending(st, accepted, tm_result_of_code(s->reply.code), &s->reply, 0);
-    if (s->reply.code == 421)
-        return broken(s, TM_EREJECTED);
-    rc = reset_transaction(s);
-    return rc == TM_OK ? TM_EREJECTED : rc;
-
-closing:
-    /* 421: the server is going away; nothing was delivered. */
-    tm_status_set_reply(st, &s->reply);
-    rcpt_set_pending(st, accepted, TM_RESULT_DEFERRED, &s->reply, 0);
-    rcpt_set_pending(st, accepted, TM_RESULT_DEFERRED, &s->reply, 1);
-    s->failover_ok = 1;
-    return broken(s, TM_EREJECTED);
-
-conn_failed:
-    rcpt_set_pending(st, accepted, TM_RESULT_DEFERRED, NULL, 0);
-    rcpt_set_pending(st, accepted, TM_RESULT_DEFERRED, NULL, 1);
-    tm_status_describe(st, "%s during the envelope with %s", tm_strerror(rc), s->host);
-    s->failover_ok = rc != TM_ENOMEM;
-    return broken(s, rc);
-}
-
-/* The whole message's class from the recipients' (see the header). */
-static int overall(tm_delivery_status *st, int rc)
-{
-    unsigned int i, delivered = 0, deferred = 0, uncertain = 0;
-
-    for (i = 0; i < st->rcpt_count; i++) {
-        if (st->rcpt[i].result == TM_RESULT_NONE)
-            st->rcpt[i].result = TM_RESULT_DEFERRED;
-        delivered += st->rcpt[i].result == TM_RESULT_DELIVERED;
-        deferred += st->rcpt[i].result == TM_RESULT_DEFERRED;
-        uncertain += st->rcpt[i].result == TM_RESULT_UNCERTAIN;
-    }
-    if (delivered == st->rcpt_count && rc == TM_OK) {
-        st->result = TM_RESULT_DELIVERED;
-        return TM_OK;
-    }
-    if (delivered == st->rcpt_count) {
-        /* Cannot happen: never claim more than we know, never bounce. */
-        st->result = TM_RESULT_DEFERRED;
-        return rc == TM_OK ? TM_EPROTOCOL : rc;
-    }
-    st->result = uncertain ? TM_RESULT_UNCERTAIN : deferred ? TM_RESULT_DEFERRED : TM_RESULT_BOUNCED;
-    if (delivered > 0)
-        return TM_EPARTIAL;
-    return rc == TM_OK ? TM_EREJECTED : rc;
-}
-
-static int do_send(tm_session *s, const tm_message *m, tm_delivery_status *st, int64_t start,
-                   const tm_resolved *pre)
+/* One message over a ready session.  pre: the policy already resolved
+ * (tm_deliver), or NULL to resolve it for this message's sending domain. */
+static int do_send(tm_session *s, const tm_message *m, tm_delivery_status *st, tm_outcome *o,
+                   int64_t start, const tm_resolved *pre, int *unsent)
 {
     tm_resolved r;
-    int utf8, rc;
-    size_t i;
+    int utf8, has_nul = 0, has_8bit = 0, rc;
 
-    rc = check_message(s, m, &utf8);
+    *unsent = 1;
+    rc = check_message(m, s->domain, &utf8);
     if (rc != TM_OK)
-        return refuse(st, m, rc, TM_RESULT_BOUNCED, start,
+        return refuse(st, o, m, rc, TM_RESULT_BOUNCED, start,
                       rc == TM_EADDRESS ? "invalid envelope address, or a recipient outside "
                                           "the session's domain"
                                         : NULL);
-    if (s->state != S_READY) {
-        fill_connection(s, st);
-        return refuse(st, m, TM_ESTATE, TM_RESULT_DEFERRED, start,
+    status_connection(s, st);
+    if (s->state != S_READY)
+        return refuse(st, o, m, TM_ESTATE, TM_RESULT_DEFERRED, start,
                       "the session has no usable connection");
-    }
-    fill_connection(s, st);
     /* One resolution per message: its sending domain may ask for more than
      * the session was opened with. */
     if (!pre) {
-        tm_settings_resolve(s->ctx, &s->msg_policy, sending_domain(m),
-                            s->domain[0] ? s->domain : NULL, &r);
+        tm__settings_resolve(s->ctx, &s->msg_policy, sending_domain(m),
+                             s->domain[0] ? s->domain : NULL, &r);
         pre = &r;
     }
-    set_policy_status(st, pre);
+    tm__status_set_policy(st, pre);
     if (pre->policy.require_tls &&
-        (!s->conn.tls_active || (!s->cert_verified && !pre->policy.skip_verify)))
-        return refuse(st, m, TM_ETLSREQUIRED, TM_RESULT_DEFERRED, start,
-                      s->conn.tls_active ? "verified TLS required, but the session's certificate "
-                                           "did not verify"
-                                         : "TLS required, but the session is not over TLS");
+        (!s->tls_active || (!s->cert_verified && !pre->policy.skip_verify)))
+        return refuse(st, o, m, TM_ETLSREQUIRED, TM_RESULT_DEFERRED, start,
+                      s->tls_active ? "verified TLS required, but the session's certificate "
+                                      "did not verify"
+                                    : "TLS required, but the session is not over TLS");
+    if (!m->read)
+        scan_content(m->data, m->size, &has_nul, &has_8bit);
+    if (has_nul)
+        return refuse(st, o, m, TM_ECONTENT, TM_RESULT_BOUNCED, start,
+                      "message content contains a NUL byte");
 
-    st->rcpt_count = (unsigned int)m->to_count;
-    for (i = 0; i < m->to_count; i++)
-        tm_strlcpy(st->rcpt[i].address, m->to[i], sizeof st->rcpt[i].address);
-    rc = send_message(s, m, st, utf8);
-    if (rc == TM_ECONTENT || rc == TM_EUTF8 ||
-        (rc == TM_EREJECTED && st->enhanced_code[0] == '5' && !st->code)) {
-        for (i = 0; i < m->to_count; i++)
-            if (st->rcpt[i].result == TM_RESULT_NONE)
-                st->rcpt[i].result = TM_RESULT_BOUNCED;
-    }
-    rc = overall(st, rc);
-    finish_status(st, start, rc);
+    /* Nothing of an earlier attempt (another MX) stays in the status. */
+    tm__status_set_reply(st, NULL);
+    tm__status_describe(st, NULL);
+    tm__outcome_begin(o, m->to, m->to_count);
+    rc = send_transactions(s, m, utf8, has_8bit, o, unsent);
+    rc = tm__outcome_result(o, rc);
+    tm__status_finish(st, rc, start);
     return rc;
 }
 
-TM_EXTERN int tm_send(tm_session *s, const tm_message *m, tm_delivery_status *st)
+static void outcome_of(tm_outcome *o, tm_delivery_status *st, const tm_message *m)
 {
-    int64_t start = tm_now_ms();
+    o->st = st;
+    o->rcpt = m->rcpt_status;
+    o->cap = m->rcpt_status_cap;
+}
 
-    if (!st)
+TM_EXTERN int tm_send(tm_session *s, const tm_message *msg, tm_delivery_status *st)
+{
+    int64_t start = tm__now_ms();
+    tm_message m;
+    tm_outcome o;
+    int unsent;
+
+    if (!st || tm__status_reset(st) != TM_OK)
         return TM_EINVAL;
-    tm_status_init(st);
-    if (!s || !m)
-        return refuse(st, NULL, TM_EINVAL, TM_RESULT_BOUNCED, start, NULL);
-    return do_send(s, m, st, start, NULL);
+    if (!s || tm__message_copy(&m, msg) != TM_OK)
+        return refuse(st, NULL, NULL, TM_EINVAL, TM_RESULT_BOUNCED, start, NULL);
+    outcome_of(&o, st, &m);
+    return do_send(s, &m, st, &o, start, NULL, &unsent);
 }
 
 TM_EXTERN void tm_session_close(tm_session *s)
 {
     if (!s)
         return;
-    if (s->state == S_READY)
+    if (s->state == S_READY && tm__client_usable(&s->client))
         quit_and_drop(s);
     else
         drop_connection(s);
-    tm_tls_free(s->tls);
-    tm_free(s);
+    tm__tls_free(s->tls);
+    tm__free(s);
 }
 
-/* ---- one-shot ------------------------------------------------------------- */
+/* ---- one-shot ------------------------------------------------------------------ */
 
-TM_EXTERN int tm_deliver(tm_context *ctx, const tm_message *m, const tm_policy *policy,
+TM_EXTERN int tm_deliver(tm_context *ctx, const tm_message *msg, const tm_policy *policy,
                          const tm_session_options *o, tm_delivery_status *st)
 {
-    int64_t start = tm_now_ms();
+    int64_t start = tm__now_ms();
     tm_session *s = NULL;
+    tm_message m;
+    tm_outcome out;
     const char *domain;
-    int utf8, rc;
+    int utf8, rc, unsent = 1;
     size_t i;
 
-    if (!st)
+    if (!st || tm__status_reset(st) != TM_OK)
         return TM_EINVAL;
-    tm_status_init(st);
-    if (!ctx || !m || (policy && policy->version > TM_POLICY_VERSION))
-        return refuse(st, m, TM_EINVAL, TM_RESULT_BOUNCED, start, NULL);
-    rc = check_message(NULL, m, &utf8);
+    if (!ctx || tm__message_copy(&m, msg) != TM_OK || tm__policy_check(policy) != TM_OK)
+        return refuse(st, NULL, NULL, TM_EINVAL, TM_RESULT_BOUNCED, start, NULL);
+    outcome_of(&out, st, &m);
+    rc = check_message(&m, NULL, &utf8);
     if (rc != TM_OK)
-        return refuse(st, m, rc, TM_RESULT_BOUNCED, start, "invalid envelope address");
-    domain = tm_address_domain(m->to[0]);
-    for (i = 1; i < m->to_count; i++) {
-        if (!tm_domain_equal(tm_address_domain(m->to[i]), domain))
-            return refuse(st, m, TM_EADDRESS, TM_RESULT_BOUNCED, start,
+        return refuse(st, &out, &m, rc, TM_RESULT_BOUNCED, start,
+                      rc == TM_EADDRESS ? "invalid envelope address" : NULL);
+    domain = tm__address_domain(m.to[0]);
+    for (i = 1; i < m.to_count; i++)
+        if (!tm__domain_equal(tm__address_domain(m.to[i]), domain))
+            return refuse(st, &out, &m, TM_EADDRESS, TM_RESULT_BOUNCED, start,
                           "all recipients of one delivery must share a domain");
-    }
 
-    rc = session_new(&s, ctx, domain, o, st);
-    if (rc == TM_OK) {
-        s->policy_applied = 1;
-        if (policy)
-            s->msg_policy = *policy;
-        tm_settings_resolve(ctx, policy, sending_domain(m), domain, &s->resolved);
-        s->policy = s->resolved.policy;
-        set_policy_status(st, &s->resolved);
-        rc = connect_walk(s, st);
+    rc = session_new(&s, ctx, domain, o, tm__deadline(ctx->to.delivery));
+    if (rc != TM_OK)
+        return refuse(st, &out, &m, rc, rc == TM_EINVAL ? TM_RESULT_BOUNCED : TM_RESULT_DEFERRED,
+                      start, NULL);
+    s->policy_applied = 1;
+    if (policy)
+        s->msg_policy = *policy;
+    tm__settings_resolve(ctx, policy, sending_domain(&m), domain, &s->resolved);
+    tm__status_set_policy(st, &s->resolved);
+    rc = session_route(s, o, st);
+    if (rc != TM_OK) {
+        int result = rc == TM_ENODOMAIN || rc == TM_ENULLMX ? TM_RESULT_BOUNCED
+                                                              : TM_RESULT_DEFERRED;
+        tm_session_close(s);
+        tm__outcome_begin(&out, m.to, m.to_count);
+        for (i = 0; i < m.to_count; i++)
+            tm__outcome_set(&out, i, result, NULL);
+        tm__status_set_result(st, result);
+        tm__status_finish(st, rc, start);
+        return rc;
     }
-    while (rc == TM_OK) {
-        rc = apply_policy(s, st);
+    s->quit_last = 1;
+    for (;;) {
+        rc = connect_walk(s);
+        if (rc == TM_OK)
+            rc = apply_policy(s);
         if (rc != TM_OK)
             break;
-        s->quit_last = 1;
-        rc = do_send(s, m, st, start, &s->resolved);
-        /* Another MX only when nothing can have been delivered. */
-        if (rc == TM_OK || !s->failover_ok || s->mx_i + 1 >= s->nmx)
+        rc = do_send(s, &m, st, &out, start, &s->resolved, &unsent);
+        /* Another MX only when nothing can have been delivered and the
+         * connection, not the message, failed. */
+        if (rc == TM_OK || !unsent || st->rcpt_delivered || st->rcpt_uncertain ||
+            s->state != S_BROKEN || !tm__route_more_hosts(&s->route))
             break;
-        rc = next_mx(s, st);
+        tm__log(ctx, TM_LOG_INFO, "%s failed before the end of data: trying the next MX", s->host);
+        note_failure(s, rc, st->code ? &s->client.reply : NULL, "transaction failed with");
+        tm__route_next_host(&s->route);
     }
-    if (rc != TM_OK && st->result == TM_RESULT_NONE) {
-        /* No transaction was attempted: the status holds the last failure. */
-        char tls_error[TM_TEXT_MAX] = "";
-        int tls_failure = TM_TLS_FAILURE_NONE;
-        if (s) {
-            tm_strlcpy(tls_error, s->tls_error, sizeof tls_error);
-            tls_failure = s->tls_failure;
-        }
-        if (s)
-            fail_status(s, st, rc);
-        else
-            st->result = (rc == TM_EINVAL || rc == TM_ENODOMAIN || rc == TM_ENULLMX)
-                             ? TM_RESULT_BOUNCED
-                             : TM_RESULT_DEFERRED;
-        if (rc == TM_ETLSREQUIRED) {
-            st->tls_failure = tls_failure;
-            tm_strlcpy(st->tls_error, tls_error, sizeof st->tls_error);
-            tm_status_describe(st, "TLS required, but no MX host of %s gave %s: %s", domain,
-                               s->policy.skip_verify ? "TLS" : "verified TLS", tls_error);
-        }
-        st->rcpt_count = (unsigned int)m->to_count;
-        for (i = 0; i < m->to_count; i++) {
-            tm_strlcpy(st->rcpt[i].address, m->to[i], sizeof st->rcpt[i].address);
-            st->rcpt[i].result = st->result;
-        }
-        finish_status(st, start, rc);
+    if (rc != TM_OK && st->rcpt_count == 0) {
+        /* No transaction was attempted: the status holds the walk's last
+         * failure, and nobody got the message. */
+        status_failure(s, st, rc);
+        tm__outcome_begin(&out, m.to, m.to_count);
+        for (i = 0; i < m.to_count; i++)
+            tm__outcome_set(&out, i, TM_RESULT_DEFERRED, NULL);
+        tm__status_set_result(st, TM_RESULT_DEFERRED);
+    } else {
+        tm__status_set_host(st, s->host, s->address, s->route.port, s->route.attempts);
     }
-    if (s)
-        st->attempt_no = s->attempts;
-    st->session_seconds = (double)(tm_now_ms() - start) / 1000.0;
     tm_session_close(s);
+    tm__status_finish(st, rc, start);
     return rc;
 }

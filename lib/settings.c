@@ -34,7 +34,7 @@ static int normalise(const char *in, char *out, size_t size)
         out[i] = (char)((c >= 'A' && c <= 'Z') ? c + 32 : c);
     }
     out[len] = '\0';
-    return tm_name_check(out) == TM_OK && out[0] != '.' && !strstr(out, "..") ? TM_OK : TM_EINVAL;
+    return tm__name_check(out) == TM_OK && out[0] != '.' && !strstr(out, "..") ? TM_OK : TM_EINVAL;
 }
 
 static int compare(int recipient, const char *name, const tm_setting *e)
@@ -75,12 +75,12 @@ static int table_put(tm_setting **tab, size_t *n, size_t *cap, const tm_setting 
     pos = (size_t)(-at - 1);
     if (*n == *cap) {
         size_t ncap = *cap ? *cap * 2 : 8;
-        tm_setting *t = tm_calloc(ncap, sizeof *t);
+        tm_setting *t = tm__calloc(ncap, sizeof *t);
         if (!t)
             return TM_ENOMEM;
         if (*n)
             memcpy(t, *tab, *n * sizeof *t);
-        tm_free(*tab);
+        tm__free(*tab);
         *tab = t;
         *cap = ncap;
     }
@@ -98,7 +98,7 @@ static void table_remove(tm_setting *tab, size_t *n, size_t at)
 
 static int check_policy(const tm_policy *p)
 {
-    return p && p->version <= TM_POLICY_VERSION;
+    return p && tm__policy_check(p) == TM_OK;
 }
 
 static int put_locked(tm_context *ctx, const tm_setting *e)
@@ -193,7 +193,7 @@ TM_EXTERN int tm_recipient_floor_get(tm_context *ctx, const char *domain, int *f
     return TM_OK;
 }
 
-void tm_settings_resolve(tm_context *ctx, const tm_policy *message, const char *sending_domain,
+void tm__settings_resolve(tm_context *ctx, const tm_policy *message, const char *sending_domain,
                          const char *recipient_domain, tm_resolved *out)
 {
     char sname[TM_HOST_MAX], rname[TM_HOST_MAX];
@@ -211,12 +211,12 @@ void tm_settings_resolve(tm_context *ctx, const tm_policy *message, const char *
     if (have_r && (at = find(ctx->settings, ctx->nsettings, 1, rname)) >= 0)
         floor = ctx->settings[at].floor;
     pthread_rwlock_unlock(&ctx->settings_lock);
-    tm_policy_resolve(message, have_domain ? &domain : NULL, floor, out);
+    tm__policy_resolve(message, have_domain ? &domain : NULL, floor, out);
 }
 
-void tm_settings_free(tm_context *ctx)
+void tm__settings_free(tm_context *ctx)
 {
-    tm_free(ctx->settings);
+    tm__free(ctx->settings);
     ctx->settings = NULL;
     ctx->nsettings = ctx->capsettings = 0;
 }
@@ -305,7 +305,8 @@ static int parse_line(char *line, tm_setting *e, int *have)
         return TM_OK;
     domain = strtok_r(NULL, " \t\r", &save);
     memset(e, 0, sizeof *e);
-    tm_policy_init(&e->policy);
+    memset(&e->policy, 0, sizeof e->policy);
+    e->policy.version = TM_POLICY_VERSION;
     if (strcmp(kind, "sending") == 0)
         e->recipient = 0;
     else if (strcmp(kind, "recipient") == 0)
@@ -347,7 +348,7 @@ static int parse_line(char *line, tm_setting *e, int *have)
     return TM_OK;
 }
 
-int tm_settings_parse(const char *text, size_t len, tm_setting **tab, size_t *n, size_t *cap,
+int tm__settings_parse(const char *text, size_t len, tm_setting **tab, size_t *n, size_t *cap,
                       int *error_line)
 {
     size_t pos = 0;
@@ -415,7 +416,7 @@ TM_EXTERN int tm_settings_load(tm_context *ctx, const char *path, int replace, i
             rc = TM_EIO;
             break;
         }
-        t = tm_calloc(1, len + got + 1);
+        t = tm__calloc(1, len + got + 1);
         if (!t) {
             rc = TM_ENOMEM;
             break;
@@ -423,7 +424,7 @@ TM_EXTERN int tm_settings_load(tm_context *ctx, const char *path, int replace, i
         if (len)
             memcpy(t, text, len);
         memcpy(t + len, chunk, got);
-        tm_free(text);
+        tm__free(text);
         text = t;
         len += got;
     }
@@ -431,18 +432,18 @@ TM_EXTERN int tm_settings_load(tm_context *ctx, const char *path, int replace, i
         rc = TM_EIO;
     fclose(f);
     if (rc == TM_OK)
-        rc = tm_settings_parse(text ? text : "", len, &tab, &n, &cap, &line);
-    tm_free(text);
+        rc = tm__settings_parse(text ? text : "", len, &tab, &n, &cap, &line);
+    tm__free(text);
     if (rc != TM_OK) {
         if (error_line)
             *error_line = line;
-        tm_free(tab);
+        tm__free(tab);
         return rc;
     }
 
     pthread_rwlock_wrlock(&ctx->settings_lock);
     if (replace) {
-        tm_free(ctx->settings);
+        tm__free(ctx->settings);
         ctx->settings = tab;
         ctx->nsettings = n;
         ctx->capsettings = cap;
@@ -452,7 +453,7 @@ TM_EXTERN int tm_settings_load(tm_context *ctx, const char *path, int replace, i
             rc = table_put(&ctx->settings, &ctx->nsettings, &ctx->capsettings, &tab[i]);
     }
     pthread_rwlock_unlock(&ctx->settings_lock);
-    tm_free(tab);
+    tm__free(tab);
     return rc;
 }
 
@@ -468,8 +469,8 @@ TM_EXTERN int tm_settings_save(tm_context *ctx, const char *path)
     /* Snapshot under the lock, write without it. */
     for (;;) {
         need = tm_settings_list(ctx, NULL, 0);
-        tm_free(text);
-        text = tm_calloc(1, (size_t)need + 64);
+        tm__free(text);
+        text = tm__calloc(1, (size_t)need + 64);
         if (!text)
             return TM_ENOMEM;
         if (tm_settings_list(ctx, text, (size_t)need + 64) < need + 64)
@@ -478,14 +479,14 @@ TM_EXTERN int tm_settings_save(tm_context *ctx, const char *path)
     snprintf(tmp, sizeof tmp, "%s.XXXXXX", path);
     fd = mkstemp(tmp);
     if (fd < 0) {
-        tm_free(text);
+        tm__free(text);
         return TM_EIO;
     }
     f = fdopen(fd, "w");
     if (!f) {
         close(fd);
         unlink(tmp);
-        tm_free(text);
+        tm__free(text);
         return TM_EIO;
     }
     if (fputs("# libtlsmail connection settings\n", f) < 0 || fputs(text, f) < 0)
@@ -498,32 +499,6 @@ TM_EXTERN int tm_settings_save(tm_context *ctx, const char *path)
         rc = TM_EIO;
     if (rc != TM_OK)
         unlink(tmp);
-    tm_free(text);
+    tm__free(text);
     return rc;
-}
-
-TM_EXTERN const char *tm_policy_source_name(int source)
-{
-    switch (source) {
-    case TM_SOURCE_MESSAGE:
-        return "message";
-    case TM_SOURCE_SENDING_DOMAIN:
-        return "sending-domain";
-    case TM_SOURCE_RECIPIENT_FLOOR:
-        return "recipient-floor";
-    default:
-        return "default";
-    }
-}
-
-TM_EXTERN const char *tm_floor_name(int floor)
-{
-    switch (floor) {
-    case TM_FLOOR_TLS:
-        return "tls";
-    case TM_FLOOR_VERIFIED:
-        return "verified";
-    default:
-        return "none";
-    }
 }

@@ -29,7 +29,9 @@ static unsigned char lower(unsigned char c)
  * Replies
  * ---------------------------------------------------------------------- */
 
-void tm_reply_reset(tm_reply *r)
+static void cap_line(tm_caps *caps, const char *line, size_t len);
+
+void tm__reply_reset(tm_reply *r)
 {
     if (r == NULL)
         return;
@@ -38,6 +40,8 @@ void tm_reply_reset(tm_reply *r)
     r->text[0] = '\0';
     r->text_len = 0;
     r->lines = 0;
+    r->caps.flags = 0;
+    r->caps.size_limit = 0;
 }
 
 /* "1" to "999": one to three digits, as RFC 3463's subject and detail. */
@@ -123,12 +127,14 @@ static int parse_line(tm_reply *r, const char *line, size_t len)
     len -= len > 3 ? 4 : 3;
     if (r->lines == 0)
         parse_enhanced(r, line, len);
+    else
+        cap_line(&r->caps, line, len); /* whole lines: text[] may be cut */
     append_text(r, line, len);
     r->lines++;
     return last;
 }
 
-int tm_reply_parse(tm_reply *r, const char *buf, size_t len, size_t *used)
+int tm__reply_parse(tm_reply *r, const char *buf, size_t len, size_t *used)
 {
     size_t pos = 0;
 
@@ -216,54 +222,41 @@ static unsigned long size_arg(const char *s, size_t len)
     return v;
 }
 
-void tm_caps_parse(tm_caps *caps, const tm_reply *ehlo)
+/* One line of an EHLO reply after the first: its keyword, and SIZE's
+ * argument. */
+static void cap_line(tm_caps *caps, const char *line, size_t len)
 {
-    const char *p, *end;
+    size_t w, i;
 
+    for (w = 0; w < len && line[w] != ' '; w++)
+        ;
+    if (w < 4 || w > 19) /* shorter or longer than any keyword we know */
+        return;
+    for (i = 0; i < sizeof(cap_words) / sizeof(cap_words[0]); i++) {
+        if (word_is(line, w, cap_words[i].word)) {
+            caps->flags |= cap_words[i].flag;
+            if (cap_words[i].flag == TM_CAP_SIZE)
+                caps->size_limit = size_arg(line + w, len - w);
+            return;
+        }
+    }
+}
+
+void tm__caps_parse(tm_caps *caps, const tm_reply *ehlo)
+{
     if (caps == NULL)
         return;
     caps->flags = 0;
     caps->size_limit = 0;
-    if (ehlo == NULL || ehlo->code != 250 || ehlo->text_len >= TM_REPLY_TEXT_MAX)
-        return;
-
-    p = ehlo->text;
-    end = ehlo->text + ehlo->text_len;
-    /* A text cut at TM_REPLY_TEXT_MAX may end in half a keyword
-     * ("PIPELININGX" cut to "PIPELINING"): ignore its last line then. */
-    if (ehlo->text_len == TM_REPLY_TEXT_MAX - 1) {
-        while (end > p && end[-1] != '\n')
-            end--;
-    }
-    p = memchr(p, '\n', (size_t)(end - p)); /* skip the greeting line */
-    while (p != NULL && p < end) {
-        const char *line = p + 1;
-        const char *eol = memchr(line, '\n', (size_t)(end - line));
-        size_t len, w;
-        size_t i;
-
-        if (eol == NULL)
-            eol = end;
-        len = (size_t)(eol - line);
-        for (w = 0; w < len && line[w] != ' '; w++)
-            ;
-        for (i = 0; i < sizeof(cap_words) / sizeof(cap_words[0]); i++) {
-            if (word_is(line, w, cap_words[i].word)) {
-                caps->flags |= cap_words[i].flag;
-                if (cap_words[i].flag == TM_CAP_SIZE)
-                    caps->size_limit = size_arg(line + w, len - w);
-                break;
-            }
-        }
-        p = eol < end ? eol : NULL;
-    }
+    if (ehlo != NULL && ehlo->code == 250)
+        *caps = ehlo->caps;
 }
 
 /* ------------------------------------------------------------------------
  * Addresses and names
  * ---------------------------------------------------------------------- */
 
-size_t tm_utf8_seq(const unsigned char *s, size_t len)
+size_t tm__utf8_seq(const unsigned char *s, size_t len)
 {
     unsigned char c = s[0];
     size_t n, i;
@@ -302,7 +295,7 @@ static int utf8_ok(const unsigned char *s, size_t len)
         if (s[i] < 0x80) {
             i++;
         } else {
-            size_t n = tm_utf8_seq(s + i, len - i);
+            size_t n = tm__utf8_seq(s + i, len - i);
             if (n == 0)
                 return 0;
             i += n;
@@ -411,7 +404,7 @@ static int atom_local_ok(const unsigned char *s, size_t len)
     return 1;
 }
 
-int tm_address_check(const char *addr, int is_sender, int *non_ascii)
+int tm__address_check(const char *addr, int is_sender, int *non_ascii)
 {
     const unsigned char *u = (const unsigned char *)addr;
     const char *at;
@@ -458,7 +451,7 @@ int tm_address_check(const char *addr, int is_sender, int *non_ascii)
     return TM_OK;
 }
 
-const char *tm_address_domain(const char *addr)
+const char *tm__address_domain(const char *addr)
 {
     const char *at;
 
@@ -467,7 +460,7 @@ const char *tm_address_domain(const char *addr)
     return at + 1;
 }
 
-int tm_domain_equal(const char *a, const char *b)
+int tm__domain_equal(const char *a, const char *b)
 {
     size_t la, lb, i;
 
@@ -488,7 +481,7 @@ int tm_domain_equal(const char *a, const char *b)
     return 1;
 }
 
-int tm_name_check(const char *name)
+int tm__name_check(const char *name)
 {
     size_t len;
     unsigned char addr[16];

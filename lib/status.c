@@ -1,8 +1,11 @@
 /*
- * status.c - error and result names, struct initialisers and sizes, the
- * delivery-status helpers and its JSON writer.
+ * status.c - the one writer of the public status structs (tm_delivery_status
+ * and the caller's tm_rcpt_status array); names of errors, results, policy
+ * sources and floors; struct versions, initialisers and sizes; the JSON
+ * writer.
  */
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -78,7 +81,33 @@ TM_EXTERN const char *tm_result_name(int result)
     }
 }
 
-int tm_result_of_code(int code)
+TM_EXTERN const char *tm_policy_source_name(int source)
+{
+    switch (source) {
+    case TM_SOURCE_MESSAGE:
+        return "message";
+    case TM_SOURCE_SENDING_DOMAIN:
+        return "sending-domain";
+    case TM_SOURCE_RECIPIENT_FLOOR:
+        return "recipient-floor";
+    default:
+        return "default";
+    }
+}
+
+TM_EXTERN const char *tm_floor_name(int floor)
+{
+    switch (floor) {
+    case TM_FLOOR_TLS:
+        return "tls";
+    case TM_FLOOR_VERIFIED:
+        return "verified";
+    default:
+        return "none";
+    }
+}
+
+int tm__result_of_code(int code)
 {
     if (code >= 200 && code <= 299)
         return TM_RESULT_DELIVERED;
@@ -88,61 +117,69 @@ int tm_result_of_code(int code)
 }
 
 /* ------------------------------------------------------------------------
- * Initialisers and sizes (for callers that cannot expand the macros)
+ * Struct versions, initialisers and sizes
+ *
+ * Each struct grows only at its end; the size of each version is what a
+ * caller compiled against it has.  A struct of an older version is copied
+ * into a current one (the rest zero) before it is read.
  * ---------------------------------------------------------------------- */
 
-TM_EXTERN int tm_policy_init(tm_policy *policy)
+static size_t message_size(unsigned int version)
 {
-    const tm_policy init = TM_POLICY_INIT;
+    return version == 1 ? offsetof(tm_message, rcpt_status) : sizeof(tm_message);
+}
 
-    if (policy == NULL)
+int tm__message_copy(tm_message *dst, const tm_message *src)
+{
+    if (src == NULL || tm__version_ok(src->version, TM_MESSAGE_VERSION) != TM_OK)
+        return TM_EINVAL;
+    memset(dst, 0, sizeof(*dst));
+    memcpy(dst, src, message_size(src->version));
+    return TM_OK;
+}
+
+TM_EXTERN int tm_policy_init(tm_policy *policy, unsigned int version)
+{
+    if (policy == NULL || tm__version_ok(version, TM_POLICY_VERSION) != TM_OK)
         return TM_EINVAL;
     memset(policy, 0, sizeof(*policy)); /* padding too: bindings may compare bytes */
-    *policy = init;
+    policy->version = version;
     return TM_OK;
 }
 
-TM_EXTERN int tm_status_init(tm_delivery_status *status)
+TM_EXTERN int tm_status_init(tm_delivery_status *status, unsigned int version)
 {
-    if (status == NULL)
+    /* Version 1 was the 0.1 layout, with the recipients inside: gone. */
+    if (status == NULL || version != TM_STATUS_VERSION)
         return TM_EINVAL;
-    memset(status, 0, sizeof(*status));
-    status->version = TM_STATUS_VERSION;
-    status->result = TM_RESULT_NONE;
-    status->policy.version = TM_POLICY_VERSION;
+    status->version = version;
+    return tm__status_reset(status);
+}
+
+TM_EXTERN int tm_message_init(tm_message *message, unsigned int version)
+{
+    if (message == NULL || tm__version_ok(version, TM_MESSAGE_VERSION) != TM_OK)
+        return TM_EINVAL;
+    memset(message, 0, message_size(version));
+    message->version = version;
     return TM_OK;
 }
 
-TM_EXTERN int tm_message_init(tm_message *message)
+TM_EXTERN int tm_session_options_init(tm_session_options *options, unsigned int version)
 {
-    const tm_message init = TM_MESSAGE_INIT;
-
-    if (message == NULL)
+    if (options == NULL || tm__version_ok(version, TM_SESSION_OPTIONS_VERSION) != TM_OK)
         return TM_EINVAL;
-    memset(message, 0, sizeof(*message)); /* padding too: bindings may compare bytes */
-    *message = init;
+    memset(options, 0, sizeof(*options));
+    options->version = version;
     return TM_OK;
 }
 
-TM_EXTERN int tm_session_options_init(tm_session_options *options)
+TM_EXTERN int tm_context_options_init(tm_context_options *options, unsigned int version)
 {
-    const tm_session_options init = TM_SESSION_OPTIONS_INIT;
-
-    if (options == NULL)
+    if (options == NULL || tm__version_ok(version, TM_CONTEXT_OPTIONS_VERSION) != TM_OK)
         return TM_EINVAL;
-    memset(options, 0, sizeof(*options)); /* padding too: bindings may compare bytes */
-    *options = init;
-    return TM_OK;
-}
-
-TM_EXTERN int tm_context_options_init(tm_context_options *options)
-{
-    const tm_context_options init = TM_CONTEXT_OPTIONS_INIT;
-
-    if (options == NULL)
-        return TM_EINVAL;
-    memset(options, 0, sizeof(*options)); /* padding too: bindings may compare bytes */
-    *options = init;
+    memset(options, 0, sizeof(*options));
+    options->version = version;
     return TM_OK;
 }
 
@@ -172,67 +209,70 @@ TM_EXTERN size_t tm_session_options_size(void)
 }
 
 /* ------------------------------------------------------------------------
- * Strings
+ * The delivery status
  * ---------------------------------------------------------------------- */
 
-void tm_strlcpyn(char *dst, size_t size, const char *src, size_t len)
+int tm__status_reset(tm_delivery_status *st)
 {
-    if (dst == NULL || size == 0)
-        return;
-    if (src == NULL)
-        len = 0;
-    if (len > size - 1)
-        len = size - 1;
-    if (len > 0)
-        memcpy(dst, src, len);
-    dst[len] = '\0';
+    unsigned int version;
+
+    if (st == NULL || st->version != TM_STATUS_VERSION)
+        return TM_EINVAL;
+    version = st->version;
+    /* 3 KB since the recipients moved out: cheaper to clear whole than to
+     * track which fields a call will write. */
+    memset(st, 0, sizeof(*st));
+    st->version = version;
+    st->result = TM_RESULT_NONE;
+    st->policy.version = TM_POLICY_VERSION;
+    return TM_OK;
 }
 
-void tm_strlcpy(char *dst, const char *src, size_t size)
-{
-    size_t len = 0;
-
-    if (src != NULL)
-        while (len < size && src[len] != '\0')
-            len++;
-    tm_strlcpyn(dst, size, src, len);
-}
-
-/* ------------------------------------------------------------------------
- * Status helpers
- * ---------------------------------------------------------------------- */
-
-void tm_status_set_reply(tm_delivery_status *st, const tm_reply *r)
+/* The lines of a multi-line reply joined with " / ": one line of text for
+ * logs and JSON, their boundaries still visible. */
+static void join_reply(char *dst, size_t size, const tm_reply *r, int first_line_only)
 {
     size_t i, o = 0;
 
+    for (i = 0; i < r->text_len && i < sizeof(r->text) && r->text[i] != '\0'; i++) {
+        if (r->text[i] == '\n') {
+            if (first_line_only || o + 3 >= size)
+                break;
+            memcpy(dst + o, " / ", 3);
+            o += 3;
+        } else {
+            if (o + 1 >= size)
+                break;
+            dst[o++] = r->text[i];
+        }
+    }
+    dst[o] = '\0';
+}
+
+void tm__status_set_reply(tm_delivery_status *st, const tm_reply *r)
+{
     if (st == NULL)
         return;
     st->code = 0;
     st->enhanced_code[0] = '\0';
     st->message[0] = '\0';
-    if (r == NULL)
+    if (r == NULL || r->code == 0)
         return;
     st->code = r->code;
-    tm_strlcpy(st->enhanced_code, r->enhanced, sizeof(st->enhanced_code));
-    /* The lines of a multi-line reply joined with " / ": one line of text
-     * for logs and JSON, their boundaries still visible. */
-    for (i = 0; i < r->text_len && i < sizeof(r->text) && r->text[i] != '\0'; i++) {
-        if (r->text[i] == '\n') {
-            if (o + 3 >= sizeof(st->message))
-                break;
-            memcpy(st->message + o, " / ", 3);
-            o += 3;
-        } else {
-            if (o + 1 >= sizeof(st->message))
-                break;
-            st->message[o++] = r->text[i];
-        }
-    }
-    st->message[o] = '\0';
+    tm__strlcpy(st->enhanced_code, r->enhanced, sizeof(st->enhanced_code));
+    join_reply(st->message, sizeof(st->message), r, 0);
 }
 
-void tm_status_describe(tm_delivery_status *st, const char *fmt, ...)
+void tm__status_set_enhanced(tm_delivery_status *st, const char *enhanced)
+{
+    if (st == NULL)
+        return;
+    st->code = 0;
+    st->message[0] = '\0';
+    tm__strlcpy(st->enhanced_code, enhanced, sizeof(st->enhanced_code));
+}
+
+void tm__status_describe(tm_delivery_status *st, const char *fmt, ...)
 {
     va_list ap;
 
@@ -244,6 +284,174 @@ void tm_status_describe(tm_delivery_status *st, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(st->description, sizeof(st->description), fmt, ap);
     va_end(ap);
+}
+
+void tm__status_set_result(tm_delivery_status *st, int result)
+{
+    if (st != NULL)
+        st->result = result;
+}
+
+void tm__status_set_code(tm_delivery_status *st, int code, const char *enhanced,
+                         const char *message)
+{
+    if (st == NULL)
+        return;
+    st->code = code;
+    tm__strlcpy(st->enhanced_code, enhanced, sizeof(st->enhanced_code));
+    tm__strlcpy(st->message, code ? message : NULL, sizeof(st->message));
+}
+
+void tm__status_set_host(tm_delivery_status *st, const char *host, const char *address,
+                         unsigned int port, unsigned int attempts)
+{
+    if (st == NULL)
+        return;
+    tm__strlcpy(st->mx_host, host, sizeof(st->mx_host));
+    tm__strlcpy(st->mx_address, address, sizeof(st->mx_address));
+    st->mx_port = (int)port;
+    st->attempt_no = attempts;
+}
+
+void tm__status_set_tls(tm_delivery_status *st, int tls, int verified, int failure,
+                        const char *error, const char *version, const char *cipher)
+{
+    if (st == NULL)
+        return;
+    st->tls = tls;
+    st->cert_verified = verified;
+    st->tls_failure = tls ? TM_TLS_FAILURE_NONE : failure;
+    tm__strlcpy(st->tls_error, error, sizeof(st->tls_error));
+    tm__strlcpy(st->tls_version, tls ? version : NULL, sizeof(st->tls_version));
+    tm__strlcpy(st->tls_cipher, tls ? cipher : NULL, sizeof(st->tls_cipher));
+}
+
+void tm__status_set_policy(tm_delivery_status *st, const tm_resolved *r)
+{
+    if (st == NULL)
+        return;
+    st->policy = r->policy;
+    st->require_tls_source = r->require_tls_source;
+    st->skip_verify_source = r->skip_verify_source;
+    st->keep_unverified_tls_source = r->keep_unverified_tls_source;
+    st->floor = r->floor;
+}
+
+void tm__status_set_utf8(tm_delivery_status *st, int utf8)
+{
+    if (st != NULL)
+        st->utf8 = utf8;
+}
+
+void tm__status_finish(tm_delivery_status *st, int error, int64_t start_ms)
+{
+    if (st == NULL)
+        return;
+    st->error = error;
+    if (st->result == TM_RESULT_NONE && error != TM_OK)
+        st->result = (error == TM_EINVAL || error == TM_EADDRESS || error == TM_ENODOMAIN ||
+                      error == TM_ENULLMX || error == TM_ECONTENT || error == TM_EUTF8)
+                         ? TM_RESULT_BOUNCED
+                         : TM_RESULT_DEFERRED;
+    if (st->description[0] == '\0' && error != TM_OK)
+        tm__status_describe(st, "%s", tm_strerror(error));
+    st->session_seconds = (double)(tm__now_ms() - start_ms) / 1000.0;
+}
+
+/* ------------------------------------------------------------------------
+ * Per-recipient outcomes
+ * ---------------------------------------------------------------------- */
+
+void tm__outcome_begin(tm_outcome *o, const char *const *to, size_t n)
+{
+    size_t i, k = n < o->cap ? n : o->cap;
+
+    if (o->st) {
+        o->st->rcpt_count = (unsigned int)n;
+        o->st->rcpt_delivered = o->st->rcpt_deferred = 0;
+        o->st->rcpt_uncertain = o->st->rcpt_bounced = 0;
+        o->st->transactions = 0;
+    }
+    for (i = 0; o->rcpt && i < k; i++) {
+        tm_rcpt_status *r = &o->rcpt[i];
+        tm__strlcpy(r->address, to ? to[i] : NULL, sizeof(r->address));
+        r->result = TM_RESULT_NONE;
+        r->code = 0;
+        r->enhanced_code[0] = '\0';
+        r->message[0] = '\0';
+    }
+}
+
+void tm__outcome_set(tm_outcome *o, size_t i, int result, const tm_reply *reply)
+{
+    if (o->st) {
+        switch (result) {
+        case TM_RESULT_DELIVERED:
+            o->st->rcpt_delivered++;
+            break;
+        case TM_RESULT_UNCERTAIN:
+            o->st->rcpt_uncertain++;
+            break;
+        case TM_RESULT_BOUNCED:
+            o->st->rcpt_bounced++;
+            break;
+        default:
+            o->st->rcpt_deferred++;
+            break;
+        }
+    }
+    if (o->rcpt && i < o->cap) {
+        tm_rcpt_status *r = &o->rcpt[i];
+        r->result = result;
+        if (reply && reply->code) {
+            r->code = reply->code;
+            tm__strlcpy(r->enhanced_code, reply->enhanced, sizeof(r->enhanced_code));
+            join_reply(r->message, sizeof(r->message), reply, 1);
+        }
+    }
+}
+
+void tm__outcome_txn(tm_outcome *o)
+{
+    if (o->st)
+        o->st->transactions++;
+}
+
+int tm__outcome_result(tm_outcome *o, int rc)
+{
+    tm_delivery_status *st = o->st;
+    unsigned int recorded, missing;
+    size_t i, k;
+
+    if (st == NULL)
+        return rc;
+    /* Whoever was not recorded was not delivered: never claim more. */
+    recorded = st->rcpt_delivered + st->rcpt_deferred + st->rcpt_uncertain + st->rcpt_bounced;
+    missing = st->rcpt_count > recorded ? st->rcpt_count - recorded : 0;
+    st->rcpt_deferred += missing;
+    k = st->rcpt_count < o->cap ? st->rcpt_count : o->cap;
+    for (i = 0; missing && o->rcpt && i < k; i++)
+        if (o->rcpt[i].result == TM_RESULT_NONE)
+            o->rcpt[i].result = TM_RESULT_DEFERRED;
+
+    if (st->rcpt_count > 0 && st->rcpt_delivered == st->rcpt_count && rc == TM_OK) {
+        st->result = TM_RESULT_DELIVERED;
+        return TM_OK;
+    }
+    if (rc == TM_OK && st->rcpt_delivered == st->rcpt_count)
+        rc = TM_EPROTOCOL; /* cannot happen: an empty message */
+    st->result = st->rcpt_uncertain  ? TM_RESULT_UNCERTAIN
+                 : st->rcpt_deferred ? TM_RESULT_DEFERRED
+                 : st->rcpt_bounced  ? TM_RESULT_BOUNCED
+                                     : TM_RESULT_DEFERRED;
+    if (st->rcpt_delivered > 0)
+        return TM_EPARTIAL;
+    return rc == TM_OK ? TM_EREJECTED : rc;
+}
+
+const char *tm__floor_word(int floor)
+{
+    return tm_floor_name(floor);
 }
 
 /* ------------------------------------------------------------------------
@@ -322,7 +530,7 @@ static void put_string(json_out *j, const char *field, size_t fieldsize)
             char esc[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
             put(j, esc, 6);
             i++;
-        } else if ((n = tm_utf8_seq(s + i, len - i)) != 0) {
+        } else if ((n = tm__utf8_seq(s + i, len - i)) != 0) {
             put(j, (const char *)s + i, n);
             i += n;
         } else {
@@ -340,14 +548,16 @@ static void put_string(json_out *j, const char *field, size_t fieldsize)
         put_string((j), (field), sizeof(field)); \
     } while (0)
 
-TM_EXTERN int tm_status_json(const tm_delivery_status *status, char *buf, size_t size)
+TM_EXTERN int tm_status_json(const tm_delivery_status *status, const tm_rcpt_status *rcpts,
+                             size_t nrcpts, char *buf, size_t size)
 {
     json_out j;
-    unsigned int n, i;
+    size_t i;
     double secs;
     unsigned long long ms;
 
-    if (status == NULL || (buf == NULL && size > 0))
+    if (status == NULL || status->version != TM_STATUS_VERSION || (buf == NULL && size > 0) ||
+        (rcpts == NULL && nrcpts > 0))
         return TM_EINVAL;
     j.buf = buf;
     j.size = size;
@@ -407,10 +617,22 @@ TM_EXTERN int tm_status_json(const tm_delivery_status *status, char *buf, size_t
     puts_(&j, tm_floor_name(status->floor));
     puts_(&j, "\"}");
 
+    puts_(&j, ", \"recipient-counts\": {\"total\": ");
+    put_uint(&j, status->rcpt_count);
+    puts_(&j, ", \"delivered\": ");
+    put_uint(&j, status->rcpt_delivered);
+    puts_(&j, ", \"deferred\": ");
+    put_uint(&j, status->rcpt_deferred);
+    puts_(&j, ", \"uncertain\": ");
+    put_uint(&j, status->rcpt_uncertain);
+    puts_(&j, ", \"bounced\": ");
+    put_uint(&j, status->rcpt_bounced);
+    puts_(&j, "}, \"transactions\": ");
+    put_uint(&j, status->transactions);
+
     puts_(&j, ", \"recipients\": [");
-    n = status->rcpt_count < TM_MAX_RECIPIENTS ? status->rcpt_count : TM_MAX_RECIPIENTS;
-    for (i = 0; i < n; i++) {
-        const tm_rcpt_status *r = &status->rcpt[i];
+    for (i = 0; i < nrcpts; i++) {
+        const tm_rcpt_status *r = &rcpts[i];
 
         PUT_FIELD(&j, i == 0 ? "{\"address\": " : ", {\"address\": ", r->address);
         puts_(&j, ", \"result\": \"");

@@ -1,19 +1,17 @@
 /*
- * tls.c - the only file that includes mbedTLS.
+ * tls.c - the TLS transport, wrapped around an inner transport through
+ * mbedtls_ssl_set_bio; the only file that includes mbedTLS.
  *
  * Builds against mbedTLS 2.28 (Debian 12: TLS 1.2 only) and 3.x (TLS 1.3
  * when the library has it, PSA initialisation).  Every version difference
- * lives here.
+ * lives here.  The BIO blocks in the inner transport until the deadline of
+ * the call under way, so mbedTLS asks for bytes only when it needs them:
+ * no wait happens while a record is already buffered.
  */
-#include <errno.h>
 #include <limits.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <mbedtls/version.h>
@@ -45,7 +43,6 @@
 #define TM_TLS_CACHE_SIZE 64
 #define TM_TLS_CACHE_TTL_MS (30 * 60 * 1000)
 #define TM_TLS_KEY_MAX 384
-#define TM_TLS_RX_SIZE 4096
 
 typedef struct tm_tls_cached {
     char key[TM_TLS_KEY_MAX];
@@ -65,27 +62,25 @@ struct tm_tls_config {
 };
 
 struct tm_tls {
+    tm_transport base;
     struct tm_tls_config *cfg;
     mbedtls_ssl_context ssl;
-    int fd;
-    int ready;      /* mbedtls_ssl_setup done: buffers allocated once */
-    int used;       /* a connection used it since the last reset */
-    uint32_t flags; /* verification result of the last handshake */
-    int offered;    /* a cached session was offered for resumption */
-    int saved;      /* this connection's session is in the cache */
+    tm_transport *inner; /* NULL when no connection */
+    int64_t deadline;    /* of the call under way */
+    int io_err;          /* what the inner transport said when the BIO gave up */
+    int ready;           /* mbedtls_ssl_setup done: buffers allocated once */
+    int used;            /* a connection used it since the last reset */
+    uint32_t flags;      /* verification result of the last handshake */
+    int saved;           /* this connection's session is in the cache */
+    int dropped;         /* the session was dropped: never save it again */
     char key[TM_TLS_KEY_MAX]; /* cache key of this connection, "" = none */
-    /* Read-ahead for mbedTLS, which asks for a record's 5-byte header and
-     * then its body: one recv per arriving packet instead of two per record. */
-    size_t rx_pos, rx_len;
-    int sent;       /* data went out since the last recv: the reply is not here yet */
-    unsigned char rx[TM_TLS_RX_SIZE];
 };
 
 #if defined(MBEDTLS_THREADING_C) == 0
 #warning "mbedTLS without MBEDTLS_THREADING_C: share a tm_context between threads at your own risk"
 #endif
 
-const char *tm_tls_backend_name(void)
+const char *tm__tls_backend_name(void)
 {
     return "mbed TLS " MBEDTLS_VERSION_STRING;
 }
@@ -136,7 +131,7 @@ static int load_system_store(mbedtls_x509_crt *ca)
     return -1;
 }
 
-int tm_tls_config_new(struct tm_tls_config **out, const char *ca_file, char *err, size_t errlen)
+int tm__tls_config_new(struct tm_tls_config **out, const char *ca_file, char *err, size_t errlen)
 {
     static const unsigned char pers[] = "libtlsmail";
     struct tm_tls_config *cfg;
@@ -146,11 +141,11 @@ int tm_tls_config_new(struct tm_tls_config **out, const char *ca_file, char *err
     err[0] = '\0';
 #if defined(TM_MBEDTLS3)
     if (psa_crypto_init() != PSA_SUCCESS) {
-        tm_strlcpy(err, "psa_crypto_init failed", errlen);
+        tm__strlcpy(err, "psa_crypto_init failed", errlen);
         return TM_ETLS;
     }
 #endif
-    cfg = tm_calloc(1, sizeof *cfg);
+    cfg = tm__calloc(1, sizeof *cfg);
     if (!cfg)
         return TM_ENOMEM;
     mbedtls_entropy_init(&cfg->entropy);
@@ -158,7 +153,7 @@ int tm_tls_config_new(struct tm_tls_config **out, const char *ca_file, char *err
     mbedtls_x509_crt_init(&cfg->ca);
     mbedtls_ssl_config_init(&cfg->conf);
     if (pthread_mutex_init(&cfg->cache_lock, NULL) != 0) {
-        tm_tls_config_free(cfg);
+        tm__tls_config_free(cfg);
         return TM_ENOMEM;
     }
     cfg->cache_ready = 1;
@@ -167,7 +162,7 @@ int tm_tls_config_new(struct tm_tls_config **out, const char *ca_file, char *err
                                 sizeof pers - 1);
     if (ret != 0) {
         describe(ret, err, errlen);
-        tm_tls_config_free(cfg);
+        tm__tls_config_free(cfg);
         return TM_ETLS;
     }
 
@@ -178,12 +173,12 @@ int tm_tls_config_new(struct tm_tls_config **out, const char *ca_file, char *err
                 describe(ret, err, errlen);
             else
                 snprintf(err, errlen, "no certificate in %s", ca_file);
-            tm_tls_config_free(cfg);
+            tm__tls_config_free(cfg);
             return TM_ECAFILE;
         }
     } else if (load_system_store(&cfg->ca) != 0) {
-        tm_strlcpy(err, "no system CA store found", errlen);
-        tm_tls_config_free(cfg);
+        tm__strlcpy(err, "no system CA store found", errlen);
+        tm__tls_config_free(cfg);
         return TM_ECAFILE;
     }
 
@@ -191,7 +186,7 @@ int tm_tls_config_new(struct tm_tls_config **out, const char *ca_file, char *err
                                       MBEDTLS_SSL_PRESET_DEFAULT);
     if (ret != 0) {
         describe(ret, err, errlen);
-        tm_tls_config_free(cfg);
+        tm__tls_config_free(cfg);
         return ret == MBEDTLS_ERR_SSL_ALLOC_FAILED ? TM_ENOMEM : TM_ETLS;
     }
     /* Verify always, enforce never here: the policy decides what a failed
@@ -210,136 +205,83 @@ int tm_tls_config_new(struct tm_tls_config **out, const char *ca_file, char *err
     return TM_OK;
 }
 
-void tm_tls_config_free(struct tm_tls_config *cfg)
+void tm__tls_config_free(struct tm_tls_config *cfg)
 {
     size_t i;
 
     if (!cfg)
         return;
     for (i = 0; i < TM_TLS_CACHE_SIZE; i++)
-        tm_free(cfg->cache[i].data);
+        tm__free(cfg->cache[i].data);
     if (cfg->cache_ready)
         pthread_mutex_destroy(&cfg->cache_lock);
     mbedtls_ssl_config_free(&cfg->conf);
     mbedtls_x509_crt_free(&cfg->ca);
     mbedtls_ctr_drbg_free(&cfg->drbg);
     mbedtls_entropy_free(&cfg->entropy);
-    tm_free(cfg);
+    tm__free(cfg);
 }
 
-int tm_tls_new(struct tm_tls **out, struct tm_tls_config *cfg)
+static long tls_read(tm_transport *tr, void *buf, size_t size, int64_t deadline);
+static int tls_write(tm_transport *tr, const void *buf, size_t len, int64_t deadline);
+static size_t tls_pending(tm_transport *tr);
+static void tls_close(tm_transport *tr);
+static const tm_transport_ops tls_ops = { tls_read, tls_write, tls_pending, tls_close };
+
+int tm__tls_new(tm_tls **out, struct tm_tls_config *cfg)
 {
-    struct tm_tls *t = tm_calloc(1, sizeof *t);
+    tm_tls *t = tm__calloc(1, sizeof *t);
 
     *out = NULL;
     if (!t)
         return TM_ENOMEM;
+    t->base.ops = &tls_ops;
     t->cfg = cfg;
-    t->fd = -1;
     mbedtls_ssl_init(&t->ssl);
     *out = t;
     return TM_OK;
 }
 
-void tm_tls_free(struct tm_tls *t)
+void tm__tls_free(tm_tls *t)
 {
     if (!t)
         return;
     mbedtls_ssl_free(&t->ssl);
-    tm_free(t);
+    tm__free(t);
 }
 
-/* A new connection (or none) starts with nothing read ahead or sent. */
-static void rx_reset(struct tm_tls *t)
-{
-    t->rx_pos = t->rx_len = 0;
-    t->sent = 0;
-}
-
-/* Delayed ACKs stall a server that answers in two writes (Postfix: the
- * envelope replies, then the BDAT reply) by ~40 ms; the kernel clears
- * TCP_QUICKACK by itself (our own sends put it back in delayed-ACK mode),
- * so it is re-armed before every wait for data: whatever arrives during
- * the wait is acknowledged at once. */
-static void quickack(int fd)
-{
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof one);
-}
-
-/* BIO over a non-blocking socket: the waiting happens in our loops, where
- * the deadline is known. */
+/* The BIO: whole writes and reads of at least one byte through the inner
+ * transport, bounded by the deadline of the call under way.  When the
+ * inner transport fails, its error is kept for the caller and mbedTLS is
+ * told WANT_*, which leaves its state as it was. */
 static int bio_send(void *arg, const unsigned char *buf, size_t len)
 {
-    struct tm_tls *t = arg;
-    ssize_t n;
+    tm_tls *t = arg;
+    int rc;
 
-    do
-        n = send(t->fd, buf, len, MSG_NOSIGNAL);
-    while (n < 0 && errno == EINTR);
-    if (n >= 0)
-        return (int)n;
-    if (errno == EAGAIN || errno == EWOULDBLOCK)
-        return MBEDTLS_ERR_SSL_WANT_WRITE;
-    return MBEDTLS_ERR_NET_CONN_RESET;
+    if (len > INT_MAX)
+        len = INT_MAX;
+    rc = t->inner->ops->write(t->inner, buf, len, t->deadline);
+    if (rc == TM_OK)
+        return (int)len;
+    t->io_err = rc;
+    return MBEDTLS_ERR_SSL_WANT_WRITE;
 }
 
 static int bio_recv(void *arg, unsigned char *buf, size_t len)
 {
-    struct tm_tls *t = arg;
-    ssize_t n;
+    tm_tls *t = arg;
+    long n;
 
     if (len > INT_MAX)
         len = INT_MAX;
-    if (t->rx_len > t->rx_pos) {
-        size_t k = t->rx_len - t->rx_pos < len ? t->rx_len - t->rx_pos : len;
-        memcpy(buf, t->rx + t->rx_pos, k);
-        t->rx_pos += k;
-        return (int)k;
-    }
-    t->rx_pos = t->rx_len = 0;
-    /* Right after a command was sent its reply cannot have arrived: wait
-     * first instead of a recv that would return EAGAIN. */
-    if (t->sent) {
-        t->sent = 0;
-        return MBEDTLS_ERR_SSL_WANT_READ;
-    }
-    /* A large request (a big record's body) goes straight to mbedTLS's
-     * buffer; a small one fills the read-ahead with what has arrived. */
-    do
-        n = len >= sizeof t->rx ? recv(t->fd, buf, len, 0) : recv(t->fd, t->rx, sizeof t->rx, 0);
-    while (n < 0 && errno == EINTR);
-    if (n > 0 && len < sizeof t->rx) {
-        t->rx_len = (size_t)n;
-        return bio_recv(arg, buf, len);
-    }
-    if (n >= 0)
-        return (int)n; /* 0: EOF, which mbedTLS reports as CONN_EOF */
-    if (errno == EAGAIN || errno == EWOULDBLOCK)
-        return MBEDTLS_ERR_SSL_WANT_READ;
-    return MBEDTLS_ERR_NET_CONN_RESET;
-}
-
-/* Waits for the socket as mbedTLS asked.  TM_OK or TM_ETIMEOUT/TM_EIO. */
-static int tls_wait(struct tm_tls *t, int ret, int64_t deadline)
-{
-    for (;;) {
-        struct pollfd p = { t->fd, ret == MBEDTLS_ERR_SSL_WANT_WRITE ? POLLOUT : POLLIN, 0 };
-        int64_t left = deadline == INT64_MAX ? -1 : deadline - tm_now_ms();
-        int n;
-
-        if (deadline != INT64_MAX && left <= 0)
-            return TM_ETIMEOUT;
-        if (p.events == POLLIN)
-            quickack(t->fd);
-        n = poll(&p, 1, left > 0x7fffffff ? 0x7fffffff : (int)left);
-        if (n > 0)
-            return TM_OK;
-        if (n == 0)
-            return TM_ETIMEOUT;
-        if (errno != EINTR)
-            return TM_EIO;
-    }
+    n = t->inner->ops->read(t->inner, buf, len, t->deadline);
+    if (n > 0)
+        return (int)n;
+    if (n == TM_ECLOSED)
+        return 0; /* EOF: mbedTLS reports MBEDTLS_ERR_SSL_CONN_EOF */
+    t->io_err = (int)n;
+    return MBEDTLS_ERR_SSL_WANT_READ;
 }
 
 static int is_want(int ret)
@@ -348,14 +290,13 @@ static int is_want(int ret)
 }
 
 /* Offers the cached session for t->key, if any and fresh. */
-static void cache_offer(struct tm_tls *t)
+static void cache_offer(tm_tls *t)
 {
     struct tm_tls_config *cfg = t->cfg;
     mbedtls_ssl_session sess;
-    int64_t now = tm_now_ms();
+    int64_t now = tm__now_ms();
     size_t i;
 
-    t->offered = 0;
     if (!t->key[0])
         return;
     mbedtls_ssl_session_init(&sess);
@@ -365,19 +306,19 @@ static void cache_offer(struct tm_tls *t)
         if (!c->data || strcmp(c->key, t->key) != 0)
             continue;
         if (now - c->stored > TM_TLS_CACHE_TTL_MS) {
-            tm_free(c->data);
+            tm__free(c->data);
             c->data = NULL;
             break;
         }
         if (mbedtls_ssl_session_load(&sess, c->data, c->len) == 0)
-            t->offered = mbedtls_ssl_set_session(&t->ssl, &sess) == 0;
+            (void)mbedtls_ssl_set_session(&t->ssl, &sess);
         break;
     }
     pthread_mutex_unlock(&cfg->cache_lock);
     mbedtls_ssl_session_free(&sess);
 }
 
-void tm_tls_cache_drop(struct tm_tls *t)
+void tm__tls_cache_drop(tm_tls *t)
 {
     struct tm_tls_config *cfg = t->cfg;
     size_t i;
@@ -387,15 +328,16 @@ void tm_tls_cache_drop(struct tm_tls *t)
     pthread_mutex_lock(&cfg->cache_lock);
     for (i = 0; i < TM_TLS_CACHE_SIZE; i++) {
         if (cfg->cache[i].data && strcmp(cfg->cache[i].key, t->key) == 0) {
-            tm_free(cfg->cache[i].data);
+            tm__free(cfg->cache[i].data);
             cfg->cache[i].data = NULL;
         }
     }
     pthread_mutex_unlock(&cfg->cache_lock);
     t->saved = 0;
+    t->dropped = 1;
 }
 
-static void cache_save(struct tm_tls *t)
+static void cache_save(tm_tls *t)
 {
     struct tm_tls_config *cfg = t->cfg;
     mbedtls_ssl_session sess;
@@ -403,12 +345,12 @@ static void cache_save(struct tm_tls *t)
     size_t len = 0, i, slot = 0;
     int64_t oldest = INT64_MAX;
 
-    if (!t->key[0] || t->saved)
+    if (!t->key[0] || t->saved || t->dropped)
         return;
     mbedtls_ssl_session_init(&sess);
     if (mbedtls_ssl_get_session(&t->ssl, &sess) == 0 &&
         mbedtls_ssl_session_save(&sess, NULL, 0, &len) == MBEDTLS_ERR_SSL_BUFFER_TOO_SMALL &&
-        len > 0 && (buf = tm_calloc(1, len)) != NULL &&
+        len > 0 && (buf = tm__calloc(1, len)) != NULL &&
         mbedtls_ssl_session_save(&sess, buf, len, &len) == 0) {
         pthread_mutex_lock(&cfg->cache_lock);
         for (i = 0; i < TM_TLS_CACHE_SIZE; i++) {
@@ -425,20 +367,20 @@ static void cache_save(struct tm_tls *t)
                 oldest = c->stored;
             }
         }
-        tm_free(cfg->cache[slot].data);
-        tm_strlcpy(cfg->cache[slot].key, t->key, sizeof cfg->cache[slot].key);
+        tm__free(cfg->cache[slot].data);
+        tm__strlcpy(cfg->cache[slot].key, t->key, sizeof cfg->cache[slot].key);
         cfg->cache[slot].data = buf;
         cfg->cache[slot].len = len;
-        cfg->cache[slot].stored = tm_now_ms();
+        cfg->cache[slot].stored = tm__now_ms();
         pthread_mutex_unlock(&cfg->cache_lock);
         buf = NULL;
         t->saved = 1;
     }
-    tm_free(buf);
+    tm__free(buf);
     mbedtls_ssl_session_free(&sess);
 }
 
-void tm_tls_cache_save(struct tm_tls *t)
+void tm__tls_cache_save(tm_tls *t)
 {
 #if defined(MBEDTLS_SSL_PROTO_TLS1_3)
     /* TLS 1.3: the tickets come later; saved at shutdown instead. */
@@ -448,72 +390,74 @@ void tm_tls_cache_save(struct tm_tls *t)
     cache_save(t);
 }
 
-int tm_tls_resumed(const struct tm_tls *t)
+static int setup_error(int ret, char *err, size_t errlen)
 {
-    return t->offered;
+    describe(ret, err, errlen);
+    return ret == MBEDTLS_ERR_SSL_ALLOC_FAILED ? TM_ENOMEM : TM_ETLS;
 }
 
-int tm_tls_handshake(struct tm_tls *t, int fd, const char *hostname, const char *cache_key,
-                     int64_t deadline, char *err, size_t errlen)
+int tm__tls_start(tm_tls *t, tm_transport *inner, const char *hostname, const char *cache_key,
+                  int64_t deadline, tm_transport **out, char *err, size_t errlen)
 {
     int ret;
 
     err[0] = '\0';
+    *out = NULL;
     t->flags = (uint32_t)-1;
     if (!t->ready) {
         ret = mbedtls_ssl_setup(&t->ssl, &t->cfg->conf);
-        if (ret != 0) {
-            describe(ret, err, errlen);
-            return ret == MBEDTLS_ERR_SSL_ALLOC_FAILED ? TM_ENOMEM : TM_ETLS;
-        }
+        if (ret != 0)
+            return setup_error(ret, err, errlen);
         t->ready = 1;
     } else if (t->used) {
         ret = mbedtls_ssl_session_reset(&t->ssl);
-        if (ret != 0) {
-            describe(ret, err, errlen);
-            return ret == MBEDTLS_ERR_SSL_ALLOC_FAILED ? TM_ENOMEM : TM_ETLS;
-        }
+        if (ret != 0)
+            return setup_error(ret, err, errlen);
     }
     t->used = 1;
-    t->fd = fd;
-    rx_reset(t);
+    t->inner = inner;
+    t->deadline = deadline;
+    t->io_err = 0;
+    t->saved = 0;
+    t->dropped = 0;
     /* SNI and the name the certificate must match: the MX host name. */
     ret = mbedtls_ssl_set_hostname(&t->ssl, hostname);
     if (ret != 0) {
-        describe(ret, err, errlen);
-        return ret == MBEDTLS_ERR_SSL_ALLOC_FAILED ? TM_ENOMEM : TM_ETLS;
+        t->inner = NULL;
+        return setup_error(ret, err, errlen);
     }
     mbedtls_ssl_set_bio(&t->ssl, t, bio_send, bio_recv, NULL);
-    t->saved = 0;
-    tm_strlcpy(t->key, cache_key ? cache_key : "", sizeof t->key);
+    tm__strlcpy(t->key, cache_key ? cache_key : "", sizeof t->key);
     cache_offer(t);
 
     while ((ret = mbedtls_ssl_handshake(&t->ssl)) != 0) {
+        int rc;
+
         if (is_want(ret)) {
-            int rc = tls_wait(t, ret, deadline);
-            if (rc != TM_OK) {
-                tm_strlcpy(err, rc == TM_ETIMEOUT ? "TLS handshake timed out" : "poll failed",
-                           errlen);
-                return rc;
-            }
-            continue;
+            rc = t->io_err ? t->io_err : TM_ETLS;
+            tm__strlcpy(err, rc == TM_ETIMEOUT ? "TLS handshake timed out"
+                             : rc == TM_ECLOSED ? "connection closed during the TLS handshake"
+                                                : tm_strerror(rc),
+                        errlen);
+        } else {
+            describe(ret, err, errlen);
+            rc = ret == MBEDTLS_ERR_SSL_ALLOC_FAILED ? TM_ENOMEM : TM_ETLS;
         }
-        describe(ret, err, errlen);
-        tm_tls_cache_drop(t); /* a failed handshake forgets the session */
-        if (ret == MBEDTLS_ERR_SSL_ALLOC_FAILED)
-            return TM_ENOMEM;
-        return TM_ETLS;
+        tm__tls_cache_drop(t); /* a failed handshake forgets the session */
+        t->inner = NULL;
+        return rc;
     }
     t->flags = mbedtls_ssl_get_verify_result(&t->ssl);
+    *out = &t->base;
     return TM_OK;
 }
 
-int tm_tls_verified(const struct tm_tls *t)
+int tm__tls_verified(const tm_tls *t)
 {
     return t->flags == 0;
 }
 
-void tm_tls_verify_error(const struct tm_tls *t, char *buf, size_t size)
+void tm__tls_verify_error(const tm_tls *t, char *buf, size_t size)
 {
     char info[512];
     char *p;
@@ -544,12 +488,12 @@ void tm_tls_verify_error(const struct tm_tls *t, char *buf, size_t size)
     }
 }
 
-const char *tm_tls_version(const struct tm_tls *t)
+const char *tm__tls_version(const tm_tls *t)
 {
     return mbedtls_ssl_get_version(&t->ssl);
 }
 
-const char *tm_tls_cipher(const struct tm_tls *t)
+const char *tm__tls_cipher(const tm_tls *t)
 {
     return mbedtls_ssl_get_ciphersuite(&t->ssl);
 }
@@ -564,20 +508,24 @@ static int map_io_error(int ret)
     return TM_ETLS;
 }
 
-long tm_tls_read(struct tm_tls *t, void *buf, size_t size, int64_t deadline)
+static long tls_read(tm_transport *tr, void *buf, size_t size, int64_t deadline)
 {
+    tm_tls *t = (tm_tls *)tr;
+
+    if (!t->inner)
+        return TM_ECLOSED;
+    if (size > INT_MAX)
+        size = INT_MAX;
+    t->deadline = deadline;
+    t->io_err = 0;
     for (;;) {
         int ret = mbedtls_ssl_read(&t->ssl, buf, size);
         if (ret > 0)
             return ret;
         if (ret == 0)
             return TM_ECLOSED;
-        if (is_want(ret)) {
-            int rc = tls_wait(t, ret, deadline);
-            if (rc != TM_OK)
-                return rc;
-            continue;
-        }
+        if (is_want(ret))
+            return t->io_err ? t->io_err : TM_ETIMEOUT;
 #if defined(MBEDTLS_ERR_SSL_RECEIVED_NEW_SESSION_TICKET)
         if (ret == MBEDTLS_ERR_SSL_RECEIVED_NEW_SESSION_TICKET)
             continue; /* TLS 1.3 tickets arrive after the handshake */
@@ -586,24 +534,24 @@ long tm_tls_read(struct tm_tls *t, void *buf, size_t size, int64_t deadline)
     }
 }
 
-int tm_tls_write(struct tm_tls *t, const void *buf, size_t len, int64_t deadline)
+static int tls_write(tm_transport *tr, const void *buf, size_t len, int64_t deadline)
 {
+    tm_tls *t = (tm_tls *)tr;
     const unsigned char *p = buf;
 
+    if (!t->inner)
+        return TM_ECLOSED;
+    t->deadline = deadline;
+    t->io_err = 0;
     while (len > 0) {
-        int ret = mbedtls_ssl_write(&t->ssl, p, len);
+        int ret = mbedtls_ssl_write(&t->ssl, p, len > INT_MAX ? INT_MAX : len);
         if (ret > 0) {
             p += ret;
             len -= (size_t)ret;
-            t->sent = 1;
             continue;
         }
-        if (is_want(ret)) {
-            int rc = tls_wait(t, ret, deadline);
-            if (rc != TM_OK)
-                return rc;
-            continue;
-        }
+        if (is_want(ret))
+            return t->io_err ? t->io_err : TM_ETIMEOUT;
 #if defined(MBEDTLS_ERR_SSL_RECEIVED_NEW_SESSION_TICKET)
         if (ret == MBEDTLS_ERR_SSL_RECEIVED_NEW_SESSION_TICKET)
             continue;
@@ -613,26 +561,34 @@ int tm_tls_write(struct tm_tls *t, const void *buf, size_t len, int64_t deadline
     return TM_OK;
 }
 
-int tm_tls_random(struct tm_tls_config *cfg, void *buf, size_t len)
+static size_t tls_pending(tm_transport *tr)
 {
-    return mbedtls_ctr_drbg_random(&cfg->drbg, buf, len) == 0 ? TM_OK : TM_EIO;
+    tm_tls *t = (tm_tls *)tr;
+
+    if (!t->inner)
+        return 0;
+    return mbedtls_ssl_get_bytes_avail(&t->ssl) + (size_t)(mbedtls_ssl_check_pending(&t->ssl) != 0) +
+           t->inner->ops->pending(t->inner);
 }
 
-size_t tm_tls_pending(const struct tm_tls *t)
+static void tls_close(tm_transport *tr)
 {
-    return mbedtls_ssl_get_bytes_avail(&t->ssl);
-}
+    tm_tls *t = (tm_tls *)tr;
 
-void tm_tls_shutdown(struct tm_tls *t)
-{
+    if (!t->inner)
+        return;
 #if defined(MBEDTLS_SSL_PROTO_TLS1_3)
     /* TLS 1.3 tickets arrive after the handshake: keep the latest. */
-    if (t->fd >= 0 && t->key[0] && !t->saved &&
-        mbedtls_ssl_get_version_number(&t->ssl) == MBEDTLS_SSL_VERSION_TLS1_3)
+    if (t->key[0] && mbedtls_ssl_get_version_number(&t->ssl) == MBEDTLS_SSL_VERSION_TLS1_3)
         cache_save(t);
 #endif
-    if (t->fd >= 0)
-        (void)mbedtls_ssl_close_notify(&t->ssl); /* one try; never wait */
-    t->fd = -1;
-    rx_reset(t);
+    /* One try, never a wait: the deadline has passed already. */
+    t->deadline = tm__now_ms();
+    (void)mbedtls_ssl_close_notify(&t->ssl);
+    t->inner = NULL;
+}
+
+int tm__tls_random(struct tm_tls_config *cfg, void *buf, size_t len)
+{
+    return mbedtls_ctr_drbg_random(&cfg->drbg, buf, len) == 0 ? TM_OK : TM_EIO;
 }

@@ -30,7 +30,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if ((unsigned char)s[i] >= 0x80)
             high = 1;
 
-    if (tm_address_check(s, is_sender, &na) == TM_OK) {
+    if (tm__address_check(s, is_sender, &na) == TM_OK) {
         FUZZ_CHECK(len < TM_ADDRESS_MAX);
         FUZZ_CHECK(na == high);
         for (i = 0; i < len; i++) {
@@ -38,25 +38,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             FUZZ_CHECK(c >= 0x20 && c != 0x7f && c != '<' && c != '>');
         }
         if (len > 0) {
-            dom = tm_address_domain(s);
+            dom = tm__address_domain(s);
             FUZZ_CHECK(dom != NULL && dom[0] != '\0' && dom > s + 1);
-            FUZZ_CHECK(tm_domain_equal(dom, dom));
+            FUZZ_CHECK(tm__domain_equal(dom, dom));
             FUZZ_CHECK(strchr(dom, ' ') == NULL);
         } else {
             FUZZ_CHECK(is_sender);
         }
         /* with or without the null-path allowance, a real address is the same */
         if (len > 0)
-            FUZZ_CHECK(tm_address_check(s, !is_sender, NULL) == TM_OK);
+            FUZZ_CHECK(tm__address_check(s, !is_sender, NULL) == TM_OK);
     } else {
         FUZZ_CHECK(na == 0);
     }
 
-    if (tm_name_check(s) == TM_OK) {
+    if (tm__name_check(s) == TM_OK) {
         FUZZ_CHECK(len >= 1 && len <= 255);
         for (i = 0; i < len; i++)
             FUZZ_CHECK((unsigned char)s[i] > 0x20 && (unsigned char)s[i] < 0x7f);
-        FUZZ_CHECK(tm_domain_equal(s, s));
+        FUZZ_CHECK(tm__domain_equal(s, s));
     }
 
     /* a trailing dot is ignored, case is ignored */
@@ -64,13 +64,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     dotted[len] = '.';
     dotted[len + 1] = '\0';
     if (len > 0 && s[len - 1] != '.')
-        FUZZ_CHECK(tm_domain_equal(s, dotted));
+        FUZZ_CHECK(tm__domain_equal(s, dotted));
     for (i = 0; i < len; i++)
         if (dotted[i] >= 'a' && dotted[i] <= 'z')
             dotted[i] = (char)(dotted[i] - 32);
     if (len > 0 && s[len - 1] != '.')
-        FUZZ_CHECK(tm_domain_equal(dotted, s));
-    dom = tm_address_domain(s);
+        FUZZ_CHECK(tm__domain_equal(dotted, s));
+    dom = tm__address_domain(s);
     FUZZ_CHECK(dom == NULL || (dom > s && dom[-1] == '@' && strchr(dom, '@') == NULL));
     return 0;
 }

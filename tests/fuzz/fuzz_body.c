@@ -46,14 +46,14 @@ static int encode(const unsigned char *in, size_t len, size_t chunk, size_t outc
     unsigned char win[4 + 256];
     size_t pos = 0;
 
-    tm_body_init(&b);
+    tm__body_init(&b);
     out->len = 0;
     while (pos < len) {
         size_t n = chunk == 0 || chunk > len - pos ? len - pos : chunk;
         size_t done = 0;
         while (done < n) {
             size_t used, made;
-            int rc = tm_body_encode(&b, in + pos + done, n - done, &used, win, outcap, &made);
+            int rc = tm__body_encode(&b, in + pos + done, n - done, &used, win, outcap, &made);
             FUZZ_CHECK(used <= n - done && made <= outcap);
             put(out, win, made);
             done += used;
@@ -68,7 +68,7 @@ static int encode(const unsigned char *in, size_t len, size_t chunk, size_t outc
     }
     if (finish) {
         unsigned char f[TM_BODY_FINISH_MAX];
-        size_t fn = tm_body_finish(&b, f);
+        size_t fn = tm__body_finish(&b, f);
         FUZZ_CHECK(fn == 3 || fn == 5);
         put(out, f, fn);
     }

@@ -16,16 +16,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     if (size > 65535)
         return 0;
-    n = tm_dns_parse_mx(data, (int)size, mx, 8, &null_mx);
+    n = tm__dns_parse_mx(data, (int)size, mx, 8, &null_mx);
     FUZZ_CHECK(n == TM_EDNS || (n >= 0 && n <= 8));
     for (i = 0; i < n; i++) {
         FUZZ_CHECK(memchr(mx[i].host, 0, sizeof mx[i].host) != NULL);
-        FUZZ_CHECK(tm_name_check(mx[i].host) == TM_OK);
+        FUZZ_CHECK(tm__name_check(mx[i].host) == TM_OK);
         FUZZ_CHECK(mx[i].pref <= 65535);
     }
-    n = tm_dns_parse_addr(data, (int)size, 1, 25, addr, 8);
+    n = tm__dns_parse_addr(data, (int)size, 1, 25, addr, 8);
     FUZZ_CHECK(n == TM_EDNS || (n >= 0 && n <= 8));
-    n = tm_dns_parse_addr(data, (int)size, 28, 25, addr, 8);
+    n = tm__dns_parse_addr(data, (int)size, 28, 25, addr, 8);
     FUZZ_CHECK(n == TM_EDNS || (n >= 0 && n <= 8));
     return 0;
 }

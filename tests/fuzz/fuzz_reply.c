@@ -32,7 +32,7 @@ static void check_reply(const tm_reply *r)
         for (i = 0; i < n; i++)
             FUZZ_CHECK((r->enhanced[i] >= '0' && r->enhanced[i] <= '9') || r->enhanced[i] == '.');
     }
-    tm_caps_parse(&caps, r);
+    tm__caps_parse(&caps, r);
     FUZZ_CHECK((caps.flags & ~0x7fu) == 0);
     if (r->code != 250)
         FUZZ_CHECK(caps.flags == 0);
@@ -48,12 +48,12 @@ static void check_json(const tm_reply *r)
     size_t i;
 
     tm_status_init(&st);
-    tm_status_set_reply(&st, r);
+    tm__status_set_reply(&st, r);
     FUZZ_CHECK(st.code == r->code);
     FUZZ_CHECK(strlen(st.message) < sizeof(st.message));
     /* the text in every string field of the status */
-    tm_strlcpy(st.tls_error, r->text, sizeof(st.tls_error));
-    tm_strlcpy(st.rcpt[0].message, r->text, sizeof(st.rcpt[0].message));
+    tm__strlcpy(st.tls_error, r->text, sizeof(st.tls_error));
+    tm__strlcpy(st.rcpt[0].message, r->text, sizeof(st.rcpt[0].message));
     st.rcpt_count = 1;
     n = tm_status_json(&st, NULL, 0);
     m = tm_status_json(&st, json, sizeof(json));
@@ -89,14 +89,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     in = (const char *)data + 1 + nchunks;
     len = size - 1 - nchunks;
 
-    tm_reply_reset(&r);
+    tm__reply_reset(&r);
     while (start < len) {
         size_t n = nchunks ? (size_t)chunks[k++ % nchunks] + 1 : len;
         size_t used = 0, wused = 0;
         int rc, wrc;
 
         end = n > len - end ? len : end + n;
-        rc = tm_reply_parse(&r, in + start, end - start, &used);
+        rc = tm__reply_parse(&r, in + start, end - start, &used);
         FUZZ_CHECK(used <= end - start);
         if (rc == 0 && end < len) {
             FUZZ_CHECK(end - start - used < TM_REPLY_LINE_MAX);
@@ -104,8 +104,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             continue;
         }
         /* The same reply parsed from one buffer holding all the rest. */
-        tm_reply_reset(&whole);
-        wrc = tm_reply_parse(&whole, in + reply_start, len - reply_start, &wused);
+        tm__reply_reset(&whole);
+        wrc = tm__reply_parse(&whole, in + reply_start, len - reply_start, &wused);
         FUZZ_CHECK(wrc == rc);
         if (rc == 0)
             break;
@@ -121,7 +121,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         start += used;
         end = start;
         reply_start = start;
-        tm_reply_reset(&r);
+        tm__reply_reset(&r);
     }
     return 0;
 }

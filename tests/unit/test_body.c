@@ -46,7 +46,7 @@ static void buf_free(buf *b)
 
 /*
  * The encoder under test: in, fed in chunks of `chunk` bytes (0 = all at
- * once), into an output window of `outcap` bytes, then tm_body_finish.
+ * once), into an output window of `outcap` bytes, then tm__body_finish.
  * Returns the encoder's last return value; *out gets everything produced.
  */
 static int encode(const unsigned char *in, size_t len, size_t chunk, size_t outcap, buf *out,
@@ -58,13 +58,13 @@ static int encode(const unsigned char *in, size_t len, size_t chunk, size_t outc
     int rc = TM_OK;
 
     assert_non_null(o);
-    tm_body_init(&b);
+    tm__body_init(&b);
     while (pos < len) {
         size_t n = chunk == 0 || chunk > len - pos ? len - pos : chunk;
         size_t done = 0;
         while (done < n) {
             size_t used = 99, made = 99;
-            rc = tm_body_encode(&b, in + pos + done, n - done, &used, o, outcap, &made);
+            rc = tm__body_encode(&b, in + pos + done, n - done, &used, o, outcap, &made);
             assert_true(used <= n - done);
             assert_true(made <= outcap);
             buf_put(out, o, made);
@@ -81,7 +81,7 @@ static int encode(const unsigned char *in, size_t len, size_t chunk, size_t outc
     }
     if (finish) {
         unsigned char f[TM_BODY_FINISH_MAX];
-        size_t fn = tm_body_finish(&b, f);
+        size_t fn = tm__body_finish(&b, f);
         assert_true(fn <= TM_BODY_FINISH_MAX);
         buf_put(out, f, fn);
     }
@@ -507,22 +507,22 @@ static void test_small_outcap(void **state)
     (void)state;
 
     /* With 4 bytes of room, the worst cases still make progress. */
-    tm_body_init(&b);
-    assert_int_equal(tm_body_encode(&b, (const unsigned char *)"\r.", 2, &used, out, 4, &made),
+    tm__body_init(&b);
+    assert_int_equal(tm__body_encode(&b, (const unsigned char *)"\r.", 2, &used, out, 4, &made),
                      TM_OK);
     assert_int_equal(used, 2);
     assert_int_equal(made, 4);
     assert_memory_equal(out, "\r\n..", 4);
     /* Fewer than 4 bytes of room is an error, not a silent stall. */
-    assert_int_equal(tm_body_encode(&b, (const unsigned char *)"a", 1, &used, out, 3, &made),
+    assert_int_equal(tm__body_encode(&b, (const unsigned char *)"a", 1, &used, out, 3, &made),
                      TM_EINVAL);
     assert_int_equal(used, 0);
     assert_int_equal(made, 0);
-    assert_int_equal(tm_body_encode(NULL, (const unsigned char *)"a", 1, &used, out, 8, &made),
+    assert_int_equal(tm__body_encode(NULL, (const unsigned char *)"a", 1, &used, out, 8, &made),
                      TM_EINVAL);
-    assert_int_equal(tm_body_encode(&b, NULL, 1, &used, out, 8, &made), TM_EINVAL);
+    assert_int_equal(tm__body_encode(&b, NULL, 1, &used, out, 8, &made), TM_EINVAL);
     /* Empty input is fine, even without a buffer. */
-    assert_int_equal(tm_body_encode(&b, NULL, 0, &used, out, 8, &made), TM_OK);
+    assert_int_equal(tm__body_encode(&b, NULL, 0, &used, out, 8, &made), TM_OK);
     assert_int_equal(used, 0);
     assert_int_equal(made, 0);
 }
@@ -535,26 +535,26 @@ static void test_finish(void **state)
     unsigned char o[16];
     (void)state;
 
-    tm_body_init(&b);
-    n = tm_body_finish(&b, out);
+    tm__body_init(&b);
+    n = tm__body_finish(&b, out);
     assert_int_equal(n, 3);
     assert_memory_equal(out, ".\r\n", 3);
-    tm_body_init(&b);
-    assert_int_equal(tm_body_encode(&b, (const unsigned char *)"x", 1, &used, o, 16, &made), TM_OK);
-    n = tm_body_finish(&b, out);
+    tm__body_init(&b);
+    assert_int_equal(tm__body_encode(&b, (const unsigned char *)"x", 1, &used, o, 16, &made), TM_OK);
+    n = tm__body_finish(&b, out);
     assert_int_equal(n, 5);
     assert_memory_equal(out, "\r\n.\r\n", 5);
     /* The encoder is ready for the next message after the finish. */
-    assert_int_equal(tm_body_encode(&b, (const unsigned char *)".", 1, &used, o, 16, &made), TM_OK);
+    assert_int_equal(tm__body_encode(&b, (const unsigned char *)".", 1, &used, o, 16, &made), TM_OK);
     assert_int_equal(made, 2);
-    tm_body_init(&b);
-    assert_int_equal(tm_body_encode(&b, (const unsigned char *)"x\r", 2, &used, o, 16, &made),
+    tm__body_init(&b);
+    assert_int_equal(tm__body_encode(&b, (const unsigned char *)"x\r", 2, &used, o, 16, &made),
                      TM_OK);
     assert_int_equal(made, 1);
-    n = tm_body_finish(&b, out);
+    n = tm__body_finish(&b, out);
     assert_int_equal(n, 5);
     assert_memory_equal(out, "\r\n.\r\n", 5);
-    assert_int_equal(tm_body_finish(NULL, out), 0);
+    assert_int_equal(tm__body_finish(NULL, out), 0);
 }
 
 /* ---- random inputs ---- */

@@ -90,14 +90,14 @@ static void mx_records(void **state)
     begin(&m, "example.org", 15, 2);
     mx(&m, 20, "mx2.example.org");
     mx(&m, 10, "mx1.example.org");
-    assert_int_equal(tm_dns_parse_mx(m.b, m.len, out, 4, &null_mx), 2);
+    assert_int_equal(tm__dns_parse_mx(m.b, m.len, out, 4, &null_mx), 2);
     assert_int_equal(null_mx, 0);
     assert_string_equal(out[0].host, "mx2.example.org");
     assert_int_equal(out[0].pref, 20);
     assert_string_equal(out[1].host, "mx1.example.org");
     assert_int_equal(out[1].pref, 10);
     /* max bounds the output. */
-    assert_int_equal(tm_dns_parse_mx(m.b, m.len, out, 1, &null_mx), 1);
+    assert_int_equal(tm__dns_parse_mx(m.b, m.len, out, 1, &null_mx), 1);
 }
 
 static void mx_compressed_target(void **state)
@@ -115,7 +115,7 @@ static void mx_compressed_target(void **state)
     put8(&m, 'm');
     put8(&m, 'x');
     put16(&m, 0xc00c);
-    assert_int_equal(tm_dns_parse_mx(m.b, m.len, out, 2, &null_mx), 1);
+    assert_int_equal(tm__dns_parse_mx(m.b, m.len, out, 2, &null_mx), 1);
     assert_string_equal(out[0].host, "mx.example.org");
 }
 
@@ -128,7 +128,7 @@ static void null_mx_record(void **state)
 
     begin(&m, "example.org", 15, 1);
     mx(&m, 0, "");
-    assert_int_equal(tm_dns_parse_mx(m.b, m.len, out, 2, &null_mx), 0);
+    assert_int_equal(tm__dns_parse_mx(m.b, m.len, out, 2, &null_mx), 0);
     assert_int_equal(null_mx, 1);
 }
 
@@ -144,7 +144,7 @@ static void compression_loop(void **state)
     put16(&m, 10);
     at = m.len;
     put16(&m, 0xc000 | (unsigned)at); /* points at itself */
-    assert_int_equal(tm_dns_parse_mx(m.b, m.len, out, 2, &null_mx), TM_EDNS);
+    assert_int_equal(tm__dns_parse_mx(m.b, m.len, out, 2, &null_mx), TM_EDNS);
 }
 
 static void pointer_past_end(void **state)
@@ -158,7 +158,7 @@ static void pointer_past_end(void **state)
     rr(&m, 15, 4);
     put16(&m, 10);
     put16(&m, 0xc000 | 0x3ff);
-    assert_int_equal(tm_dns_parse_mx(m.b, m.len, out, 2, &null_mx), TM_EDNS);
+    assert_int_equal(tm__dns_parse_mx(m.b, m.len, out, 2, &null_mx), TM_EDNS);
 }
 
 static void truncated(void **state)
@@ -172,14 +172,14 @@ static void truncated(void **state)
     mx(&m, 10, "mx1.example.org");
     /* Every strict prefix of the message is refused or yields nothing. */
     for (cut = 0; cut < m.len; cut++) {
-        int n = tm_dns_parse_mx(m.b, cut, out, 2, &null_mx);
+        int n = tm__dns_parse_mx(m.b, cut, out, 2, &null_mx);
         assert_true(n == TM_EDNS || n == 0);
     }
     /* rdlength past the end. */
     m.b[m.len - 21] = 0x01; /* rdlength 0x01ff: 2 + 17 bytes are there */
     m.b[m.len - 20] = 0xff;
-    assert_int_equal(tm_dns_parse_mx(m.b, m.len, out, 2, &null_mx), TM_EDNS);
-    assert_int_equal(tm_dns_parse_mx(NULL, 0, out, 2, &null_mx), TM_EDNS);
+    assert_int_equal(tm__dns_parse_mx(m.b, m.len, out, 2, &null_mx), TM_EDNS);
+    assert_int_equal(tm__dns_parse_mx(NULL, 0, out, 2, &null_mx), TM_EDNS);
 }
 
 static void short_mx_rdata(void **state)
@@ -192,7 +192,7 @@ static void short_mx_rdata(void **state)
     begin(&m, "example.org", 15, 1);
     rr(&m, 15, 2);
     put16(&m, 10);
-    assert_int_equal(tm_dns_parse_mx(m.b, m.len, out, 2, &null_mx), TM_EDNS);
+    assert_int_equal(tm__dns_parse_mx(m.b, m.len, out, 2, &null_mx), TM_EDNS);
 }
 
 static void wrong_types_ignored(void **state)
@@ -209,7 +209,7 @@ static void wrong_types_ignored(void **state)
     put8(&m, 'b');
     put8(&m, 'c');
     mx(&m, 5, "mx.example.org");
-    assert_int_equal(tm_dns_parse_mx(m.b, m.len, out, 2, &null_mx), 1);
+    assert_int_equal(tm__dns_parse_mx(m.b, m.len, out, 2, &null_mx), 1);
     assert_string_equal(out[0].host, "mx.example.org");
 }
 
@@ -230,11 +230,11 @@ static void a_records(void **state)
         memcpy(m.b + m.len, addrs[i], 4);
         m.len += 4;
     }
-    assert_int_equal(tm_dns_parse_addr(m.b, m.len, 1, 2525, out, 4), 2);
-    tm_net_ntop((struct sockaddr *)&out[0].sa, text, sizeof text);
+    assert_int_equal(tm__dns_parse_addr(m.b, m.len, 1, 2525, out, 4), 2);
+    tm__net_ntop((struct sockaddr *)&out[0].sa, text, sizeof text);
     assert_string_equal(text, "127.0.0.2");
     assert_int_equal(ntohs(((struct sockaddr_in *)&out[0].sa)->sin_port), 2525);
-    tm_net_ntop((struct sockaddr *)&out[1].sa, text, sizeof text);
+    tm__net_ntop((struct sockaddr *)&out[1].sa, text, sizeof text);
     assert_string_equal(text, "192.0.2.7");
 }
 
@@ -254,8 +254,8 @@ static void aaaa_records(void **state)
     rr(&m, 28, 16);
     memcpy(m.b + m.len, one, 16);
     m.len += 16;
-    assert_int_equal(tm_dns_parse_addr(m.b, m.len, 28, 25, out, 4), 1);
-    tm_net_ntop((struct sockaddr *)&out[0].sa, text, sizeof text);
+    assert_int_equal(tm__dns_parse_addr(m.b, m.len, 28, 25, out, 4), 1);
+    tm__net_ntop((struct sockaddr *)&out[0].sa, text, sizeof text);
     assert_string_equal(text, "::1");
 }
 
@@ -270,7 +270,7 @@ static void bad_a_length(void **state)
     put16(&m, 0x7f00);
     put16(&m, 0x0002);
     put8(&m, 9);
-    assert_int_equal(tm_dns_parse_addr(m.b, m.len, 1, 25, out, 2), TM_EDNS);
+    assert_int_equal(tm__dns_parse_addr(m.b, m.len, 1, 25, out, 2), TM_EDNS);
 }
 
 static void cname_then_a(void **state)
@@ -288,7 +288,7 @@ static void cname_then_a(void **state)
     rr(&m, 1, 4);
     put16(&m, 0x7f00);
     put16(&m, 0x0002);
-    assert_int_equal(tm_dns_parse_addr(m.b, m.len, 1, 25, out, 2), 1);
+    assert_int_equal(tm__dns_parse_addr(m.b, m.len, 1, 25, out, 2), 1);
 }
 
 int main(void)

@@ -38,7 +38,17 @@ static const struct row {
     {YES, NO, YES, TM_EV_REFUSED, TM_ACT_NEXT_MX},
     {YES, YES, NO, TM_EV_REFUSED, TM_ACT_NEXT_MX},
     {YES, YES, YES, TM_EV_REFUSED, TM_ACT_NEXT_MX},
-    /* handshake failed: a new plaintext connection */
+    /* STARTTLS answered 421: the host is leaving, whatever the policy */
+    {NO, NO, NO, TM_EV_CLOSING, TM_ACT_NEXT_MX},
+    {NO, NO, YES, TM_EV_CLOSING, TM_ACT_NEXT_MX},
+    {NO, YES, NO, TM_EV_CLOSING, TM_ACT_NEXT_MX},
+    {NO, YES, YES, TM_EV_CLOSING, TM_ACT_NEXT_MX},
+    {YES, NO, NO, TM_EV_CLOSING, TM_ACT_NEXT_MX},
+    {YES, NO, YES, TM_EV_CLOSING, TM_ACT_NEXT_MX},
+    {YES, YES, NO, TM_EV_CLOSING, TM_ACT_NEXT_MX},
+    {YES, YES, YES, TM_EV_CLOSING, TM_ACT_NEXT_MX},
+    /* handshake failed (or a reply to STARTTLS that answers nothing, or
+     * bytes after its 220): a new plaintext connection */
     {NO, NO, NO, TM_EV_HANDSHAKE, TM_ACT_PLAIN_NEW},
     {NO, NO, YES, TM_EV_HANDSHAKE, TM_ACT_PLAIN_NEW},
     {NO, YES, NO, TM_EV_HANDSHAKE, TM_ACT_PLAIN_NEW},
@@ -84,7 +94,7 @@ static const char *action_name(tm_tls_action a)
 
 static void check_row(const struct row *r, const tm_policy *p)
 {
-    tm_tls_action got = tm_policy_decide(p, r->event);
+    tm_tls_action got = tm__policy_decide(p, r->event);
     if (got != r->action)
         fail_msg("require_tls=%d skip_verify=%d keep_unverified_tls=%d event=%d: %s, expected %s",
                  p->require_tls, p->skip_verify, p->keep_unverified_tls, (int)r->event,
@@ -94,10 +104,10 @@ static void check_row(const struct row *r, const tm_policy *p)
 static void test_table(void **state)
 {
     size_t i;
-    int seen[2][2][2][5] = {{{{0}}}};
+    int seen[2][2][2][6] = {{{{0}}}};
     (void)state;
 
-    assert_int_equal(sizeof(table) / sizeof(table[0]), 40);
+    assert_int_equal(sizeof(table) / sizeof(table[0]), 48);
     for (i = 0; i < sizeof(table) / sizeof(table[0]); i++) {
         const struct row *r = &table[i];
         tm_policy p = TM_POLICY_INIT;
@@ -118,8 +128,8 @@ static void test_table(void **state)
         seen[r->require_tls > 0][r->skip_verify > 0][r->keep_unverified > 0][r->event]++;
     }
     /* each combination exactly once */
-    for (i = 0; i < 40; i++)
-        assert_int_equal(seen[i / 20][i / 10 % 2][i / 5 % 2][i % 5], 1);
+    for (i = 0; i < 48; i++)
+        assert_int_equal(seen[i / 24][i / 12 % 2][i / 6 % 2][i % 6], 1);
 }
 
 static void test_null_policy(void **state)
@@ -127,14 +137,14 @@ static void test_null_policy(void **state)
     tm_policy zero = {0, 0, 0, 0};
     (void)state;
 
-    assert_int_equal(tm_policy_decide(NULL, TM_EV_NOT_OFFERED), TM_ACT_PLAIN_SAME);
-    assert_int_equal(tm_policy_decide(NULL, TM_EV_REFUSED), TM_ACT_PLAIN_SAME);
-    assert_int_equal(tm_policy_decide(NULL, TM_EV_HANDSHAKE), TM_ACT_PLAIN_NEW);
-    assert_int_equal(tm_policy_decide(NULL, TM_EV_CERT_INVALID), TM_ACT_PLAIN_NEW);
-    assert_int_equal(tm_policy_decide(NULL, TM_EV_CERT_VALID), TM_ACT_USE_TLS);
+    assert_int_equal(tm__policy_decide(NULL, TM_EV_NOT_OFFERED), TM_ACT_PLAIN_SAME);
+    assert_int_equal(tm__policy_decide(NULL, TM_EV_REFUSED), TM_ACT_PLAIN_SAME);
+    assert_int_equal(tm__policy_decide(NULL, TM_EV_HANDSHAKE), TM_ACT_PLAIN_NEW);
+    assert_int_equal(tm__policy_decide(NULL, TM_EV_CERT_INVALID), TM_ACT_PLAIN_NEW);
+    assert_int_equal(tm__policy_decide(NULL, TM_EV_CERT_VALID), TM_ACT_USE_TLS);
     /* all-zero is the default too */
-    assert_int_equal(tm_policy_decide(&zero, TM_EV_CERT_INVALID), TM_ACT_PLAIN_NEW);
-    assert_int_equal(tm_policy_decide(&zero, TM_EV_NOT_OFFERED), TM_ACT_PLAIN_SAME);
+    assert_int_equal(tm__policy_decide(&zero, TM_EV_CERT_INVALID), TM_ACT_PLAIN_NEW);
+    assert_int_equal(tm__policy_decide(&zero, TM_EV_NOT_OFFERED), TM_ACT_PLAIN_SAME);
 }
 
 static void test_policy_init(void **state)
@@ -144,16 +154,16 @@ static void test_policy_init(void **state)
 
     p.version = 99;
     p.require_tls = p.skip_verify = p.keep_unverified_tls = 5;
-    assert_int_equal(tm_policy_init(&p), TM_OK);
+    assert_int_equal(tm_policy_init(&p, TM_POLICY_VERSION), TM_OK);
     assert_int_equal(p.version, TM_POLICY_VERSION);
     assert_int_equal(p.require_tls, 0);
     assert_int_equal(p.skip_verify, 0);
     assert_int_equal(p.keep_unverified_tls, 0);
-    assert_int_equal(tm_policy_init(NULL), TM_EINVAL);
+    assert_int_equal(tm_policy_init(NULL, TM_POLICY_VERSION), TM_EINVAL);
     assert_int_equal(tm_policy_size(), sizeof(tm_policy));
 }
 
-/* tm_policy_resolve: message over sending domain over default, then the
+/* tm__policy_resolve: message over sending domain over default, then the
  * recipient floor. */
 static void test_resolve(void **state)
 {
@@ -183,7 +193,7 @@ static void test_resolve(void **state)
         tm_resolved r;
         m.require_tls = rows[i].msg;
         d.require_tls = rows[i].dom;
-        tm_policy_resolve(&m, &d, rows[i].floor, &r);
+        tm__policy_resolve(&m, &d, rows[i].floor, &r);
         if (r.policy.require_tls != rows[i].require || r.require_tls_source != rows[i].require_src)
             fail_msg("row %zu: require_tls %d from %d", i, r.policy.require_tls, r.require_tls_source);
         assert_int_equal(r.policy.version, TM_POLICY_VERSION);
@@ -203,19 +213,19 @@ static void test_resolve_floor_verified(void **state)
      * kept under a "tls" floor. */
     m.skip_verify = TM_ON;
     m.keep_unverified_tls = TM_ON;
-    tm_policy_resolve(&m, &d, TM_FLOOR_VERIFIED, &r);
+    tm__policy_resolve(&m, &d, TM_FLOOR_VERIFIED, &r);
     assert_int_equal(r.policy.skip_verify, 0);
     assert_int_equal(r.skip_verify_source, TM_SOURCE_RECIPIENT_FLOOR);
     assert_int_equal(r.policy.keep_unverified_tls, 1);
     assert_int_equal(r.keep_unverified_tls_source, TM_SOURCE_MESSAGE);
-    assert_int_equal(tm_policy_decide(&r.policy, TM_EV_CERT_INVALID), TM_ACT_NEXT_MX);
-    tm_policy_resolve(&m, &d, TM_FLOOR_TLS, &r);
+    assert_int_equal(tm__policy_decide(&r.policy, TM_EV_CERT_INVALID), TM_ACT_NEXT_MX);
+    tm__policy_resolve(&m, &d, TM_FLOOR_TLS, &r);
     assert_int_equal(r.policy.skip_verify, 1);
     assert_int_equal(r.skip_verify_source, TM_SOURCE_MESSAGE);
-    assert_int_equal(tm_policy_decide(&r.policy, TM_EV_CERT_INVALID), TM_ACT_USE_TLS);
-    assert_int_equal(tm_policy_decide(&r.policy, TM_EV_NOT_OFFERED), TM_ACT_NEXT_MX);
+    assert_int_equal(tm__policy_decide(&r.policy, TM_EV_CERT_INVALID), TM_ACT_USE_TLS);
+    assert_int_equal(tm__policy_decide(&r.policy, TM_EV_NOT_OFFERED), TM_ACT_NEXT_MX);
     /* NULL levels are "not set" */
-    tm_policy_resolve(NULL, NULL, TM_FLOOR_NONE, &r);
+    tm__policy_resolve(NULL, NULL, TM_FLOOR_NONE, &r);
     assert_int_equal(r.policy.require_tls, 0);
     assert_int_equal(r.policy.skip_verify, 0);
     assert_int_equal(r.policy.keep_unverified_tls, 0);
@@ -223,7 +233,7 @@ static void test_resolve_floor_verified(void **state)
     assert_int_equal(r.skip_verify_source, TM_SOURCE_DEFAULT);
     assert_int_equal(r.keep_unverified_tls_source, TM_SOURCE_DEFAULT);
     d.skip_verify = TM_ON;
-    tm_policy_resolve(NULL, &d, TM_FLOOR_NONE, &r);
+    tm__policy_resolve(NULL, &d, TM_FLOOR_NONE, &r);
     assert_int_equal(r.policy.skip_verify, 1);
     assert_int_equal(r.skip_verify_source, TM_SOURCE_SENDING_DOMAIN);
 }

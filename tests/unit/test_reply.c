@@ -17,8 +17,8 @@
 /* Parses one reply from the whole buffer at once. */
 static int parse_all(tm_reply *r, const char *buf, size_t len, size_t *used)
 {
-    tm_reply_reset(r);
-    return tm_reply_parse(r, buf, len, used);
+    tm__reply_reset(r);
+    return tm__reply_parse(r, buf, len, used);
 }
 
 static int parse_str(tm_reply *r, const char *s, size_t *used)
@@ -49,13 +49,13 @@ static int parse_chunked(tm_reply *r, const char *buf, size_t len, size_t (*chun
     size_t start = 0, end = 0, k = 0;
     int rc = 0;
 
-    tm_reply_reset(r);
+    tm__reply_reset(r);
     while (end < len) {
         size_t n = chunk(k++), u = 0;
         if (n > len - end)
             n = len - end;
         end += n;
-        rc = tm_reply_parse(r, buf + start, end - start, &u);
+        rc = tm__reply_parse(r, buf + start, end - start, &u);
         assert_true(u <= end - start);
         if (rc != 0) {
             *used = start + u;
@@ -437,14 +437,14 @@ static void test_incomplete(void **state)
     assert_int_equal(used, 34);
     assert_int_equal(r.lines, 2);
     /* The caller drops the consumed bytes and brings more. */
-    assert_int_equal(tm_reply_parse(&r, "250 SIZE 100\r", 13, &used), 0);
+    assert_int_equal(tm__reply_parse(&r, "250 SIZE 100\r", 13, &used), 0);
     assert_int_equal(used, 0);
-    assert_int_equal(tm_reply_parse(&r, "250 SIZE 100\r\n", 14, &used), 1);
+    assert_int_equal(tm__reply_parse(&r, "250 SIZE 100\r\n", 14, &used), 1);
     assert_int_equal(used, 14);
     assert_string_equal(r.text, "mx.example.com\nSTARTTLS\nSIZE 100");
     /* Nothing at all. */
-    tm_reply_reset(&r);
-    assert_int_equal(tm_reply_parse(&r, "", 0, &used), 0);
+    tm__reply_reset(&r);
+    assert_int_equal(tm__reply_parse(&r, "", 0, &used), 0);
     assert_int_equal(used, 0);
     assert_int_equal(r.code, 0);
     assert_int_equal(parse_str(&r, "250", &used), 0);
@@ -476,11 +476,11 @@ static void test_invalid_args(void **state)
     size_t used;
     (void)state;
 
-    tm_reply_reset(&r);
-    assert_int_equal(tm_reply_parse(NULL, "250\r\n", 5, &used), TM_EINVAL);
-    assert_int_equal(tm_reply_parse(&r, NULL, 5, &used), TM_EINVAL);
-    assert_int_equal(tm_reply_parse(&r, "250\r\n", 5, NULL), TM_EINVAL);
-    tm_reply_reset(NULL);
+    tm__reply_reset(&r);
+    assert_int_equal(tm__reply_parse(NULL, "250\r\n", 5, &used), TM_EINVAL);
+    assert_int_equal(tm__reply_parse(&r, NULL, 5, &used), TM_EINVAL);
+    assert_int_equal(tm__reply_parse(&r, "250\r\n", 5, NULL), TM_EINVAL);
+    tm__reply_reset(NULL);
 }
 
 /* ---- capabilities ---- */
@@ -492,7 +492,7 @@ static tm_caps caps_of(const char *transcript)
     size_t used;
 
     assert_int_equal(parse_str(&r, transcript, &used), 1);
-    tm_caps_parse(&c, &r);
+    tm__caps_parse(&c, &r);
     return c;
 }
 
@@ -564,13 +564,13 @@ static void test_caps_greeting_skipped(void **state)
     /* Only a 250 reply has capabilities. */
     c = caps_of("550-no\r\n550 STARTTLS\r\n");
     assert_int_equal(c.flags, 0);
-    tm_caps_parse(&c, NULL);
+    tm__caps_parse(&c, NULL);
     assert_int_equal(c.flags, 0);
-    tm_reply_reset(&r);
-    assert_int_equal(tm_reply_parse(&r, "250-x\r\n", 7, &used), 0);
-    tm_caps_parse(&c, &r); /* not yet complete: nothing but the name */
+    tm__reply_reset(&r);
+    assert_int_equal(tm__reply_parse(&r, "250-x\r\n", 7, &used), 0);
+    tm__caps_parse(&c, &r); /* not yet complete: nothing but the name */
     assert_int_equal(c.flags, 0);
-    tm_caps_parse(NULL, &r);
+    tm__caps_parse(NULL, &r);
 }
 
 static void test_caps_size(void **state)
@@ -627,7 +627,7 @@ static void test_caps_truncated(void **state)
     assert_int_equal(parse_all(&r, s, len, &used), 1);
     assert_int_equal(r.text_len, TM_REPLY_TEXT_MAX - 1);
     assert_string_equal(r.text + r.text_len - 10, "PIPELINING");
-    tm_caps_parse(&c, &r);
+    tm__caps_parse(&c, &r);
     assert_int_equal(c.flags, TM_CAP_STARTTLS);
 }
 
@@ -693,16 +693,16 @@ static void test_addresses(void **state)
 
     for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         int na = -1;
-        int rc_s = tm_address_check(cases[i].addr, 1, &na);
+        int rc_s = tm__address_check(cases[i].addr, 1, &na);
         int rc_r;
         if (rc_s != (cases[i].sender_ok ? TM_OK : TM_EADDRESS))
             fail_msg("sender \"%s\": %d", cases[i].addr, rc_s);
         assert_int_equal(na, rc_s == TM_OK ? cases[i].non_ascii : 0);
-        rc_r = tm_address_check(cases[i].addr, 0, NULL);
+        rc_r = tm__address_check(cases[i].addr, 0, NULL);
         if (rc_r != (cases[i].rcpt_ok ? TM_OK : TM_EADDRESS))
             fail_msg("recipient \"%s\": %d", cases[i].addr, rc_r);
     }
-    assert_int_equal(tm_address_check(NULL, 1, NULL), TM_EADDRESS);
+    assert_int_equal(tm__address_check(NULL, 1, NULL), TM_EADDRESS);
 }
 
 static void test_address_length(void **state)
@@ -713,41 +713,41 @@ static void test_address_length(void **state)
     memset(a, 'a', sizeof(a));
     memcpy(a + TM_ADDRESS_MAX - 1 - 12, "@example.com", 13); /* 255 bytes */
     assert_int_equal(strlen(a), TM_ADDRESS_MAX - 1);
-    assert_int_equal(tm_address_check(a, 0, NULL), TM_OK);
+    assert_int_equal(tm__address_check(a, 0, NULL), TM_OK);
     memset(a, 'a', sizeof(a));
     memcpy(a + TM_ADDRESS_MAX - 12, "@example.com", 13); /* 256 bytes */
-    assert_int_equal(tm_address_check(a, 0, NULL), TM_EADDRESS);
-    assert_int_equal(tm_address_check(a, 1, NULL), TM_EADDRESS);
+    assert_int_equal(tm__address_check(a, 0, NULL), TM_EADDRESS);
+    assert_int_equal(tm__address_check(a, 1, NULL), TM_EADDRESS);
 }
 
 static void test_address_domain(void **state)
 {
     (void)state;
-    assert_string_equal(tm_address_domain("a@example.com"), "example.com");
-    assert_string_equal(tm_address_domain("\"a@b\"@example.com"), "example.com");
-    assert_string_equal(tm_address_domain("a@"), "");
-    assert_null(tm_address_domain("nobody"));
-    assert_null(tm_address_domain(""));
-    assert_null(tm_address_domain(NULL));
+    assert_string_equal(tm__address_domain("a@example.com"), "example.com");
+    assert_string_equal(tm__address_domain("\"a@b\"@example.com"), "example.com");
+    assert_string_equal(tm__address_domain("a@"), "");
+    assert_null(tm__address_domain("nobody"));
+    assert_null(tm__address_domain(""));
+    assert_null(tm__address_domain(NULL));
 }
 
 static void test_domain_equal(void **state)
 {
     (void)state;
-    assert_true(tm_domain_equal("example.com", "example.com"));
-    assert_true(tm_domain_equal("Example.COM", "example.com"));
-    assert_true(tm_domain_equal("example.com.", "example.com"));
-    assert_true(tm_domain_equal("example.com", "EXAMPLE.com."));
-    assert_true(tm_domain_equal("example.com.", "example.com."));
-    assert_false(tm_domain_equal("example.com..", "example.com"));
-    assert_false(tm_domain_equal("example.com", "example.org"));
-    assert_false(tm_domain_equal("example.com", "sub.example.com"));
-    assert_false(tm_domain_equal("xample.com", "example.com"));
-    assert_false(tm_domain_equal("b\xc3\xbc" "cher.example", "b\xc3\x9c" "cher.example"));
-    assert_false(tm_domain_equal("", ""));
-    assert_false(tm_domain_equal(".", ""));
-    assert_false(tm_domain_equal(NULL, "a"));
-    assert_false(tm_domain_equal("a", NULL));
+    assert_true(tm__domain_equal("example.com", "example.com"));
+    assert_true(tm__domain_equal("Example.COM", "example.com"));
+    assert_true(tm__domain_equal("example.com.", "example.com"));
+    assert_true(tm__domain_equal("example.com", "EXAMPLE.com."));
+    assert_true(tm__domain_equal("example.com.", "example.com."));
+    assert_false(tm__domain_equal("example.com..", "example.com"));
+    assert_false(tm__domain_equal("example.com", "example.org"));
+    assert_false(tm__domain_equal("example.com", "sub.example.com"));
+    assert_false(tm__domain_equal("xample.com", "example.com"));
+    assert_false(tm__domain_equal("b\xc3\xbc" "cher.example", "b\xc3\x9c" "cher.example"));
+    assert_false(tm__domain_equal("", ""));
+    assert_false(tm__domain_equal(".", ""));
+    assert_false(tm__domain_equal(NULL, "a"));
+    assert_false(tm__domain_equal("a", NULL));
 }
 
 static void test_name_check(void **state)
@@ -766,31 +766,31 @@ static void test_name_check(void **state)
     (void)state;
 
     for (i = 0; i < sizeof(good) / sizeof(good[0]); i++)
-        if (tm_name_check(good[i]) != TM_OK)
+        if (tm__name_check(good[i]) != TM_OK)
             fail_msg("\"%s\" refused", good[i]);
     for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
-        if (tm_name_check(bad[i]) != TM_EINVAL)
+        if (tm__name_check(bad[i]) != TM_EINVAL)
             fail_msg("\"%s\" accepted", bad[i]);
-    assert_int_equal(tm_name_check(NULL), TM_EINVAL);
+    assert_int_equal(tm__name_check(NULL), TM_EINVAL);
     /* 63-octet labels are fine, 64 are not; 253 octets in all at most. */
     memset(big, 'a', 63);
     strcpy(big + 63, ".example");
-    assert_int_equal(tm_name_check(big), TM_OK);
+    assert_int_equal(tm__name_check(big), TM_OK);
     memset(big, 'a', 64);
     strcpy(big + 64, ".example");
-    assert_int_equal(tm_name_check(big), TM_EINVAL);
+    assert_int_equal(tm__name_check(big), TM_EINVAL);
     for (i = 0; i < 4; i++) {
         memset(big + i * 64, 'a', 63);
         big[i * 64 + 63] = '.';
     }
     big[253] = '\0'; /* 253 octets */
-    assert_int_equal(tm_name_check(big), TM_OK);
+    assert_int_equal(tm__name_check(big), TM_OK);
     big[253] = 'a';
     big[254] = '\0';
-    assert_int_equal(tm_name_check(big), TM_EINVAL);
+    assert_int_equal(tm__name_check(big), TM_EINVAL);
     memset(big, 'a', sizeof(big) - 1);
     big[sizeof(big) - 1] = '\0';
-    assert_int_equal(tm_name_check(big), TM_EINVAL);
+    assert_int_equal(tm__name_check(big), TM_EINVAL);
 }
 
 int main(void)

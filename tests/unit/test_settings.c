@@ -58,7 +58,7 @@ static void resolution_table(void **state)
         d.require_tls = values[dr];
         d.skip_verify = values[ds];
         d.keep_unverified_tls = values[dk];
-        tm_policy_resolve(&m, &d, floor, &r);
+        tm__policy_resolve(&m, &d, floor, &r);
 
         want_r = expect_flag(m.require_tls, d.require_tls, &src_r);
         want_s = expect_flag(m.skip_verify, d.skip_verify, &src_s);
@@ -94,11 +94,11 @@ static void resolution_nulls(void **state)
     tm_resolved r;
     (void)state;
 
-    tm_policy_resolve(NULL, NULL, TM_FLOOR_NONE, &r);
+    tm__policy_resolve(NULL, NULL, TM_FLOOR_NONE, &r);
     assert_int_equal(r.policy.require_tls, 0);
     assert_int_equal(r.require_tls_source, TM_SOURCE_DEFAULT);
     m.skip_verify = TM_ON;
-    tm_policy_resolve(&m, NULL, TM_FLOOR_NONE, &r);
+    tm__policy_resolve(&m, NULL, TM_FLOOR_NONE, &r);
     assert_int_equal(r.policy.skip_verify, 1);
     assert_int_equal(r.skip_verify_source, TM_SOURCE_MESSAGE);
     assert_int_equal(r.policy.require_tls, 0);
@@ -157,13 +157,13 @@ static void tables(void **state)
 
     /* Resolution through the tables: the message sets nothing, the domain
      * says skip_verify, the floor takes it back. */
-    tm_settings_resolve(ctx, NULL, "example.com", "bank.example", &r);
+    tm__settings_resolve(ctx, NULL, "example.com", "bank.example", &r);
     assert_int_equal(r.policy.require_tls, 1);
     assert_int_equal(r.require_tls_source, TM_SOURCE_RECIPIENT_FLOOR);
     assert_int_equal(r.policy.skip_verify, 0);
     assert_int_equal(r.skip_verify_source, TM_SOURCE_RECIPIENT_FLOOR);
     assert_int_equal(r.floor, TM_FLOOR_VERIFIED);
-    tm_settings_resolve(ctx, NULL, "EXAMPLE.COM", "elsewhere.example", &r);
+    tm__settings_resolve(ctx, NULL, "EXAMPLE.COM", "elsewhere.example", &r);
     assert_int_equal(r.policy.require_tls, 0);
     assert_int_equal(r.require_tls_source, TM_SOURCE_SENDING_DOMAIN);
     assert_int_equal(r.policy.skip_verify, 1);
@@ -317,7 +317,7 @@ static void *reader(void *arg)
         tm_resolved res;
         char name[64];
         snprintf(name, sizeof name, "d%d.example", i % 50);
-        tm_settings_resolve(r->ctx, NULL, name, "elsewhere.example", &res);
+        tm__settings_resolve(r->ctx, NULL, name, "elsewhere.example", &res);
         if (res.policy.require_tls != res.policy.skip_verify)
             r->torn++;
         i++;

@@ -232,9 +232,13 @@ static void python_validates(const char *s, size_t len)
 
 /* ---- fixtures ---- */
 
+/* The caller's recipient array that tm_status_json lists. */
+static tm_rcpt_status rcpt[64];
+static size_t nrcpt;
+
 static void delivered(tm_delivery_status *st)
 {
-    tm_status_init(st);
+    tm_status_init(st, TM_STATUS_VERSION);
     st->result = TM_RESULT_DELIVERED;
     st->error = TM_OK;
     st->code = 250;
@@ -253,11 +257,15 @@ static void delivered(tm_delivery_status *st)
     st->policy.require_tls = 1;
     st->require_tls_source = TM_SOURCE_MESSAGE;
     st->rcpt_count = 1;
-    strcpy(st->rcpt[0].address, "user@example.com");
-    st->rcpt[0].result = TM_RESULT_DELIVERED;
-    st->rcpt[0].code = 250;
-    strcpy(st->rcpt[0].enhanced_code, "2.1.5");
-    strcpy(st->rcpt[0].message, "2.1.5 Ok");
+    st->rcpt_delivered = 1;
+    st->transactions = 1;
+    nrcpt = 1;
+    memset(rcpt, 0, sizeof(rcpt));
+    strcpy(rcpt[0].address, "user@example.com");
+    rcpt[0].result = TM_RESULT_DELIVERED;
+    rcpt[0].code = 250;
+    strcpy(rcpt[0].enhanced_code, "2.1.5");
+    strcpy(rcpt[0].message, "2.1.5 Ok");
 }
 
 static const char delivered_json[] =
@@ -271,6 +279,8 @@ static const char delivered_json[] =
     "\"skip-verify\": false, \"skip-verify-from\": \"default\", "
     "\"keep-unverified-tls\": false, \"keep-unverified-tls-from\": \"default\", "
     "\"recipient-floor\": \"none\"}, "
+    "\"recipient-counts\": {\"total\": 1, \"delivered\": 1, \"deferred\": 0, "
+    "\"uncertain\": 0, \"bounced\": 0}, \"transactions\": 1, "
     "\"recipients\": [{\"address\": \"user@example.com\", \"result\": \"delivered\", "
     "\"code\": 250, \"enhanced-code\": \"2.1.5\", \"message\": \"2.1.5 Ok\"}]}";
 
@@ -282,15 +292,16 @@ static void test_json_exact(void **state)
     (void)state;
 
     delivered(&st);
-    n = tm_status_json(&st, buf, sizeof(buf));
+    n = tm_status_json(&st, rcpt, nrcpt, buf, sizeof(buf));
     assert_int_equal(n, (int)strlen(delivered_json));
     assert_string_equal(buf, delivered_json);
     assert_true(json_valid(buf, (size_t)n));
     python_validates(buf, (size_t)n);
 
     /* A fresh status, and two recipients. */
-    tm_status_init(&st);
-    n = tm_status_json(&st, buf, sizeof(buf));
+    tm_status_init(&st, TM_STATUS_VERSION);
+    nrcpt = 0;
+    n = tm_status_json(&st, rcpt, nrcpt, buf, sizeof(buf));
     assert_string_equal(buf,
                         "{\"result\": \"none\", \"code\": 0, \"enhanced-code\": \"\", \"message\": \"\", "
                         "\"description\": \"\", \"tls\": false, \"certificate-verified\": false, "
@@ -300,13 +311,16 @@ static void test_json_exact(void **state)
                         "\"policy\": {\"require-tls\": false, \"require-tls-from\": \"default\", "
                         "\"skip-verify\": false, \"skip-verify-from\": \"default\", "
                         "\"keep-unverified-tls\": false, \"keep-unverified-tls-from\": \"default\", "
-                        "\"recipient-floor\": \"none\"}, \"recipients\": []}");
+                        "\"recipient-floor\": \"none\"}, \"recipient-counts\": {\"total\": 0, "
+                        "\"delivered\": 0, \"deferred\": 0, \"uncertain\": 0, \"bounced\": 0}, "
+                        "\"transactions\": 0, \"recipients\": []}");
     delivered(&st);
     st.rcpt_count = 2;
-    strcpy(st.rcpt[1].address, "other@example.com");
-    st.rcpt[1].result = TM_RESULT_BOUNCED;
-    st.rcpt[1].code = 550;
-    n = tm_status_json(&st, buf, sizeof(buf));
+    nrcpt = 2;
+    strcpy(rcpt[1].address, "other@example.com");
+    rcpt[1].result = TM_RESULT_BOUNCED;
+    rcpt[1].code = 550;
+    n = tm_status_json(&st, rcpt, nrcpt, buf, sizeof(buf));
     assert_non_null(strstr(buf, "\"code\": 250, \"enhanced-code\": \"2.1.5\", \"message\": "
                                 "\"2.1.5 Ok\"}, {\"address\": \"other@example.com\", \"result\": "
                                 "\"bounced\", \"code\": 550, \"enhanced-code\": \"\", "
@@ -332,19 +346,19 @@ static void test_json_numbers(void **state)
     for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         delivered(&st);
         st.session_seconds = cases[i].secs;
-        tm_status_json(&st, buf, sizeof(buf));
+        tm_status_json(&st, rcpt, nrcpt, buf, sizeof(buf));
         snprintf(want, sizeof(want), "\"session-seconds\": %s,", cases[i].text);
         if (strstr(buf, want) == NULL)
             fail_msg("%g: %s", cases[i].secs, buf);
     }
     st.session_seconds = zero / zero; /* NaN */
-    tm_status_json(&st, buf, sizeof(buf));
+    tm_status_json(&st, rcpt, nrcpt, buf, sizeof(buf));
     assert_non_null(strstr(buf, "\"session-seconds\": 0.000,"));
     delivered(&st);
     st.code = -1;
     st.mx_port = 65535;
     st.attempt_no = 4000000000u;
-    tm_status_json(&st, buf, sizeof(buf));
+    tm_status_json(&st, rcpt, nrcpt, buf, sizeof(buf));
     assert_non_null(strstr(buf, "\"code\": -1,"));
     assert_non_null(strstr(buf, "\"mx-port\": 65535,"));
     assert_non_null(strstr(buf, "\"attempt-no\": 4000000000,"));
@@ -366,23 +380,23 @@ static void test_json_policy(void **state)
     st.skip_verify_source = TM_SOURCE_RECIPIENT_FLOOR;
     st.keep_unverified_tls_source = TM_SOURCE_SENDING_DOMAIN;
     st.floor = TM_FLOOR_VERIFIED;
-    n = tm_status_json(&st, buf, sizeof(buf));
+    n = tm_status_json(&st, rcpt, nrcpt, buf, sizeof(buf));
     assert_non_null(strstr(buf, "\"utf8\": false, \"policy\": {\"require-tls\": true, "
                                 "\"require-tls-from\": \"recipient-floor\", \"skip-verify\": false, "
                                 "\"skip-verify-from\": \"recipient-floor\", "
                                 "\"keep-unverified-tls\": true, "
                                 "\"keep-unverified-tls-from\": \"sending-domain\", "
-                                "\"recipient-floor\": \"verified\"}, \"recipients\": ["));
+                                "\"recipient-floor\": \"verified\"}, \"recipient-counts\": {"));
     assert_true(json_valid(buf, (size_t)n));
     /* out-of-range values still give names */
     st.policy.skip_verify = 1;
     st.skip_verify_source = 99;
     st.floor = TM_FLOOR_TLS;
-    tm_status_json(&st, buf, sizeof(buf));
+    tm_status_json(&st, rcpt, nrcpt, buf, sizeof(buf));
     assert_non_null(strstr(buf, "\"skip-verify\": true, \"skip-verify-from\": \"default\""));
     assert_non_null(strstr(buf, "\"recipient-floor\": \"tls\"}"));
     st.floor = -5;
-    tm_status_json(&st, buf, sizeof(buf));
+    tm_status_json(&st, rcpt, nrcpt, buf, sizeof(buf));
     assert_non_null(strstr(buf, "\"recipient-floor\": \"none\"}"));
 }
 
@@ -393,8 +407,8 @@ static void check_message_escapes(const char *message, const char *expected)
     int n;
 
     delivered(&st);
-    tm_strlcpy(st.message, message, sizeof(st.message));
-    n = tm_status_json(&st, buf, sizeof(buf));
+    tm__strlcpy(st.message, message, sizeof(st.message));
+    n = tm_status_json(&st, rcpt, nrcpt, buf, sizeof(buf));
     snprintf(want, sizeof(want), "\"message\": \"%s\", \"description\"", expected);
     if (strstr(buf, want) == NULL)
         fail_msg("message \"%s\": got %s", message, buf);
@@ -436,9 +450,10 @@ static void test_json_unterminated_fields(void **state)
     delivered(&st);
     memset(st.message, 'm', sizeof(st.message));
     memset(st.mx_host, 'h', sizeof(st.mx_host));
-    memset(st.rcpt[0].address, 'a', sizeof(st.rcpt[0].address));
-    st.rcpt_count = 1000; /* clamped to TM_MAX_RECIPIENTS */
-    n = tm_status_json(&st, buf, sizeof(buf));
+    memset(rcpt[0].address, 'a', sizeof(rcpt[0].address));
+    st.rcpt_count = 1000; /* a count, not the array's length */
+    nrcpt = 1;
+    n = tm_status_json(&st, rcpt, nrcpt, buf, sizeof(buf));
     assert_true(n > 0 && (size_t)n < sizeof(buf));
     assert_true(json_valid(buf, (size_t)n));
 }
@@ -452,35 +467,35 @@ static void test_json_snprintf(void **state)
     (void)state;
 
     delivered(&st);
-    n = tm_status_json(&st, NULL, 0);
+    n = tm_status_json(&st, rcpt, nrcpt, NULL, 0);
     assert_int_equal(n, (int)len);
     /* exact fit */
     memset(buf, 'Z', sizeof(buf));
-    m = tm_status_json(&st, buf, len + 1);
+    m = tm_status_json(&st, rcpt, nrcpt, buf, len + 1);
     assert_int_equal(m, (int)len);
     assert_string_equal(buf, delivered_json);
     assert_int_equal(buf[len + 1], 'Z');
     /* one byte short: cut, terminated, and the length says so */
     memset(buf, 'Z', sizeof(buf));
-    m = tm_status_json(&st, buf, len);
+    m = tm_status_json(&st, rcpt, nrcpt, buf, len);
     assert_int_equal(m, (int)len);
     assert_int_equal(buf[len - 1], '\0');
     assert_memory_equal(buf, delivered_json, len - 1);
     assert_int_equal(buf[len], 'Z');
     /* a single byte: just the NUL */
     memset(buf, 'Z', sizeof(buf));
-    m = tm_status_json(&st, buf, 1);
+    m = tm_status_json(&st, rcpt, nrcpt, buf, 1);
     assert_int_equal(m, (int)len);
     assert_int_equal(buf[0], '\0');
     assert_int_equal(buf[1], 'Z');
     /* size 0 with a buffer: nothing written */
     memset(buf, 'Z', sizeof(buf));
-    m = tm_status_json(&st, buf, 0);
+    m = tm_status_json(&st, rcpt, nrcpt, buf, 0);
     assert_int_equal(m, (int)len);
     assert_int_equal(buf[0], 'Z');
     /* errors */
-    assert_int_equal(tm_status_json(NULL, buf, sizeof(buf)), TM_EINVAL);
-    assert_int_equal(tm_status_json(&st, NULL, 10), TM_EINVAL);
+    assert_int_equal(tm_status_json(NULL, rcpt, nrcpt, buf, sizeof(buf)), TM_EINVAL);
+    assert_int_equal(tm_status_json(&st, rcpt, nrcpt, NULL, 10), TM_EINVAL);
 }
 
 static void fill(char *field, size_t size, char c)
@@ -492,13 +507,14 @@ static void fill(char *field, size_t size, char c)
 static void test_json_worst_case(void **state)
 {
     tm_delivery_status st;
-    char *buf = malloc(TM_STATUS_JSON_MAX);
+    const size_t cap = TM_STATUS_JSON_MAX + 63 * TM_RCPT_JSON_MAX;
+    char *buf = malloc(cap);
     unsigned int i;
     int n;
     (void)state;
 
     assert_non_null(buf);
-    tm_status_init(&st);
+    tm_status_init(&st, TM_STATUS_VERSION);
     st.result = TM_RESULT_UNCERTAIN;
     st.code = -2147483647 - 1;
     st.mx_port = -2147483647 - 1;
@@ -513,25 +529,29 @@ static void test_json_worst_case(void **state)
     fill(st.tls_error, sizeof(st.tls_error), 1);
     fill(st.mx_host, sizeof(st.mx_host), 1);
     fill(st.mx_address, sizeof(st.mx_address), 1);
-    st.rcpt_count = TM_MAX_RECIPIENTS;
-    for (i = 0; i < TM_MAX_RECIPIENTS; i++) {
-        fill(st.rcpt[i].address, sizeof(st.rcpt[i].address), 1);
-        fill(st.rcpt[i].enhanced_code, sizeof(st.rcpt[i].enhanced_code), 1);
-        fill(st.rcpt[i].message, sizeof(st.rcpt[i].message), 1);
-        st.rcpt[i].code = -2147483647 - 1;
-        st.rcpt[i].result = 12345;
+    st.rcpt_count = 64;
+    nrcpt = 64;
+    for (i = 0; i < 64; i++) {
+        fill(rcpt[i].address, sizeof(rcpt[i].address), 1);
+        fill(rcpt[i].enhanced_code, sizeof(rcpt[i].enhanced_code), 1);
+        fill(rcpt[i].message, sizeof(rcpt[i].message), 1);
+        rcpt[i].code = -2147483647 - 1;
+        rcpt[i].result = 12345;
     }
-    n = tm_status_json(&st, NULL, 0);
+    /* The documented bounds hold: one recipient, and each further one. */
+    n = tm_status_json(&st, rcpt, 1, NULL, 0);
+    assert_true(n > 0 && n < TM_STATUS_JSON_MAX);
+    n = tm_status_json(&st, rcpt, nrcpt, NULL, 0);
     assert_true(n > 0);
-    assert_true(n < TM_STATUS_JSON_MAX);
-    assert_int_equal(tm_status_json(&st, buf, TM_STATUS_JSON_MAX), n);
+    assert_true((size_t)n < cap);
+    assert_int_equal(tm_status_json(&st, rcpt, nrcpt, buf, cap), n);
     assert_int_equal(strlen(buf), (size_t)n);
     assert_true(json_valid(buf, (size_t)n));
     python_validates(buf, (size_t)n);
     /* invalid UTF-8 costs as much as a control character */
-    for (i = 0; i < TM_MAX_RECIPIENTS; i++)
-        fill(st.rcpt[i].message, sizeof(st.rcpt[i].message), (char)0xff);
-    assert_int_equal(tm_status_json(&st, buf, TM_STATUS_JSON_MAX), n);
+    for (i = 0; i < 64; i++)
+        fill(rcpt[i].message, sizeof(rcpt[i].message), (char)0xff);
+    assert_int_equal(tm_status_json(&st, rcpt, nrcpt, buf, cap), n);
     assert_true(json_valid(buf, (size_t)n));
     free(buf);
 }
@@ -554,10 +574,10 @@ static void test_json_one_recipient_4096(void **state)
     fill(st.tls_version, sizeof(st.tls_version), 'v');
     fill(st.tls_cipher, sizeof(st.tls_cipher), 'c');
     fill(st.enhanced_code, sizeof(st.enhanced_code), '5');
-    fill(st.rcpt[0].address, sizeof(st.rcpt[0].address), 'r');
-    fill(st.rcpt[0].message, sizeof(st.rcpt[0].message), 'm');
-    fill(st.rcpt[0].enhanced_code, sizeof(st.rcpt[0].enhanced_code), '5');
-    n = tm_status_json(&st, buf, sizeof(buf));
+    fill(rcpt[0].address, sizeof(rcpt[0].address), 'r');
+    fill(rcpt[0].message, sizeof(rcpt[0].message), 'm');
+    fill(rcpt[0].enhanced_code, sizeof(rcpt[0].enhanced_code), '5');
+    n = tm_status_json(&st, rcpt, nrcpt, buf, sizeof(buf));
     assert_true(n < (int)sizeof(buf));
     assert_true(json_valid(buf, (size_t)n));
 }
@@ -615,17 +635,17 @@ static void test_result_names(void **state)
     assert_string_equal(tm_result_name(5), "none");
     assert_string_equal(tm_result_name(-1), "none");
 
-    assert_int_equal(tm_result_of_code(250), TM_RESULT_DELIVERED);
-    assert_int_equal(tm_result_of_code(200), TM_RESULT_DELIVERED);
-    assert_int_equal(tm_result_of_code(299), TM_RESULT_DELIVERED);
-    assert_int_equal(tm_result_of_code(421), TM_RESULT_DEFERRED);
-    assert_int_equal(tm_result_of_code(451), TM_RESULT_DEFERRED);
-    assert_int_equal(tm_result_of_code(550), TM_RESULT_BOUNCED);
-    assert_int_equal(tm_result_of_code(554), TM_RESULT_BOUNCED);
-    assert_int_equal(tm_result_of_code(0), TM_RESULT_DEFERRED);
-    assert_int_equal(tm_result_of_code(354), TM_RESULT_DEFERRED);
-    assert_int_equal(tm_result_of_code(600), TM_RESULT_DEFERRED);
-    assert_int_equal(tm_result_of_code(-550), TM_RESULT_DEFERRED);
+    assert_int_equal(tm__result_of_code(250), TM_RESULT_DELIVERED);
+    assert_int_equal(tm__result_of_code(200), TM_RESULT_DELIVERED);
+    assert_int_equal(tm__result_of_code(299), TM_RESULT_DELIVERED);
+    assert_int_equal(tm__result_of_code(421), TM_RESULT_DEFERRED);
+    assert_int_equal(tm__result_of_code(451), TM_RESULT_DEFERRED);
+    assert_int_equal(tm__result_of_code(550), TM_RESULT_BOUNCED);
+    assert_int_equal(tm__result_of_code(554), TM_RESULT_BOUNCED);
+    assert_int_equal(tm__result_of_code(0), TM_RESULT_DEFERRED);
+    assert_int_equal(tm__result_of_code(354), TM_RESULT_DEFERRED);
+    assert_int_equal(tm__result_of_code(600), TM_RESULT_DEFERRED);
+    assert_int_equal(tm__result_of_code(-550), TM_RESULT_DEFERRED);
 }
 
 static void test_inits(void **state)
@@ -640,7 +660,7 @@ static void test_inits(void **state)
     (void)state;
 
     memset(&st, 0x5a, sizeof(st));
-    assert_int_equal(tm_status_init(&st), TM_OK);
+    assert_int_equal(tm_status_init(&st, TM_STATUS_VERSION), TM_OK);
     assert_int_equal(st.version, TM_STATUS_VERSION);
     assert_int_equal(st.result, TM_RESULT_NONE);
     assert_int_equal(st.policy.version, TM_POLICY_VERSION);
@@ -648,11 +668,17 @@ static void test_inits(void **state)
     assert_int_equal(st.floor, TM_FLOOR_NONE);
     assert_int_equal(st.rcpt_count, 0);
     assert_string_equal(st.message, "");
-    assert_string_equal(st.rcpt[TM_MAX_RECIPIENTS - 1].message, "");
+    assert_int_equal(st.rcpt_delivered + st.rcpt_deferred + st.rcpt_bounced + st.rcpt_uncertain, 0);
+    assert_int_equal(st.transactions, 0);
+    /* A status of the 0.1 layout (version 1) or none is refused. */
+    st.version = 0;
+    assert_int_equal(tm_status_json(&st, NULL, 0, NULL, 0), TM_EINVAL);
+    assert_int_equal(tm_status_init(&st, 1), TM_EINVAL);
+    assert_int_equal(tm_status_init(&st, TM_STATUS_VERSION + 1), TM_EINVAL);
     assert_true(st.session_seconds == 0.0);
 
     memset(&m, 0x5a, sizeof(m));
-    assert_int_equal(tm_message_init(&m), TM_OK);
+    assert_int_equal(tm_message_init(&m, TM_MESSAGE_VERSION), TM_OK);
     assert_int_equal(m.version, TM_MESSAGE_VERSION);
     assert_null(m.from);
     assert_null(m.to);
@@ -661,15 +687,25 @@ static void test_inits(void **state)
     assert_int_equal(m.size, 0);
     assert_null(m.read);
     assert_null(m.read_arg);
+    assert_null(m.rcpt_status);
+    assert_int_equal(m.rcpt_status_cap, 0);
     assert_int_equal(m0.version, m.version);
+    /* A version-1 message is the 0.1 layout: only that much is written. */
+    memset(&m, 0x5a, sizeof(m));
+    assert_int_equal(tm_message_init(&m, 1), TM_OK);
+    assert_int_equal(m.version, 1);
+    assert_null(m.sending_domain);
+    assert_int_equal(((const unsigned char *)&m.rcpt_status)[0], 0x5a);
+    assert_int_equal(tm_message_init(&m, 0), TM_EINVAL);
+    assert_int_equal(tm_message_init(&m, TM_MESSAGE_VERSION + 1), TM_EINVAL);
     memset(&so, 0x5a, sizeof(so));
-    assert_int_equal(tm_session_options_init(&so), TM_OK);
+    assert_int_equal(tm_session_options_init(&so, TM_SESSION_OPTIONS_VERSION), TM_OK);
     assert_int_equal(so.version, TM_SESSION_OPTIONS_VERSION);
     assert_null(so.host);
     assert_int_equal(so.port, 0);
     (void)so0;
     memset(&co, 0x5a, sizeof(co));
-    assert_int_equal(tm_context_options_init(&co), TM_OK);
+    assert_int_equal(tm_context_options_init(&co, TM_CONTEXT_OPTIONS_VERSION), TM_OK);
     assert_int_equal(co.version, TM_CONTEXT_OPTIONS_VERSION);
     assert_null(co.ca_file);
     assert_null(co.log);
@@ -677,10 +713,12 @@ static void test_inits(void **state)
     assert_int_equal(co.quit_timeout_ms, 0);
     assert_int_equal(co.log_level, 0);
 
-    assert_int_equal(tm_status_init(NULL), TM_EINVAL);
-    assert_int_equal(tm_message_init(NULL), TM_EINVAL);
-    assert_int_equal(tm_session_options_init(NULL), TM_EINVAL);
-    assert_int_equal(tm_context_options_init(NULL), TM_EINVAL);
+    assert_int_equal(tm_status_init(NULL, TM_STATUS_VERSION), TM_EINVAL);
+    assert_int_equal(tm_message_init(NULL, TM_MESSAGE_VERSION), TM_EINVAL);
+    assert_int_equal(tm_session_options_init(NULL, TM_SESSION_OPTIONS_VERSION), TM_EINVAL);
+    assert_int_equal(tm_context_options_init(NULL, TM_CONTEXT_OPTIONS_VERSION), TM_EINVAL);
+    assert_int_equal(tm_session_options_init(&so, 0), TM_EINVAL);
+    assert_int_equal(tm_context_options_init(&co, TM_CONTEXT_OPTIONS_VERSION + 1), TM_EINVAL);
 
     assert_int_equal(tm_status_size(), sizeof(tm_delivery_status));
     assert_int_equal(tm_message_size(), sizeof(tm_message));
@@ -690,7 +728,7 @@ static void test_inits(void **state)
 
     assert_string_equal(tm_version(), TM_VERSION_STRING);
     assert_int_equal(tm_version_number(), TM_VERSION_NUMBER);
-    assert_int_equal(tm_version_number(), 0x000100);
+    assert_int_equal(tm_version_number(), 0x000200);
 }
 
 static void test_strlcpy(void **state)
@@ -698,20 +736,20 @@ static void test_strlcpy(void **state)
     char d[8];
     (void)state;
 
-    tm_strlcpy(d, "hello", sizeof(d));
+    tm__strlcpy(d, "hello", sizeof(d));
     assert_string_equal(d, "hello");
-    tm_strlcpy(d, "hello world", sizeof(d));
+    tm__strlcpy(d, "hello world", sizeof(d));
     assert_string_equal(d, "hello w");
-    tm_strlcpy(d, NULL, sizeof(d));
+    tm__strlcpy(d, NULL, sizeof(d));
     assert_string_equal(d, "");
     d[0] = 'x';
-    tm_strlcpy(d, "abc", 0); /* nothing written */
+    tm__strlcpy(d, "abc", 0); /* nothing written */
     assert_int_equal(d[0], 'x');
-    tm_strlcpyn(d, sizeof(d), "abcdef", 3);
+    tm__strlcpyn(d, sizeof(d), "abcdef", 3);
     assert_string_equal(d, "abc");
-    tm_strlcpyn(d, 3, "abcdef", 6);
+    tm__strlcpyn(d, 3, "abcdef", 6);
     assert_string_equal(d, "ab");
-    tm_strlcpyn(d, sizeof(d), "a\0b", 3); /* length counted, NUL kept */
+    tm__strlcpyn(d, sizeof(d), "a\0b", 3); /* length counted, NUL kept */
     assert_memory_equal(d, "a\0b", 4);
 }
 
@@ -726,10 +764,10 @@ static void test_set_reply(void **state)
     char *big;
     (void)state;
 
-    tm_status_init(&st);
-    tm_reply_reset(&r);
-    assert_int_equal(tm_reply_parse(&r, multi, sizeof(multi) - 1, &used), 1);
-    tm_status_set_reply(&st, &r);
+    tm_status_init(&st, TM_STATUS_VERSION);
+    tm__reply_reset(&r);
+    assert_int_equal(tm__reply_parse(&r, multi, sizeof(multi) - 1, &used), 1);
+    tm__status_set_reply(&st, &r);
     assert_int_equal(st.code, 550);
     assert_string_equal(st.enhanced_code, "5.1.1");
     assert_string_equal(st.message,
@@ -743,28 +781,28 @@ static void test_set_reply(void **state)
     for (i = 4; i < 1000; i++)
         big[i] = 'a';
     memcpy(big + 1000, "\r\n250 end\r\n", 11);
-    tm_reply_reset(&r);
-    assert_int_equal(tm_reply_parse(&r, big, 1011, &used), 1);
-    tm_status_set_reply(&st, &r);
+    tm__reply_reset(&r);
+    assert_int_equal(tm__reply_parse(&r, big, 1011, &used), 1);
+    tm__status_set_reply(&st, &r);
     assert_int_equal(strlen(st.message), sizeof(st.message) - 1);
     free(big);
     /* a NULL reply clears */
-    tm_status_set_reply(&st, NULL);
+    tm__status_set_reply(&st, NULL);
     assert_int_equal(st.code, 0);
     assert_string_equal(st.message, "");
     assert_string_equal(st.enhanced_code, "");
-    tm_status_set_reply(NULL, &r);
+    tm__status_set_reply(NULL, &r);
 
-    tm_status_describe(&st, "connected to %s port %d", "mx.example.com", 25);
+    tm__status_describe(&st, "connected to %s port %d", "mx.example.com", 25);
     assert_string_equal(st.description, "connected to mx.example.com port 25");
     big = malloc(2000);
     assert_non_null(big);
     memset(big, 'x', 1999);
     big[1999] = '\0';
-    tm_status_describe(&st, "%s", big);
+    tm__status_describe(&st, "%s", big);
     assert_int_equal(strlen(st.description), sizeof(st.description) - 1);
     free(big);
-    tm_status_describe(NULL, "x");
+    tm__status_describe(NULL, "x");
 }
 
 int main(void)
