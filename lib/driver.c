@@ -49,8 +49,10 @@ static void log_lines(const tm_drive *d, const char *dir, const unsigned char *p
 
         if (line > 0 && p[i + line - 1] == '\r')
             line--;
-        tm__log(d->ctx, TM_LOG_DEBUG, "%s%.*s", dir, (int)(line > 200 ? 200 : line),
-                (const char *)p + i);
+        tm__log(d->ctx, TM_LOG_DEBUG, "%s%.*s%s", dir, (int)(line > 200 ? 200 : line),
+                (const char *)p + i, line >= 5 && !memcmp(p + i, "BDAT ", 5) ? " (+ content)" : "");
+        if (line >= 5 && !memcmp(p + i, "BDAT ", 5))
+            break; /* the content follows: never logged */
         i += lf ? len + 1 : len;
     }
 }
@@ -127,7 +129,7 @@ tm_want tm__drive(tm_drive *d)
                 continue;
             }
             n = tm__client_output(c, &p);
-            if (kind != TM_TO_DATA_BLOCK)
+            if (kind != TM_TO_DATA_BLOCK || (n > 5 && !memcmp(p, "MAIL ", 5)))
                 log_lines(d, "C: ", p, n);
             rc = d->tr->ops->write(d->tr, p, n, deadline);
             if (rc != TM_OK)
