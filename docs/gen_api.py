@@ -30,14 +30,16 @@ SECTION_RE = re.compile(r"/\*\s*-{10,}\s*\n\s*\*\s*(.+?)\s*\n\s*\*\s*-{10,}\s*\*
 # their own (patterns every C programmer knows from the header's intro).
 FALLBACK = [
     (re.compile(r"^TM_(\w+)_VERSION$"),
-     "The current version of the struct; the `_INIT` macro and the `_init()` "
-     "function store it in the struct's `version` field."),
+     "The current version of the struct: what a caller compiled against this header "
+     "stores in its `version` field (the `_INIT` macro does, and the `_init()` function "
+     "takes it as its argument)."),
     (re.compile(r"^TM_(\w+)_INIT$"),
      "Static initialiser: the current version and every other field 0/NULL "
      "(the defaults).  FFI callers use the matching `_init()` function."),
     (re.compile(r"^tm_(\w+)_init$"),
-     lambda m: "Sets `*%s` to `TM_%s_INIT` (current version, defaults).  Returns `TM_OK`, "
-               "or `TM_EINVAL` for NULL.  For FFI callers that cannot expand the macro."
+     lambda m: "Sets `*%s` to the defaults of struct version `version` (pass `TM_%s_VERSION`).  "
+               "Returns `TM_OK`, or `TM_EINVAL` for NULL or an unknown version.  For FFI "
+               "callers that cannot expand the macro."
                % (m.group(1).split("_")[-1], m.group(1).upper())),
     (re.compile(r"^tm_(policy|message|context_options|session_options)_size$"),
      lambda m: "`sizeof(tm_%s)` as compiled into the library, so bindings can check their "
@@ -51,9 +53,9 @@ FALLBACK = [
     (re.compile(r"^tm_result$"),
      "The class of a delivery (`tm_delivery_status.result`) and of each recipient "
      "(`tm_rcpt_status.result`); `tm_result_name()` gives the JSON name."),
-    (re.compile(r"^TM_MAX_RECIPIENTS$"),
-     "Capacities of `tm_delivery_status` and `tm_rcpt_status` (each array size includes the "
-     "terminating NUL; longer text is truncated)."),
+    (re.compile(r"^TM_ADDRESS_MAX$"),
+     "Capacities of the text fields of `tm_delivery_status` and `tm_rcpt_status` (each array "
+     "size includes the terminating NUL; longer text is truncated)."),
     (re.compile(r"^tm_context$"),
      "Opaque shared context: created by `tm_context_new()`, released by `tm_context_free()`, "
      "shared by any number of threads and sessions."),
@@ -180,8 +182,10 @@ def attach_trailing_comments(items, header_text):
 
 # Man-page one-liners where the header comment's opening is not one.
 MAN_BRIEF = {
-    "tm_status_json": "Writes the status as one JSON object (UTF-8, NUL-terminated) into buf, "
-                      "with snprintf semantics; TM_STATUS_JSON_MAX bytes hold any status.",
+    "tm_status_json": "Writes the status and the recipients rcpts[0..nrcpts) as one JSON object "
+                      "(UTF-8, NUL-terminated) into buf, with snprintf semantics; "
+                      "TM_STATUS_JSON_MAX bytes hold any status with one recipient, each further "
+                      "recipient needs TM_RCPT_JSON_MAX more.",
     "tm_settings_load": "Loads a settings file (sending-domain settings and recipient floors), "
                         "applied only when the whole file is valid; replace != 0 clears both "
                         "tables first; on TM_ESYNTAX *error_line gets the line.",
@@ -285,8 +289,10 @@ def render_md(items, header_text):
              "`tm_deliver` do network I/O and block for at most the context's timeouts; "
              "`tm_context_new` and `tm_settings_load`/`save` do file I/O; everything else "
              "returns at once |")
-    o.append("| structs | initialise with `TM_*_INIT` or `tm_*_init()`; all-zero also means current "
-             "version, defaults |")
+    o.append("| structs | `version` is the struct version the caller was compiled with: initialise "
+             "with `TM_*_INIT` or `tm_*_init(ptr, TM_*_VERSION)`; the library accepts "
+             "0 < version <= its own and reads/writes only that version's fields, else "
+             "`TM_EINVAL`; an all-zero `tm_policy` is the default policy |")
     o.append("")
     # index
     o.append("## Index")
@@ -393,7 +399,9 @@ def render_man(items, version):
         "Every call fills a tm_delivery_status: the result class (delivered, deferred, uncertain, "
         "bounced), the SMTP reply, whether TLS was used (tls), whether the certificate was "
         "verified (cert_verified, always the truth), the MX host used (mx_host), why TLS was not "
-        "used, and one outcome per recipient.  tm_status_json writes it as one JSON object."))
+        "used, and how many recipients ended each way; each recipient's own outcome goes into "
+        "an array of tm_rcpt_status the caller names in the message (rcpt_status, "
+        "rcpt_status_cap).  tm_status_json writes both as one JSON object."))
     o.append(".PP")
     o.append(roff_escape(
         "A tm_context (trust store, resolver, timeouts, settings tables) is created once and "
@@ -426,9 +434,13 @@ def render_man(items, version):
         "msg.to_count = 1;",
         "msg.data = \"Subject: hi\\r\\n\\r\\nHello.\\r\\n\";",
         "msg.size = strlen(msg.data);",
+        "tm_rcpt_status rcpt[1];",
+        "msg.rcpt_status = rcpt;",
+        "msg.rcpt_status_cap = 1;",
         "tm_policy policy = TM_POLICY_INIT;",
         "policy.require_tls = TM_ON;",
         "tm_delivery_status st;",
+        "tm_status_init(&st, TM_STATUS_VERSION);",
         "tm_deliver(ctx, &msg, &policy, NULL, &st);",
         "printf(\"%s via %s tls=%d verified=%d\\n\", tm_result_name(st.result),",
         "       st.mx_host, st.tls, st.cert_verified);",

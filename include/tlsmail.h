@@ -299,7 +299,9 @@ typedef struct tm_delivery_status {
     unsigned int transactions;
 } tm_delivery_status;
 
-#define TM_STATUS_INIT { TM_STATUS_VERSION }
+#define TM_STATUS_INIT                                                                      \
+    { TM_STATUS_VERSION, 0, 0, 0, "", "", "", 0, 0, 0, "", "", "", "", "", 0, 0, 0.0, 0,     \
+      TM_POLICY_INIT, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
 /* Sets *status to an empty status of struct version `version` (pass
  * TM_STATUS_VERSION): result TM_RESULT_NONE.  TM_EINVAL for NULL or an
  * unknown version. */
@@ -514,8 +516,8 @@ typedef struct tm_session tm_session;
 #define TM_SESSION_OPTIONS_VERSION 1
 
 /*
- * Options of one session.  NULL or all-zero: deliver to the domain's MX
- * hosts on the context's port.
+ * Options of one session.  NULL: deliver to the domain's MX hosts on the
+ * context's port (as TM_SESSION_OPTIONS_INIT does).
  *
  * host   deliver to this host (name or IP address) instead of the domain's
  *        MX hosts; its name is the one the certificate must match.

@@ -36,6 +36,7 @@ int main(int argc, char **argv)
     tm_session_options where = TM_SESSION_OPTIONS_INIT;
     tm_message msg = TM_MESSAGE_INIT;
     tm_delivery_status st;
+    tm_rcpt_status rcpt[1]; /* one outcome per recipient, written by the call */
     tm_context *ctx;
     const char *to[1];
     const char *port = env("TLSMAIL_PORT", "TM_TEST_PORT");
@@ -69,14 +70,22 @@ int main(int argc, char **argv)
     msg.to_count = 1;
     msg.data = body;
     msg.size = sizeof body - 1;
+    msg.rcpt_status = rcpt;
+    msg.rcpt_status_cap = 1;
     where.host = getenv("TLSMAIL_HOST");
+    /* The version this program was compiled with: the library fills the
+     * fields of that version only. */
+    tm_status_init(&st, TM_STATUS_VERSION);
 
     /* NULL policy: the defaults (opportunistic TLS). */
     rc = tm_deliver(ctx, &msg, NULL, &where, &st);
 
     printf("%s via %s [%s]: tls=%d certificate-verified=%d (%s)\n", tm_result_name(st.result),
            st.mx_host, st.mx_address, st.tls, st.cert_verified, tm_strerror(rc));
-    tm_status_json(&st, json, sizeof json);
+    if (st.rcpt_count > 0)
+        printf("%s: %s, %d %s\n", rcpt[0].address, tm_result_name(rcpt[0].result), rcpt[0].code,
+               rcpt[0].message);
+    tm_status_json(&st, rcpt, st.rcpt_count > 0 ? 1 : 0, json, sizeof json);
     printf("%s\n", json);
 
     tm_context_free(ctx);

@@ -39,6 +39,7 @@ int main(int argc, char **argv)
     tm_message msg = TM_MESSAGE_INIT;
     tm_policy policy = TM_POLICY_INIT;
     tm_delivery_status st;
+    tm_rcpt_status rcpt[1];
     tm_context *ctx;
     const char *to[1];
     const char *port = env("TLSMAIL_PORT", "TM_TEST_PORT");
@@ -77,7 +78,10 @@ int main(int argc, char **argv)
     msg.to_count = 1;
     msg.data = body;
     msg.size = sizeof body - 1;
+    msg.rcpt_status = rcpt;
+    msg.rcpt_status_cap = 1;
     where.host = getenv("TLSMAIL_HOST");
+    tm_status_init(&st, TM_STATUS_VERSION);
 
     rc = tm_deliver(ctx, &msg, &policy, &where, &st);
 
@@ -90,6 +94,9 @@ int main(int argc, char **argv)
     printf("  tls-error            %s\n", st.tls_error);
     printf("  reply                %d %s %s\n", st.code, st.enhanced_code, st.message);
     printf("  description          %s\n", st.description);
+    if (st.rcpt_count > 0)
+        printf("  recipient            %s %s %d %s\n", rcpt[0].address,
+               tm_result_name(rcpt[0].result), rcpt[0].code, rcpt[0].message);
 
     tm_context_free(ctx);
     return st.result == TM_RESULT_DELIVERED ? 0 : st.result == TM_RESULT_BOUNCED ? 69 : 75;

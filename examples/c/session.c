@@ -59,6 +59,9 @@ int main(int argc, char **argv)
         return 70;
     }
     where.host = getenv("TLSMAIL_HOST");
+    /* Set the status's version once (the one compiled against); every call
+     * that takes the status resets the rest. */
+    tm_status_init(&st, TM_STATUS_VERSION);
 
     /* Connect to the domain's first reachable MX and say EHLO. */
     rc = tm_session_open(&s, ctx, domain, &where, &st);
@@ -72,6 +75,7 @@ int main(int argc, char **argv)
     for (i = 1; rc == TM_OK && i <= count; i++) {
         char body[128];
         const char *to[1] = { argv[1] };
+        tm_rcpt_status rcpt[1];
         tm_message msg = TM_MESSAGE_INIT;
 
         snprintf(body, sizeof body, "Subject: message %d of %d\r\n\r\nOne session.\r\n", i, count);
@@ -80,6 +84,8 @@ int main(int argc, char **argv)
         msg.to_count = 1;
         msg.data = body;
         msg.size = strlen(body);
+        msg.rcpt_status = rcpt; /* receives the recipient's own outcome */
+        msg.rcpt_status_cap = 1;
         /* Each message gets its own status; a refused message leaves the
          * session usable, a broken connection does not (TM_ESTATE). */
         if (tm_send(s, &msg, &st) != TM_OK)

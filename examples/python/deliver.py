@@ -8,7 +8,7 @@ Against the test peers, from the top of the source tree after
 `meson setup build && ninja -C build`:
 
     python3 tests/peers/peers.py run --dir /tmp/peers -- \\
-        env TLSMAIL_LIBRARY=build/libtlsmail.so.0 PYTHONPATH=bindings/python \\
+        env TLSMAIL_LIBRARY=build/libtlsmail.so.1 PYTHONPATH=bindings/python \\
         python3 examples/python/deliver.py you@valid.tm.test
 
 Environment (optional): TLSMAIL_HOST (deliver to this host instead of the
@@ -41,5 +41,7 @@ with tlsmail.Context(ca_file=env("TLSMAIL_CA_FILE", "TM_TEST_CA"),
 # deliver() returns a status for every SMTP outcome; it raises only for misuse.
 print("%s via %s [%s]: tls=%s certificate-verified=%s"
       % (status.result, status.mx_host, status.mx_address, status.tls, status.cert_verified))
+for r in status.recipients:  # one entry per recipient, in the order given
+    print("%s: %s, %d %s" % (r.address, r.result, r.code, r.message))
 print(status.to_json())
 sys.exit(0 if status.delivered else 69 if status.result == tlsmail.Result.BOUNCED else 75)

@@ -9,7 +9,7 @@ Against the test peers, from the top of the source tree after
 verified TLS, the second deferred: mx-plain offers no STARTTLS):
 
     python3 tests/peers/peers.py run --dir /tmp/peers -- sh -c '
-        export TLSMAIL_LIBRARY=build/libtlsmail.so.0 PYTHONPATH=bindings/python
+        export TLSMAIL_LIBRARY=build/libtlsmail.so.1 PYTHONPATH=bindings/python
         python3 examples/python/require_tls.py you@valid.tm.test
         python3 examples/python/require_tls.py you@plain.tm.test'
 

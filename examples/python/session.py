@@ -8,7 +8,7 @@ Against the test peers, from the top of the source tree after
 `meson setup build && ninja -C build`:
 
     python3 tests/peers/peers.py run --dir /tmp/peers -- \\
-        env TLSMAIL_LIBRARY=build/libtlsmail.so.0 PYTHONPATH=bindings/python \\
+        env TLSMAIL_LIBRARY=build/libtlsmail.so.1 PYTHONPATH=bindings/python \\
         python3 examples/python/session.py you@valid.tm.test 3
 
 Environment as in deliver.py.

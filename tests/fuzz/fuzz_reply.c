@@ -43,20 +43,28 @@ static void check_reply(const tm_reply *r)
 static void check_json(const tm_reply *r)
 {
     static tm_delivery_status st;
+    static tm_rcpt_status rcpt[1];
     static char json[TM_STATUS_JSON_MAX];
+    tm_outcome o;
+    const char *to[1] = {"user@example.com"};
     int n, m;
     size_t i;
 
-    tm_status_init(&st);
+    tm_status_init(&st, TM_STATUS_VERSION);
     tm__status_set_reply(&st, r);
     FUZZ_CHECK(st.code == r->code);
     FUZZ_CHECK(strlen(st.message) < sizeof(st.message));
-    /* the text in every string field of the status */
+    /* the text in every string field of the status and the recipient */
     tm__strlcpy(st.tls_error, r->text, sizeof(st.tls_error));
-    tm__strlcpy(st.rcpt[0].message, r->text, sizeof(st.rcpt[0].message));
-    st.rcpt_count = 1;
-    n = tm_status_json(&st, NULL, 0);
-    m = tm_status_json(&st, json, sizeof(json));
+    o.st = &st;
+    o.rcpt = rcpt;
+    o.cap = 1;
+    tm__outcome_begin(&o, to, 1);
+    tm__outcome_set(&o, 0, tm__result_of_code(r->code), r);
+    FUZZ_CHECK(st.rcpt_count == 1);
+    FUZZ_CHECK(rcpt[0].code == r->code);
+    n = tm_status_json(&st, rcpt, 1, NULL, 0);
+    m = tm_status_json(&st, rcpt, 1, json, sizeof(json));
     FUZZ_CHECK(n == m && n > 0 && (size_t)n < sizeof(json));
     FUZZ_CHECK(strlen(json) == (size_t)n);
     for (i = 0; i < (size_t)n; i++)

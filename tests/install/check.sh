@@ -41,12 +41,16 @@ PC=$(find "$DEST" -name libtlsmail.pc | head -n 1)
 PCDIR=$(dirname "$PC")
 HDR=$(find "$DEST" -name tlsmail.h | head -n 1)
 [ -n "$HDR" ] || fail "no tlsmail.h installed"
-SO=$(find "$DEST" -name 'libtlsmail.so.0' | head -n 1)
-[ -n "$SO" ] || fail "no libtlsmail.so.0 installed"
+SO=$(find "$DEST" -name 'libtlsmail.so.1' | head -n 1)
+[ -n "$SO" ] || fail "no libtlsmail.so.1 installed"
 A=$(find "$DEST" -name 'libtlsmail.a' | head -n 1)
 [ -n "$A" ] || fail "no libtlsmail.a installed"
 LIBDIR=$(dirname "$SO")
 note "installed: $PC $HDR $SO $A"
+# Both installed libraries export the header's functions and nothing else
+# (the archive's internal tm__ symbols are local).
+python3 "$SRC/tests/check_symbols.py" "$HDR" "$SO" --static "$A" ||
+    fail "installed libraries export more or less than the header declares"
 
 # -- 2. the .pc file ---------------------------------------------------------
 cat "$PC"
@@ -105,8 +109,8 @@ for cc in $CCS; do
 done
 cc1=$(echo $CCS | cut -d' ' -f1)
 export LD_LIBRARY_PATH="$LIBDIR"
-ldd "$TMP/deliver-$cc1" | grep -q "$LIBDIR/libtlsmail.so.0" ||
-    { ldd "$TMP/deliver-$cc1"; fail "deliver does not load the installed libtlsmail.so.0"; }
+ldd "$TMP/deliver-$cc1" | grep -q "$LIBDIR/libtlsmail.so.1" ||
+    { ldd "$TMP/deliver-$cc1"; fail "deliver does not load the installed libtlsmail.so.1"; }
 "$TMP/deliver-$cc1" --help || fail "deliver --help"
 set +e
 "$TMP/deliver-$cc1" >/dev/null 2>&1
@@ -179,7 +183,7 @@ grep -q 'libtlsmail.*subproject\|Executing subproject libtlsmail' "$TMP/sp-setup
 ninja -C "$SP/build" consumer >"$TMP/sp-build.log" 2>&1 ||
     { cat "$TMP/sp-build.log"; fail "subproject: build"; }
 "$SP/build/consumer" || fail "subproject: consumer"
-ldd "$SP/build/consumer" | grep -q "$SP/build/subprojects/libtlsmail/libtlsmail.so.0" ||
+ldd "$SP/build/consumer" | grep -q "$SP/build/subprojects/libtlsmail/libtlsmail.so.1" ||
     { ldd "$SP/build/consumer"; fail "subproject: consumer does not use the subproject's library"; }
 note "subproject build: ok"
 note "all install checks passed"

@@ -64,7 +64,7 @@ var (
 	ErrDNS         = sentinel(C.TM_EDNS)         // the MX lookup failed temporarily
 	ErrNoDomain    = sentinel(C.TM_ENODOMAIN)    // the recipient domain does not exist
 	ErrNullMX      = sentinel(C.TM_ENULLMX)      // the domain accepts no mail
-	ErrTooMany     = sentinel(C.TM_ETOOMANY)     // more than MaxRecipients recipients
+	ErrTooMany     = sentinel(C.TM_ETOOMANY)     // unused since 0.2 (recipients are not capped)
 	ErrIO          = sentinel(C.TM_EIO)          // a local I/O or system error
 	ErrUTF8        = sentinel(C.TM_EUTF8)        // non-ASCII address, no SMTPUTF8
 	ErrNotFound    = sentinel(C.TM_ENOTFOUND)    // no setting for that domain

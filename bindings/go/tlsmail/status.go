@@ -95,9 +95,20 @@ type DeliveryStatus struct {
 	KeepUnverifiedTLSSource PolicySource
 	Floor                   Floor
 
-	Recipients []RecipientStatus
+	// Recipients has each recipient's outcome, in the order of Message.To
+	// (the library writes them into a C array this package passes as
+	// tm_message.rcpt_status).  RcptCount and RcptDelivered..RcptBounced
+	// count them by result.
+	Recipients    []RecipientStatus
+	RcptCount     int
+	RcptDelivered int
+	RcptDeferred  int
+	RcptUncertain int
+	RcptBounced   int
+	Transactions  int // SMTP transactions the message took (see tlsmail.h)
 
-	raw *C.tm_delivery_status // for JSON
+	raw      *C.tm_delivery_status // for JSON
+	rawRcpts []C.tm_rcpt_status    // Go copies of the recipients, for JSON
 }
 
 // Delivered reports whether every recipient was delivered.
@@ -117,14 +128,32 @@ func resolvedFlag(v C.int) Flag {
 	return Off
 }
 
-func statusFromC(st *C.tm_delivery_status) DeliveryStatus {
+// newCStatus is an empty tm_delivery_status of this package's version, in
+// Go memory (it holds no pointers, so cgo may be given it).
+func newCStatus() *C.tm_delivery_status {
+	st := new(C.tm_delivery_status)
+	C.tm_status_init(st, C.TM_STATUS_VERSION)
+	return st
+}
+
+// statusFromC converts a status and the first entries of the C recipient
+// array (capacity capacity, nil for none) that the call filled.
+func statusFromC(st *C.tm_delivery_status, rcpts *C.tm_rcpt_status, capacity int) DeliveryStatus {
 	n := int(st.rcpt_count)
-	if n > MaxRecipients {
-		n = MaxRecipients
+	if n > capacity {
+		n = capacity
+	}
+	if rcpts == nil {
+		n = 0
+	}
+	var raw []C.tm_rcpt_status
+	if n > 0 {
+		raw = make([]C.tm_rcpt_status, n)
+		copy(raw, unsafe.Slice(rcpts, n))
 	}
 	rc := make([]RecipientStatus, n)
 	for i := 0; i < n; i++ {
-		r := &st.rcpt[i]
+		r := &raw[i]
 		rc[i] = RecipientStatus{
 			Address: gostr(&r.address[0]), Result: Result(r.result), Code: int(r.code),
 			EnhancedCode: gostr(&r.enhanced_code[0]), Message: gostr(&r.message[0]),
@@ -147,7 +176,14 @@ func statusFromC(st *C.tm_delivery_status) DeliveryStatus {
 		KeepUnverifiedTLSSource: PolicySource(st.keep_unverified_tls_source),
 		Floor:                   Floor(st.floor),
 		Recipients:              rc,
+		RcptCount:               int(st.rcpt_count),
+		RcptDelivered:           int(st.rcpt_delivered),
+		RcptDeferred:            int(st.rcpt_deferred),
+		RcptUncertain:           int(st.rcpt_uncertain),
+		RcptBounced:             int(st.rcpt_bounced),
+		Transactions:            int(st.transactions),
 		raw:                     st,
+		rawRcpts:                raw,
 	}
 }
 
@@ -156,10 +192,14 @@ func statusFromC(st *C.tm_delivery_status) DeliveryStatus {
 func (s *DeliveryStatus) JSON() string {
 	st := s.raw
 	if st == nil {
-		st = new(C.tm_delivery_status)
-		C.tm_status_init(st)
+		st = newCStatus()
 	}
-	n := C.tm_status_json(st, nil, 0)
+	var rcpts *C.tm_rcpt_status
+	if len(s.rawRcpts) > 0 {
+		rcpts = &s.rawRcpts[0] // Go memory without Go pointers: may be passed
+	}
+	nr := C.size_t(len(s.rawRcpts))
+	n := C.tm_status_json(st, rcpts, nr, nil, 0)
 	if n < 0 {
 		return "{}"
 	}
@@ -168,7 +208,7 @@ func (s *DeliveryStatus) JSON() string {
 		return "{}"
 	}
 	defer C.free(unsafe.Pointer(buf))
-	C.tm_status_json(st, buf, C.size_t(n)+1)
+	C.tm_status_json(st, rcpts, nr, buf, C.size_t(n)+1)
 	return C.GoStringN(buf, n)
 }
 

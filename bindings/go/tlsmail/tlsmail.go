@@ -114,37 +114,124 @@ import "C"
 import (
 	"fmt"
 	"io"
+	"reflect"
 	"runtime/cgo"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 	"unsafe"
 )
 
-// MaxRecipients is TM_MAX_RECIPIENTS: recipients per Deliver / Send.
-const MaxRecipients = int(C.TM_MAX_RECIPIENTS)
+// cStructs are the public structs as cgo compiled them from tlsmail.h.
+var cStructs = map[string]reflect.Type{
+	"tm_policy":          reflect.TypeOf(C.tm_policy{}),
+	"tm_rcpt_status":     reflect.TypeOf(C.tm_rcpt_status{}),
+	"tm_delivery_status": reflect.TypeOf(C.tm_delivery_status{}),
+	"tm_context_options": reflect.TypeOf(C.tm_context_options{}),
+	"tm_message":         reflect.TypeOf(C.tm_message{}),
+	"tm_session_options": reflect.TypeOf(C.tm_session_options{}),
+}
+
+type layoutField struct {
+	name         string
+	offset, size uintptr
+}
+
+// parseLayout reads tm_abi_layout()'s text: "name size field@off:size ...".
+func parseLayout(text string) (map[string][]layoutField, map[string]uintptr, error) {
+	fields := map[string][]layoutField{}
+	sizes := map[string]uintptr{}
+	for _, line := range strings.Split(strings.TrimSuffix(text, "\n"), "\n") {
+		w := strings.Fields(line)
+		if len(w) < 2 {
+			return nil, nil, fmt.Errorf("malformed layout line %q", line)
+		}
+		size, err := strconv.ParseUint(w[1], 10, 32)
+		if err != nil {
+			return nil, nil, fmt.Errorf("malformed layout line %q", line)
+		}
+		sizes[w[0]] = uintptr(size)
+		fl := []layoutField{}
+		for _, f := range w[2:] {
+			var lf layoutField
+			at := strings.IndexByte(f, '@')
+			colon := strings.LastIndexByte(f, ':')
+			if at <= 0 || colon < at {
+				return nil, nil, fmt.Errorf("malformed layout field %q", f)
+			}
+			off, err1 := strconv.ParseUint(f[at+1:colon], 10, 32)
+			sz, err2 := strconv.ParseUint(f[colon+1:], 10, 32)
+			if err1 != nil || err2 != nil {
+				return nil, nil, fmt.Errorf("malformed layout field %q", f)
+			}
+			lf.name, lf.offset, lf.size = f[:at], uintptr(off), uintptr(sz)
+			fl = append(fl, lf)
+		}
+		fields[w[0]] = fl
+	}
+	return fields, sizes, nil
+}
+
+// layoutMismatch compares a struct type with the library's layout of the
+// struct named name: every field's name, offset and size in order, then the
+// size; "" when they agree.
+func layoutMismatch(name string, t reflect.Type, layout map[string][]layoutField, sizes map[string]uintptr) string {
+	want, ok := layout[name]
+	if !ok {
+		return name + ": the library does not describe this struct"
+	}
+	var have []layoutField
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		if f.Name == "_" { // padding cgo made explicit
+			continue
+		}
+		n := f.Name
+		if len(n) > 1 && n[0] == '_' { // a C name that is a Go keyword
+			n = n[1:]
+		}
+		have = append(have, layoutField{n, f.Offset, f.Type.Size()})
+	}
+	for i := 0; i < len(have) || i < len(want); i++ {
+		switch {
+		case i >= len(want):
+			return fmt.Sprintf("%s: field %d: tlsmail.h has %s, the library has no such field", name, i, have[i].name)
+		case i >= len(have):
+			return fmt.Sprintf("%s: field %d: tlsmail.h lacks %s", name, i, want[i].name)
+		case have[i].name != want[i].name:
+			return fmt.Sprintf("%s: field %d: tlsmail.h has %s, the library has %s", name, i, have[i].name, want[i].name)
+		case have[i] != want[i]:
+			return fmt.Sprintf("%s.%s: tlsmail.h has offset %d size %d, the library offset %d size %d",
+				name, have[i].name, have[i].offset, have[i].size, want[i].offset, want[i].size)
+		}
+	}
+	if t.Size() != sizes[name] {
+		return fmt.Sprintf("%s: %d bytes in tlsmail.h, %d in the library", name, t.Size(), sizes[name])
+	}
+	return ""
+}
+
+// libraryLayout is the linked library's tm_abi_layout(), parsed.
+func libraryLayout() (map[string][]layoutField, map[string]uintptr, error) {
+	return parseLayout(C.GoString(C.tm_abi_layout()))
+}
 
 func init() {
-	// The struct layout cgo compiled against must be the library's.
-	check := []struct {
-		name      string
-		go_, lib_ uintptr
-	}{
-		{"tm_delivery_status", unsafe.Sizeof(C.tm_delivery_status{}), uintptr(C.tm_status_size())},
-		{"tm_policy", unsafe.Sizeof(C.tm_policy{}), uintptr(C.tm_policy_size())},
-		{"tm_message", unsafe.Sizeof(C.tm_message{}), uintptr(C.tm_message_size())},
-		{"tm_context_options", unsafe.Sizeof(C.tm_context_options{}), uintptr(C.tm_context_options_size())},
-		{"tm_session_options", unsafe.Sizeof(C.tm_session_options{}), uintptr(C.tm_session_options_size())},
+	// The struct layout cgo compiled against (the tlsmail.h found by
+	// pkg-config) must be the linked library's, field by field.
+	layout, sizes, err := libraryLayout()
+	if err != nil {
+		panic("tlsmail: unreadable tm_abi_layout() of the linked libtlsmail " + Version() + ": " + err.Error())
 	}
-	for _, c := range check {
-		if c.go_ != c.lib_ {
-			panic(fmt.Sprintf("tlsmail: %s is %d bytes in tlsmail.h but %d in the linked libtlsmail %s: header and library differ",
-				c.name, c.go_, c.lib_, Version()))
+	for name, t := range cStructs {
+		if why := layoutMismatch(name, t, layout, sizes); why != "" {
+			panic(fmt.Sprintf("tlsmail: tlsmail.h and the linked libtlsmail %s differ: %s", Version(), why))
 		}
 	}
 }
 
-// Version is the version of the linked libtlsmail, e.g. "0.1.0".
+// Version is the version of the linked libtlsmail, e.g. "0.2.0".
 func Version() string { return C.GoString(C.tm_version()) }
 
 // TLSBackend is the TLS library libtlsmail was built with.
@@ -192,7 +279,7 @@ type Policy struct {
 }
 
 func (p *Policy) toC(c *C.tm_policy) {
-	C.tm_policy_init(c)
+	C.tm_policy_init(c, C.TM_POLICY_VERSION)
 	c.require_tls = C.int(p.RequireTLS)
 	c.skip_verify = C.int(p.SkipVerify)
 	c.keep_unverified_tls = C.int(p.KeepUnverifiedTLS)
@@ -348,7 +435,7 @@ func NewContext(o ContextOptions) (*Context, error) {
 		C.free(unsafe.Pointer(co.dns_server))
 		C.free(unsafe.Pointer(co))
 	}()
-	C.tm_context_options_init(co)
+	C.tm_context_options_init(co, C.TM_CONTEXT_OPTIONS_VERSION)
 	var err error
 	if co.ca_file, err = cstr(o.CAFile); err != nil {
 		return nil, err
@@ -587,7 +674,7 @@ func (c *Context) SaveSettings(path string) error {
 // as a Reader, streamed in chunks (Reader wins when both are set).
 type Message struct {
 	From          string   // envelope sender; "" is the null reverse-path
-	To            []string // 1..MaxRecipients recipients of one domain
+	To            []string // recipients of one domain, at least one (no upper limit)
 	Data          []byte
 	Reader        io.Reader
 	SendingDomain string // whose settings apply ("" = the domain of From)
@@ -600,11 +687,13 @@ type SessionOptions struct {
 	Port int
 }
 
-// cMessage is a tm_message in C memory with its strings.
+// cMessage is a tm_message in C memory with its strings and the C array
+// that receives the per-recipient outcomes during the call.
 type cMessage struct {
 	m      *C.tm_message
 	to     **C.char
 	nto    int
+	rcpts  *C.tm_rcpt_status
 	strs   []*C.char
 	handle cgo.Handle
 	rd     *reader
@@ -614,17 +703,17 @@ func newCMessage(msg *Message) (*cMessage, error) {
 	if len(msg.To) == 0 {
 		return nil, newError(int(C.TM_EINVAL), "no recipients")
 	}
-	if len(msg.To) > MaxRecipients {
-		return nil, codeError(int(C.TM_ETOOMANY))
-	}
 	cm := &cMessage{}
 	cm.m = (*C.tm_message)(C.calloc(1, C.size_t(unsafe.Sizeof(C.tm_message{}))))
 	cm.to = C.tmgo_strv(C.size_t(len(msg.To)))
-	if cm.m == nil || cm.to == nil {
+	cm.rcpts = (*C.tm_rcpt_status)(C.calloc(C.size_t(len(msg.To)), C.size_t(unsafe.Sizeof(C.tm_rcpt_status{}))))
+	if cm.m == nil || cm.to == nil || cm.rcpts == nil {
 		cm.free()
 		return nil, ErrNoMem
 	}
-	C.tm_message_init(cm.m)
+	C.tm_message_init(cm.m, C.TM_MESSAGE_VERSION)
+	cm.m.rcpt_status = cm.rcpts
+	cm.m.rcpt_status_cap = C.size_t(len(msg.To))
 	for i, t := range msg.To {
 		s, err := cstrReq(t)
 		if err != nil {
@@ -669,6 +758,7 @@ func (cm *cMessage) data(msg *Message) (unsafe.Pointer, C.size_t) {
 
 func (cm *cMessage) free() {
 	C.tmgo_strv_free(cm.to, C.size_t(cm.nto))
+	C.free(unsafe.Pointer(cm.rcpts))
 	for _, s := range cm.strs {
 		C.free(unsafe.Pointer(s))
 	}
@@ -697,7 +787,7 @@ func sessionOptions(o *SessionOptions) (*C.tm_session_options, func(), error) {
 	if so == nil {
 		return nil, nil, ErrNoMem
 	}
-	C.tm_session_options_init(so)
+	C.tm_session_options_init(so, C.TM_SESSION_OPTIONS_VERSION)
 	h, err := cstr(o.Host)
 	if err != nil {
 		C.free(unsafe.Pointer(so))
@@ -740,10 +830,10 @@ func Deliver(ctx *Context, msg Message, policy *Policy, opts *SessionOptions) (D
 		cp = new(C.tm_policy)
 		policy.toC(cp)
 	}
-	st := new(C.tm_delivery_status)
+	st := newCStatus()
 	data, size := cm.data(&msg)
 	rc := C.tmgo_deliver(p, cm.m, data, size, cp, so, st)
-	return statusFromC(st), cm.result(rc)
+	return statusFromC(st, cm.rcpts, len(msg.To)), cm.result(rc)
 }
 
 // ---------------------------------------------------------------------------
@@ -777,16 +867,16 @@ func OpenSession(ctx *Context, domain string, opts *SessionOptions) (*Session, D
 		return nil, DeliveryStatus{}, err
 	}
 	defer sofree()
-	st := new(C.tm_delivery_status)
+	st := newCStatus()
 	s := &Session{ctx: ctx}
 	rc := C.tm_session_open(&s.ptr, p, d, so, st)
 	if rc != C.TM_OK {
-		return nil, statusFromC(st), codeError(int(rc))
+		return nil, statusFromC(st, nil, 0), codeError(int(rc))
 	}
 	ctx.smu.Lock()
 	ctx.sessions++
 	ctx.smu.Unlock()
-	return s, statusFromC(st), nil
+	return s, statusFromC(st, nil, 0), nil
 }
 
 // StartTLS applies the policy to the session (tm_starttls): STARTTLS,
@@ -804,9 +894,9 @@ func (s *Session) StartTLS(policy *Policy) (DeliveryStatus, error) {
 		cp = new(C.tm_policy)
 		policy.toC(cp)
 	}
-	st := new(C.tm_delivery_status)
+	st := newCStatus()
 	rc := C.tm_starttls(s.ptr, cp, st)
-	return statusFromC(st), codeError(int(rc))
+	return statusFromC(st, nil, 0), codeError(int(rc))
 }
 
 // Send sends one message over the session (tm_send); the session stays
@@ -822,10 +912,10 @@ func (s *Session) Send(msg Message) (DeliveryStatus, error) {
 		return DeliveryStatus{}, err
 	}
 	defer cm.free()
-	st := new(C.tm_delivery_status)
+	st := newCStatus()
 	data, size := cm.data(&msg)
 	rc := C.tmgo_send(s.ptr, cm.m, data, size, st)
-	return statusFromC(st), cm.result(rc)
+	return statusFromC(st, cm.rcpts, len(msg.To)), cm.result(rc)
 }
 
 // Close says QUIT and frees the session (tm_session_close).  Closing a nil

@@ -12,9 +12,11 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -61,12 +63,16 @@ func TestErrors(t *testing.T) {
 	if _, err = Deliver(ctx, Message{From: "a@tm.test", Data: body}, nil, nil); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("no recipients: %v", err)
 	}
-	to := make([]string, MaxRecipients+1)
+	// No recipient cap any more (0.1 refused 51 with ErrTooMany): 120
+	// recipients reach the network, here a loopback port that refuses.
+	to := make([]string, 120)
 	for i := range to {
 		to[i] = fmt.Sprintf("r%d@tm.test", i)
 	}
-	if _, err = Deliver(ctx, Message{From: "a@tm.test", To: to, Data: body}, nil, nil); !errors.Is(err, ErrTooMany) {
-		t.Fatalf("too many: %v", err)
+	port := refusingPort(t)
+	st, err = Deliver(ctx, Message{From: "a@tm.test", To: to, Data: body}, nil, &SessionOptions{Host: "127.0.0.1", Port: port})
+	if !errors.Is(err, ErrConnect) || st.Result != Deferred {
+		t.Fatalf("120 recipients to a closed port: %v %v", err, st.Result)
 	}
 	if _, err = NewContext(ContextOptions{CAFile: "/nonexistent/ca.pem"}); !errors.Is(err, ErrCAFile) {
 		t.Fatalf("CA file: %v", err)
@@ -84,6 +90,86 @@ func TestErrors(t *testing.T) {
 	}
 	if _, err = Deliver(c2, Message{From: "a@tm.test", To: []string{"b@tm.test"}}, nil, nil); !errors.Is(err, ErrState) {
 		t.Fatalf("closed context: %v", err)
+	}
+}
+
+// refusingPort holds a loopback TCP port bound but never listening for the
+// rest of the test: connections to it are refused, and no other process
+// can listen there meanwhile.
+func refusingPort(t *testing.T) int {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sa.(*syscall.SockaddrInet4).Port
+}
+
+func TestLayoutMatchesLibrary(t *testing.T) {
+	layout, sizes, err := libraryLayout()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(layout) != len(cStructs) {
+		t.Fatalf("the library describes %d structs, the binding uses %d", len(layout), len(cStructs))
+	}
+	for name, typ := range cStructs {
+		if why := layoutMismatch(name, typ, layout, sizes); why != "" {
+			t.Fatal(why)
+		}
+	}
+}
+
+// Scratch copies of tm_policy and tm_session_options, as a header with a
+// field moved or retyped would make cgo compile them.
+type swappedPolicy struct {
+	version             uint32
+	skip_verify         int32
+	require_tls         int32
+	keep_unverified_tls int32
+}
+
+type widePortOptions struct {
+	version uint32
+	host    *byte
+	port    uint64
+}
+
+type missingPortOptions struct {
+	version uint32
+	host    *byte
+}
+
+func TestLayoutCheckRejectsMismatch(t *testing.T) {
+	layout, sizes, err := libraryLayout()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name, want string
+		typ        reflect.Type
+	}{
+		{"tm_policy", "field 1", reflect.TypeOf(swappedPolicy{})},
+		{"tm_session_options", "offset", reflect.TypeOf(widePortOptions{})},
+		{"tm_session_options", "lacks port", reflect.TypeOf(missingPortOptions{})},
+		{"tm_no_such_struct", "does not describe", reflect.TypeOf(swappedPolicy{})},
+	}
+	for _, c := range cases {
+		why := layoutMismatch(c.name, c.typ, layout, sizes)
+		if !strings.Contains(why, c.want) {
+			t.Errorf("%s as %v: got %q, want a mismatch mentioning %q", c.name, c.typ, why, c.want)
+		}
+	}
+	if _, _, err := parseLayout("tm_x eight a@0:4\n"); err == nil {
+		t.Error("malformed layout accepted")
 	}
 }
 
@@ -236,8 +322,9 @@ func TestDeliverVerified(t *testing.T) {
 	if !st.TLS || !st.CertVerified || st.MXHost != "mx-valid.tm.test" || st.Code/100 != 2 || st.TLSVersion == "" {
 		t.Fatalf("%+v", st)
 	}
-	if len(st.Recipients) != 1 || st.Recipients[0].Result != Delivered {
-		t.Fatalf("recipients %+v", st.Recipients)
+	if len(st.Recipients) != 1 || st.Recipients[0].Result != Delivered || st.RcptCount != 1 ||
+		st.RcptDelivered != 1 || st.Transactions != 1 {
+		t.Fatalf("recipients %+v", st)
 	}
 	var m map[string]interface{}
 	b, _ := json.Marshal(st)
@@ -246,6 +333,9 @@ func TestDeliverVerified(t *testing.T) {
 	}
 	if m["result"] != "delivered" || m["certificate-verified"] != true || m["mx-host"] != "mx-valid.tm.test" {
 		t.Fatalf("json %s", b)
+	}
+	if r, ok := m["recipients"].([]interface{}); !ok || len(r) != 1 {
+		t.Fatalf("json recipients %s", b)
 	}
 	if !bytes.Contains(waitMail(t, "valid.tm.test", l), []byte("Hello from Go.")) {
 		t.Fatal("content")
@@ -309,6 +399,9 @@ func TestOutcomes(t *testing.T) {
 		st.Recipients[0].Result != Delivered || st.Recipients[1].Result != Bounced || st.Recipients[1].Code != 550 {
 		t.Fatalf("partial: %v %+v", err, st.Recipients)
 	}
+	if st.RcptCount != 2 || st.RcptDelivered != 1 || st.RcptBounced != 1 {
+		t.Fatalf("partial counts: %+v", st)
+	}
 	waitMail(t, "valid.tm.test", ok)
 	if st, err := send("x@nullmx.tm.test"); !errors.Is(err, ErrNullMX) || st.Result != Bounced {
 		t.Fatalf("null MX: %v %v", err, st.Result)
@@ -316,6 +409,33 @@ func TestOutcomes(t *testing.T) {
 	if st, err := send("x@nosuch.tm.test"); !errors.Is(err, ErrNoDomain) || st.Result != Bounced {
 		t.Fatalf("nosuch: %v %v", err, st.Result)
 	}
+}
+
+func TestMoreRecipientsThanOneTransaction(t *testing.T) {
+	ctx := peersContext(t, ContextOptions{})
+	to := make([]string, 105)
+	for i := range to {
+		to[i] = local(fmt.Sprintf("many%03d", i)) + "@valid.tm.test"
+	}
+	st, err := Deliver(ctx, Message{From: "sender@tm.test", To: to, Data: body}, nil, nil)
+	if err != nil || !st.Delivered() || len(st.Recipients) != len(to) || st.RcptDelivered != len(to) ||
+		st.Transactions < 2 {
+		t.Fatalf("%v result=%v recipients=%d delivered=%d transactions=%d", err, st.Result,
+			len(st.Recipients), st.RcptDelivered, st.Transactions)
+	}
+	for i, r := range st.Recipients {
+		if r.Address != to[i] || r.Result != Delivered {
+			t.Fatalf("recipient %d: %+v", i, r)
+		}
+	}
+	var m map[string]interface{}
+	if err := json.Unmarshal([]byte(st.JSON()), &m); err != nil {
+		t.Fatal(err)
+	}
+	if r, _ := m["recipients"].([]interface{}); len(r) != len(to) {
+		t.Fatalf("json lists %d recipients", len(r))
+	}
+	waitMail(t, "valid.tm.test", strings.TrimSuffix(to[len(to)-1], "@valid.tm.test"))
 }
 
 type slowReader struct {

@@ -5,7 +5,7 @@ Delivery tests need the real peers: run through tests/peers/peers.py, which
 sets TM_TEST_*.  Without TM_TEST_PORT they are skipped, unless CI=true, in
 which case they fail.
 
-    TLSMAIL_LIBRARY=build/libtlsmail.so.0 PYTHONPATH=bindings/python \\
+    TLSMAIL_LIBRARY=build/libtlsmail.so.1 PYTHONPATH=bindings/python \\
     /usr/bin/python3 tests/peers/peers.py run --dir /tmp/p -- \\
         /usr/bin/python3 -m unittest discover -s bindings/python/tests -v
 """
@@ -37,15 +37,71 @@ class StructLayout(unittest.TestCase):
         self.assertEqual(ctypes.sizeof(_ffi.tm_session_options),
                          _ffi.lib.tm_session_options_size())
 
-    def test_check_layout_detects_mismatch(self):
-        saved = _ffi.STRUCT_SIZES["tm_policy"]
-        try:
-            _ffi.STRUCT_SIZES["tm_policy"] = (_ffi.tm_session_options, _ffi.lib.tm_policy_size)
-            with self.assertRaises(ImportError):
-                _ffi.check_layout()
-        finally:
-            _ffi.STRUCT_SIZES["tm_policy"] = saved
+    def test_layout_lists_every_binding_struct(self):
+        layout = _ffi.library_layout()
+        self.assertEqual(set(layout), set(_ffi.STRUCTS))
+        for name, cls in _ffi.STRUCTS.items():
+            self.assertIsNone(_ffi.structure_mismatch(cls, name, layout))
+            self.assertEqual(len(layout[name][1]), len(cls._fields_))
         _ffi.check_layout()
+
+    def test_swapped_fields_are_rejected(self):
+        # Same names, same types, same total size: only the order differs,
+        # which a size check alone would never see.
+        fields = list(_ffi.tm_policy._fields_)
+        fields[1], fields[2] = fields[2], fields[1]
+        swapped = type("scratch_policy", (ctypes.Structure,), {"_fields_": fields})
+        self.assertEqual(ctypes.sizeof(swapped), ctypes.sizeof(_ffi.tm_policy))
+        with self.assertRaises(ImportError) as cm:
+            _ffi.check_structure(swapped, "tm_policy")
+        self.assertIn("tm_policy: field 1", str(cm.exception))
+        self.assertIn("skip_verify", str(cm.exception))
+
+        # Two same-sized fields swapped deep inside the status.
+        fields = list(_ffi.tm_delivery_status._fields_)
+        i = [f[0] for f in fields].index("rcpt_deferred")
+        fields[i], fields[i + 1] = fields[i + 1], fields[i]
+        swapped = type("scratch_status", (ctypes.Structure,), {"_fields_": fields})
+        with self.assertRaises(ImportError) as cm:
+            _ffi.check_structure(swapped, "tm_delivery_status")
+        self.assertIn("rcpt_uncertain", str(cm.exception))
+
+    def test_offset_size_and_missing_fields_are_rejected(self):
+        def scratch(fields):
+            return type("scratch", (ctypes.Structure,), {"_fields_": fields})
+
+        base = list(_ffi.tm_session_options._fields_)
+        cases = {
+            "field type (size)": base[:2] + [("port", ctypes.c_ulonglong)],
+            "missing field": base[:2],
+            "extra field": base + [("extra", ctypes.c_int)],
+            "padding (offset)": [base[0], ("pad", ctypes.c_int)] + base[1:],
+            "renamed field": base[:2] + [("portnum", ctypes.c_uint)],
+        }
+        for what, fields in cases.items():
+            with self.subTest(what):
+                self.assertIsNotNone(_ffi.structure_mismatch(
+                    scratch(fields), "tm_session_options", _ffi.library_layout()))
+                with self.assertRaises(ImportError):
+                    _ffi.check_structure(scratch(fields), "tm_session_options")
+        # Same fields, bigger struct (trailing alignment): the total size.
+        packed = type("scratch", (ctypes.Structure,), {"_fields_": base, "_pack_": 1})
+        layout = _ffi.library_layout()
+        size, fl = layout["tm_session_options"]
+        layout["tm_session_options"] = (size + 8, fl)
+        self.assertIn("bytes", _ffi.structure_mismatch(_ffi.tm_session_options,
+                                                       "tm_session_options", layout))
+        self.assertIsNotNone(_ffi.structure_mismatch(packed, "tm_session_options",
+                                                     _ffi.library_layout()))
+        with self.assertRaises(ImportError):
+            _ffi.check_structure(_ffi.tm_policy, "tm_no_such_struct")
+
+    def test_parse_layout(self):
+        self.assertEqual(_ffi.parse_layout("tm_x 8 a@0:4 b@4:4\ntm_y 4 c@0:4\n"),
+                         {"tm_x": (8, [("a", 0, 4), ("b", 4, 4)]), "tm_y": (4, [("c", 0, 4)])})
+        for bad in ("tm_x eight a@0:4\n", "tm_x 8 a@0\n", "tm_x 8 @0:4\n"):
+            with self.assertRaises(ValueError):
+                _ffi.parse_layout(bad)
 
     def test_version(self):
         self.assertRegex(tlsmail.version(), r"^\d+\.\d+\.\d+$")
@@ -53,11 +109,17 @@ class StructLayout(unittest.TestCase):
 
     def test_init_functions_give_versions(self):
         st = _ffi.tm_delivery_status()
-        _ffi.lib.tm_status_init(ctypes.byref(st))
+        self.assertEqual(_ffi.lib.tm_status_init(ctypes.byref(st), _ffi.TM_STATUS_VERSION), 0)
         self.assertEqual(st.version, _ffi.TM_STATUS_VERSION)
         p = _ffi.tm_policy()
-        _ffi.lib.tm_policy_init(ctypes.byref(p))
+        self.assertEqual(_ffi.lib.tm_policy_init(ctypes.byref(p), _ffi.TM_POLICY_VERSION), 0)
         self.assertEqual(p.version, _ffi.TM_POLICY_VERSION)
+        m = _ffi.tm_message()
+        self.assertEqual(_ffi.lib.tm_message_init(ctypes.byref(m), _ffi.TM_MESSAGE_VERSION), 0)
+        self.assertEqual(m.version, _ffi.TM_MESSAGE_VERSION)
+        # A version the library does not know is refused.
+        self.assertEqual(_ffi.lib.tm_status_init(ctypes.byref(st), 99), -1)
+        self.assertEqual(_ffi.lib.tm_message_init(ctypes.byref(m), 0), -1)
 
 
 class PolicyMapping(unittest.TestCase):
@@ -100,11 +162,17 @@ class Errors(unittest.TestCase):
         with self.assertRaises(tlsmail.InvalidArgument):
             self.ctx.deliver("a@tm.test", [], BODY)
 
-    def test_too_many_recipients(self):
-        to = ["r%d@tm.test" % i for i in range(tlsmail.MAX_RECIPIENTS + 1)]
-        with self.assertRaises(tlsmail.InvalidArgument) as cm:
-            self.ctx.deliver("a@tm.test", to, BODY)
-        self.assertEqual(cm.exception.code, tlsmail.ErrorCode.ETOOMANY)
+    def test_recipients_are_not_capped(self):
+        # 0.1 refused more than 50 recipients (ETOOMANY); now they reach
+        # the network: here a loopback port that refuses connections.
+        import socket
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))  # bound, never listening: refused
+            port = s.getsockname()[1]
+            to = ["r%d@tm.test" % i for i in range(120)]
+            st = self.ctx.deliver("a@tm.test", to, BODY, host="127.0.0.1", port=port)
+        self.assertEqual(st.result, tlsmail.Result.DEFERRED)
+        self.assertEqual(st.error, tlsmail.ErrorCode.ECONNECT)
 
     def test_nul_in_argument(self):
         with self.assertRaises(tlsmail.InvalidArgument):
@@ -149,7 +217,7 @@ class StatusJson(unittest.TestCase):
 
     def test_status_from_c_round_trip(self):
         raw = _ffi.tm_delivery_status()
-        _ffi.lib.tm_status_init(ctypes.byref(raw))
+        _ffi.lib.tm_status_init(ctypes.byref(raw), _ffi.TM_STATUS_VERSION)
         raw.result = 1
         raw.code = 250
         raw.enhanced_code = b"2.0.0"
@@ -159,19 +227,27 @@ class StatusJson(unittest.TestCase):
         raw.mx_host = b"mx.example.org"
         raw.mx_port = 25
         raw.rcpt_count = 1
-        raw.rcpt[0].address = b"you@example.org"
-        raw.rcpt[0].result = 1
-        raw.rcpt[0].code = 250
-        st = tlsmail.DeliveryStatus._from_c(raw)
+        raw.rcpt_delivered = 1
+        raw.transactions = 1
+        rcpts = (_ffi.tm_rcpt_status * 2)()  # room for more than were sent
+        rcpts[0].address = b"you@example.org"
+        rcpts[0].result = 1
+        rcpts[0].code = 250
+        st = tlsmail.DeliveryStatus._from_c(raw, rcpts)
         self.assertTrue(st.delivered)
+        self.assertEqual(len(st.recipients), 1)
         self.assertEqual(st.recipients[0].address, "you@example.org")
         self.assertTrue(st.recipients[0].delivered)
+        self.assertEqual((st.rcpt_count, st.rcpt_delivered, st.transactions), (1, 1, 1))
         d = json.loads(st.to_json())  # control chars and bad UTF-8 escaped
         self.assertEqual(d["result"], "delivered")
         self.assertEqual(d["code"], 250)
         self.assertIs(d["certificate-verified"], True)
         self.assertEqual(d["mx-host"], "mx.example.org")
         self.assertEqual(d["recipients"][0]["address"], "you@example.org")
+        self.assertEqual(len(d["recipients"]), 1)
+        self.assertEqual(d["recipient-counts"]["delivered"], 1)
+        self.assertEqual(d["transactions"], 1)
         self.assertEqual(str(st.result), "delivered")
 
 
@@ -295,7 +371,9 @@ class Delivery(unittest.TestCase):
         self.assertEqual(st.code // 100, 2)
         self.assertTrue(st.tls_version)
         self.assertEqual(len(st.recipients), 1)
+        self.assertEqual((st.rcpt_count, st.rcpt_delivered, st.transactions), (1, 1, 1))
         d = st.as_dict()
+        self.assertEqual(d["recipients"][0]["result"], "delivered")
         self.assertEqual(d["result"], "delivered")
         self.assertIs(d["certificate-verified"], True)
         self.assertEqual(d["mx-host"], "mx-valid.tm.test")
@@ -364,7 +442,24 @@ class Delivery(unittest.TestCase):
         self.assertFalse(st.delivered)
         self.assertEqual([r.result for r in st.recipients],
                          [tlsmail.Result.DELIVERED, tlsmail.Result.BOUNCED])
+        self.assertEqual((st.rcpt_count, st.rcpt_delivered, st.rcpt_bounced), (2, 1, 1))
         _wait_mail("valid.tm.test", ok)
+
+    def test_more_recipients_than_one_transaction(self):
+        # 0.1 capped a message at 50 recipients; the library now sends at
+        # most 100 per transaction and the rest in further transactions.
+        locals_ = [_local("many%03d" % i) for i in range(105)]
+        st = self.ctx.deliver("sender@tm.test", [l + "@valid.tm.test" for l in locals_], BODY)
+        self.assertTrue(st.delivered, st)
+        self.assertEqual(len(st.recipients), 105)
+        self.assertEqual([r.address for r in st.recipients],
+                         [l + "@valid.tm.test" for l in locals_])
+        self.assertTrue(all(r.delivered for r in st.recipients))
+        self.assertEqual((st.rcpt_count, st.rcpt_delivered), (105, 105))
+        self.assertGreaterEqual(st.transactions, 2)
+        self.assertEqual(len(st.as_dict()["recipients"]), 105)
+        for local in (locals_[0], locals_[-1]):
+            _wait_mail("valid.tm.test", local)
 
     def test_domains_without_mail(self):
         st = self.ctx.deliver("sender@tm.test", "x@nullmx.tm.test", BODY)

@@ -42,17 +42,15 @@ __all__ = [
     "Result", "TLSFailure", "PolicySource", "Floor", "LogLevel", "ErrorCode",
     "TlsmailError", "InvalidArgument", "OutOfMemory", "CAFileError", "SessionStateError",
     "MessageReadError", "SettingsSyntaxError", "DeliveryError", "TLSRequired",
-    "default_context", "version", "tls_backend", "strerror", "MAX_RECIPIENTS",
+    "default_context", "version", "tls_backend", "strerror",
 ]
-
-MAX_RECIPIENTS = _ffi.TM_MAX_RECIPIENTS
 
 Data = Union[bytes, bytearray, memoryview, str, BinaryIO, IO[bytes]]
 Recipients = Union[str, Sequence[str]]
 
 
 def version() -> str:
-    """The version of the loaded libtlsmail, e.g. "0.1.0"."""
+    """The version of the loaded libtlsmail, e.g. "0.2.0"."""
     return _lib.tm_version().decode()
 
 
@@ -183,7 +181,7 @@ class TlsmailError(Exception):
 
 
 class InvalidArgument(TlsmailError, ValueError):
-    """TM_EINVAL, TM_EADDRESS, TM_ETOOMANY: the arguments are wrong."""
+    """TM_EINVAL, TM_EADDRESS: the arguments are wrong."""
 
 
 class OutOfMemory(TlsmailError, MemoryError):
@@ -276,7 +274,7 @@ class Policy:
 
     def _to_c(self) -> _ffi.tm_policy:
         p = _ffi.tm_policy()
-        _lib.tm_policy_init(ctypes.byref(p))
+        _lib.tm_policy_init(ctypes.byref(p), _ffi.TM_POLICY_VERSION)
         p.require_tls = _flag_to_c(self.require_tls)
         p.skip_verify = _flag_to_c(self.skip_verify)
         p.keep_unverified_tls = _flag_to_c(self.keep_unverified_tls)
@@ -316,7 +314,12 @@ class DeliveryStatus:
 
     ``policy`` is the policy applied after resolution (flags True/False);
     ``*_source`` say where each flag came from, ``floor`` which recipient
-    floor applied.  ``recipients`` has one entry per recipient.
+    floor applied.  ``recipients`` has one entry per recipient of the
+    message (the library writes them into an array this binding passes as
+    tm_message.rcpt_status); ``rcpt_count`` and ``rcpt_delivered`` ...
+    ``rcpt_bounced`` count them by result; ``transactions`` is the number of
+    SMTP transactions the message took (more than one when the server
+    limited recipients per transaction).
     """
     result: Result = Result.NONE
     error: int = 0
@@ -342,7 +345,14 @@ class DeliveryStatus:
     keep_unverified_tls_source: PolicySource = PolicySource.DEFAULT
     floor: Floor = Floor.NONE
     recipients: List[RecipientStatus] = field(default_factory=list)
+    rcpt_count: int = 0
+    rcpt_delivered: int = 0
+    rcpt_deferred: int = 0
+    rcpt_uncertain: int = 0
+    rcpt_bounced: int = 0
+    transactions: int = 0
     _raw: Optional[_ffi.tm_delivery_status] = field(default=None, repr=False, compare=False)
+    _raw_rcpts: Any = field(default=None, repr=False, compare=False)
 
     @property
     def delivered(self) -> bool:
@@ -358,11 +368,13 @@ class DeliveryStatus:
             return str(self.error)
 
     @classmethod
-    def _from_c(cls, st: _ffi.tm_delivery_status) -> "DeliveryStatus":
-        n = min(int(st.rcpt_count), _ffi.TM_MAX_RECIPIENTS)
+    def _from_c(cls, st: _ffi.tm_delivery_status, rcpt_array: Any = None) -> "DeliveryStatus":
+        """From a C status and the tm_rcpt_status array its message pointed
+        at (None: no recipients, as for tm_session_open/tm_starttls)."""
+        n = min(int(st.rcpt_count), len(rcpt_array)) if rcpt_array is not None else 0
         rcpts = [RecipientStatus(_s(r.address), _enum(Result, r.result), r.code,
                                  _s(r.enhanced_code), _s(r.message))
-                 for r in st.rcpt[:n]]
+                 for r in (rcpt_array[:n] if n else [])]
         pol = Policy(st.policy.require_tls > 0, st.policy.skip_verify > 0,
                      st.policy.keep_unverified_tls > 0)
         return cls(
@@ -377,19 +389,23 @@ class DeliveryStatus:
             require_tls_source=_enum(PolicySource, st.require_tls_source),
             skip_verify_source=_enum(PolicySource, st.skip_verify_source),
             keep_unverified_tls_source=_enum(PolicySource, st.keep_unverified_tls_source),
-            floor=_enum(Floor, st.floor), recipients=rcpts, _raw=st)
+            floor=_enum(Floor, st.floor), recipients=rcpts, rcpt_count=st.rcpt_count,
+            rcpt_delivered=st.rcpt_delivered, rcpt_deferred=st.rcpt_deferred,
+            rcpt_uncertain=st.rcpt_uncertain, rcpt_bounced=st.rcpt_bounced,
+            transactions=st.transactions, _raw=st, _raw_rcpts=rcpt_array if n else None)
 
     def to_json(self) -> str:
         """The status as one JSON object, written by tm_status_json()."""
         raw = self._raw
         if raw is None:  # built in Python: an empty status
-            raw = _ffi.tm_delivery_status()
-            _lib.tm_status_init(ctypes.byref(raw))
-        n = _lib.tm_status_json(ctypes.byref(raw), None, 0)
+            raw = _new_status()
+        rcpts = self._raw_rcpts
+        nrcpts = min(int(raw.rcpt_count), len(rcpts)) if rcpts is not None else 0
+        n = _lib.tm_status_json(ctypes.byref(raw), rcpts, nrcpts, None, 0)
         if n < 0:
             raise TlsmailError(n)
         buf = ctypes.create_string_buffer(n + 1)
-        _lib.tm_status_json(ctypes.byref(raw), buf, n + 1)
+        _lib.tm_status_json(ctypes.byref(raw), rcpts, nrcpts, buf, n + 1)
         return buf.value.decode("utf-8")
 
     def as_dict(self) -> Dict[str, Any]:
@@ -399,7 +415,7 @@ class DeliveryStatus:
 
 def _new_status() -> _ffi.tm_delivery_status:
     st = _ffi.tm_delivery_status()
-    _lib.tm_status_init(ctypes.byref(st))
+    _lib.tm_status_init(ctypes.byref(st), _ffi.TM_STATUS_VERSION)
     return st
 
 
@@ -464,7 +480,7 @@ class Context:
         self._lock = threading.Lock()
         self._users = 0
         o = _ffi.tm_context_options()
-        _lib.tm_context_options_init(ctypes.byref(o))
+        _lib.tm_context_options_init(ctypes.byref(o), _ffi.TM_CONTEXT_OPTIONS_VERSION)
         o.ca_file = _b(os.fspath(ca_file) if ca_file is not None else None, "ca_file")
         o.helo_name = _b(helo_name, "helo_name")
         o.dns_server = _b(dns_server, "dns_server")
@@ -675,15 +691,17 @@ class _Message:
         rcpts = [_b(t, "recipient") for t in to]
         if not rcpts:
             raise InvalidArgument(ErrorCode.EINVAL, "at least one recipient is needed")
-        if len(rcpts) > _ffi.TM_MAX_RECIPIENTS:
-            raise InvalidArgument(ErrorCode.ETOOMANY)
         self.to = (ctypes.c_char_p * len(rcpts))(*rcpts)
+        # Receives each recipient's outcome during the call.
+        self.rcpt_status = (_ffi.tm_rcpt_status * len(rcpts))()
         m = _ffi.tm_message()
-        _lib.tm_message_init(ctypes.byref(m))
+        _lib.tm_message_init(ctypes.byref(m), _ffi.TM_MESSAGE_VERSION)
         m.from_ = _b(from_addr, "from_addr")
         m.to = ctypes.cast(self.to, ctypes.POINTER(ctypes.c_char_p))
         m.to_count = len(rcpts)
         m.sending_domain = _b(sending_domain, "sending_domain")
+        m.rcpt_status = ctypes.cast(self.rcpt_status, ctypes.POINTER(_ffi.tm_rcpt_status))
+        m.rcpt_status_cap = len(rcpts)
         self.error: Optional[BaseException] = None
         self.keep: Any = None
         self.reader: Any = None
@@ -742,7 +760,7 @@ def _session_options(host: Optional[str], port: Optional[int]) -> Optional[_ffi.
     if host is None and port is None:
         return None
     so = _ffi.tm_session_options()
-    _lib.tm_session_options_init(ctypes.byref(so))
+    _lib.tm_session_options_init(ctypes.byref(so), _ffi.TM_SESSION_OPTIONS_VERSION)
     so.host = _b(host, "host")
     if port is not None:
         if not isinstance(port, int) or not 0 < port < 65536:
@@ -752,7 +770,7 @@ def _session_options(host: Optional[str], port: Optional[int]) -> Optional[_ffi.
 
 
 def _outcome(rc: int, st: _ffi.tm_delivery_status, msg: _Message) -> DeliveryStatus:
-    status = DeliveryStatus._from_c(st)
+    status = DeliveryStatus._from_c(st, msg.rcpt_status)
     if msg.error is not None:
         err = MessageReadError(ErrorCode.EREAD, status=status)
         raise err from msg.error
@@ -770,7 +788,8 @@ def deliver(from_addr: str, to: Recipients, data: Data, *, policy: Optional[Poli
     domain (all recipients must share it), or to ``host``.
 
     from_addr       envelope sender ("" for the null reverse-path)
-    to              one address or a sequence of up to MAX_RECIPIENTS
+    to              one address or a sequence of them (no limit: the library
+                    uses several transactions when a server wants fewer)
     data            the RFC 5322 message: bytes-like (str is encoded as
                     UTF-8), or a binary file object streamed in chunks
     policy          per-message Policy (None: nothing set)

@@ -1,8 +1,11 @@
 """Low-level ctypes mirror of include/tlsmail.h (private).
 
-Every Structure here must match the header field for field; the package
-checks ctypes.sizeof() of each against tm_*_size() at import time and raises
-ImportError on a mismatch, so a stale binding never corrupts memory.
+Every Structure here must match the header field for field.  At import the
+package compares each one with the layout the library reports
+(tm_abi_layout(): every field's name, offset and size, their order, and the
+struct's size) and raises ImportError naming the first difference, so a
+stale binding never corrupts memory.  check_structure() runs that comparison
+on any Structure.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import ctypes.util
 import os
 import sysconfig
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional, Tuple
 
 # -- constants (the header's macros; FFI cannot expand them) ---------------
 
@@ -20,22 +23,25 @@ TM_ON = 1
 TM_UNSET = 0
 TM_OFF = -1
 
+# The struct versions this binding's Structures have (passed to the
+# library, which reads and writes only the fields of that version).
 TM_POLICY_VERSION = 1
-TM_STATUS_VERSION = 1
+TM_STATUS_VERSION = 2
 TM_CONTEXT_OPTIONS_VERSION = 1
-TM_MESSAGE_VERSION = 1
+TM_MESSAGE_VERSION = 2
 TM_SESSION_OPTIONS_VERSION = 1
 
-TM_MAX_RECIPIENTS = 50
 TM_ADDRESS_MAX = 256
 TM_HOST_MAX = 256
 TM_IPADDR_MAX = 48
 TM_TEXT_MAX = 512
 TM_RCPT_TEXT_MAX = 256
 TM_ENHANCED_MAX = 16
-TM_STATUS_JSON_MAX = 262144
+TM_STATUS_JSON_MAX = 16384
+TM_RCPT_JSON_MAX = 3200
 
-SONAME_MAJOR = 0  # the soversion this binding was written for
+SONAME_MAJOR = 1  # the soversion (libtlsmail.so.N) this binding was written for
+VERSION_MAJOR = 0  # the library version (tm_version_number() >> 16) it expects
 
 # -- structures ------------------------------------------------------------
 
@@ -86,7 +92,11 @@ class tm_delivery_status(ctypes.Structure):
         ("keep_unverified_tls_source", ctypes.c_int),
         ("floor", ctypes.c_int),
         ("rcpt_count", ctypes.c_uint),
-        ("rcpt", tm_rcpt_status * TM_MAX_RECIPIENTS),
+        ("rcpt_delivered", ctypes.c_uint),
+        ("rcpt_deferred", ctypes.c_uint),
+        ("rcpt_uncertain", ctypes.c_uint),
+        ("rcpt_bounced", ctypes.c_uint),
+        ("transactions", ctypes.c_uint),
     ]
 
 
@@ -135,6 +145,8 @@ class tm_message(ctypes.Structure):
         ("read", tm_read_fn),
         ("read_arg", ctypes.c_void_p),
         ("sending_domain", ctypes.c_char_p),
+        ("rcpt_status", ctypes.POINTER(tm_rcpt_status)),
+        ("rcpt_status_cap", ctypes.c_size_t),
     ]
 
 
@@ -190,7 +202,7 @@ def _load() -> ctypes.CDLL:
         except OSError as e:
             tried.append("%s (%s)" % (cand, e))
     raise ImportError("tlsmail: cannot load libtlsmail; set TLSMAIL_LIBRARY to the full path "
-                      "of libtlsmail.so.0 (tried: %s)" % "; ".join(tried))
+                      "of %s (tried: %s)" % (_SONAME, "; ".join(tried)))
 
 
 lib = _load()
@@ -209,15 +221,17 @@ _PROTOTYPES = [
     ("tm_result_name", _c.c_char_p, [_c.c_int]),
     ("tm_policy_source_name", _c.c_char_p, [_c.c_int]),
     ("tm_floor_name", _c.c_char_p, [_c.c_int]),
-    ("tm_policy_init", _c.c_int, [_P(tm_policy)]),
-    ("tm_status_init", _c.c_int, [_P(tm_delivery_status)]),
+    ("tm_policy_init", _c.c_int, [_P(tm_policy), _c.c_uint]),
+    ("tm_status_init", _c.c_int, [_P(tm_delivery_status), _c.c_uint]),
     ("tm_status_size", _c.c_size_t, []),
-    ("tm_status_json", _c.c_int, [_P(tm_delivery_status), _c.c_char_p, _c.c_size_t]),
-    ("tm_context_options_init", _c.c_int, [_P(tm_context_options)]),
+    ("tm_abi_layout", _c.c_char_p, []),
+    ("tm_status_json", _c.c_int,
+     [_P(tm_delivery_status), _P(tm_rcpt_status), _c.c_size_t, _c.c_char_p, _c.c_size_t]),
+    ("tm_context_options_init", _c.c_int, [_P(tm_context_options), _c.c_uint]),
     ("tm_context_new", _c.c_int, [_P(_vp), _P(tm_context_options)]),
     ("tm_context_free", None, [_vp]),
-    ("tm_message_init", _c.c_int, [_P(tm_message)]),
-    ("tm_session_options_init", _c.c_int, [_P(tm_session_options)]),
+    ("tm_message_init", _c.c_int, [_P(tm_message), _c.c_uint]),
+    ("tm_session_options_init", _c.c_int, [_P(tm_session_options), _c.c_uint]),
     ("tm_session_open", _c.c_int,
      [_P(_vp), _vp, _c.c_char_p, _P(tm_session_options), _P(tm_delivery_status)]),
     ("tm_starttls", _c.c_int, [_vp, _P(tm_policy), _P(tm_delivery_status)]),
@@ -250,28 +264,101 @@ for _name, _res, _args in _PROTOTYPES:
 
 # -- layout check -----------------------------------------------------------
 
-STRUCT_SIZES = {
-    "tm_delivery_status": (tm_delivery_status, lib.tm_status_size),
-    "tm_policy": (tm_policy, lib.tm_policy_size),
-    "tm_message": (tm_message, lib.tm_message_size),
-    "tm_context_options": (tm_context_options, lib.tm_context_options_size),
-    "tm_session_options": (tm_session_options, lib.tm_session_options_size),
+# The C name of each Structure this binding declares.
+STRUCTS = {
+    "tm_policy": tm_policy,
+    "tm_rcpt_status": tm_rcpt_status,
+    "tm_delivery_status": tm_delivery_status,
+    "tm_context_options": tm_context_options,
+    "tm_message": tm_message,
+    "tm_session_options": tm_session_options,
 }
+
+# Layout = {struct name: (size, [(field name, offset, size), ...])}
+Layout = Dict[str, Tuple[int, List[Tuple[str, int, int]]]]
+
+
+def parse_layout(text: str) -> Layout:
+    """Parses tm_abi_layout()'s text: one line per struct,
+    "name size field@offset:size ...".  Raises ValueError when malformed."""
+    out: Layout = {}
+    for line in text.splitlines():
+        words = line.split()
+        if not words:
+            continue
+        if len(words) < 2 or not words[1].isdigit():
+            raise ValueError("malformed layout line: %r" % line)
+        fields = []
+        for w in words[2:]:
+            name, _, rest = w.partition("@")
+            off, _, size = rest.partition(":")
+            if not name or not off.isdigit() or not size.isdigit():
+                raise ValueError("malformed field %r in layout line of %s" % (w, words[0]))
+            fields.append((name, int(off), int(size)))
+        out[words[0]] = (int(words[1]), fields)
+    return out
+
+
+def library_layout() -> Layout:
+    """The layout of the public structs as compiled into the loaded library."""
+    return parse_layout(lib.tm_abi_layout().decode("ascii"))
+
+
+def _c_name(py_name: str) -> str:
+    # A C member named like a Python keyword gets a trailing "_" (from_).
+    return py_name[:-1] if py_name.endswith("_") else py_name
+
+
+def structure_mismatch(cls: type, c_name: str, layout: Layout) -> Optional[str]:
+    """The first difference between ctypes Structure `cls` and the library's
+    layout of struct `c_name` (field names, order, offsets, sizes, then the
+    struct's size), in words; None when they agree."""
+    if c_name not in layout:
+        return "%s: the library does not describe this struct" % c_name
+    size, want = layout[c_name]
+    have = [(_c_name(f[0]), getattr(cls, f[0]).offset, getattr(cls, f[0]).size)
+            for f in cls._fields_]  # type: ignore[attr-defined]
+    for i in range(max(len(have), len(want))):
+        h = have[i] if i < len(have) else None
+        w = want[i] if i < len(want) else None
+        if h == w:
+            continue
+        if h is None:
+            return "%s: field %d: the binding lacks %s@%d:%d" % (c_name, i, *w)
+        if w is None:
+            return "%s: field %d: the binding has %s@%d:%d, the library has no such field" % (
+                c_name, i, *h)
+        if h[0] != w[0]:
+            return "%s: field %d: the binding has %s, the library has %s" % (c_name, i, h[0], w[0])
+        return "%s.%s: the binding has offset %d size %d, the library offset %d size %d" % (
+            c_name, h[0], h[1], h[2], w[1], w[2])
+    if ctypes.sizeof(cls) != size:
+        return "%s: the binding has %d bytes, the library %d" % (c_name, ctypes.sizeof(cls), size)
+    return None
+
+
+def check_structure(cls: type, c_name: str, layout: Optional[Layout] = None) -> None:
+    """Raises ImportError when ctypes Structure `cls` differs from the
+    library's struct `c_name` (layout: library_layout() when None)."""
+    why = structure_mismatch(cls, c_name, library_layout() if layout is None else layout)
+    if why is not None:
+        raise ImportError("tlsmail: struct layout mismatch with %s: %s" % (library_path, why))
 
 
 def check_layout() -> None:
-    """Raises ImportError when a Structure's size differs from the library's."""
-    bad = []
-    for name, (cls, size_fn) in STRUCT_SIZES.items():
-        if ctypes.sizeof(cls) != size_fn():
-            bad.append("%s: binding %d bytes, library %d" % (name, ctypes.sizeof(cls), size_fn()))
-    if bad:
-        raise ImportError("tlsmail: struct layout mismatch with %s: %s"
-                          % (library_path, ", ".join(bad)))
+    """Raises ImportError at the first Structure of STRUCTS that differs
+    from the library's layout, or when the library's major version is not
+    the one this binding was written for."""
     major = lib.tm_version_number() >> 16
-    if major != SONAME_MAJOR:
+    if major != VERSION_MAJOR:
         raise ImportError("tlsmail: %s is version %s, this binding needs %d.x"
-                          % (library_path, lib.tm_version().decode(), SONAME_MAJOR))
+                          % (library_path, lib.tm_version().decode(), VERSION_MAJOR))
+    try:
+        layout = library_layout()
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ImportError("tlsmail: %s: unreadable tm_abi_layout(): %s" % (library_path, e)) from None
+    for c_name, cls in STRUCTS.items():
+        check_structure(cls, c_name, layout)
 
 
 check_layout()

@@ -67,6 +67,9 @@ func main() {
 	st, err := tlsmail.Deliver(ctx, msg, nil, where)
 	fmt.Printf("%s via %s [%s]: tls=%v certificate-verified=%v (err: %v)\n",
 		st.Result, st.MXHost, st.MXAddress, st.TLS, st.CertVerified, err)
+	for _, r := range st.Recipients { // one entry per recipient, in the order of To
+		fmt.Printf("%s: %s, %d %s\n", r.Address, r.Result, r.Code, r.Message)
+	}
 	fmt.Println(st.JSON())
 	switch st.Result {
 	case tlsmail.Delivered:
