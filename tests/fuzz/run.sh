@@ -16,7 +16,7 @@ seconds=$2
 src=$(cd "$(dirname "$0")" && pwd)
 status=0
 # fuzz_body_isaN: the encoder's slower paths, fuzzed on the body corpus
-for name in reply body address dns settings body_isa0 body_isa1 body_isa2; do
+for name in reply body address dns settings body_isa0 body_isa1 body_isa2 client; do
     bin=$build/tests/fuzz/fuzz_$name
     if [ ! -x "$bin" ]; then
         echo "$bin: not built (CC=clang meson setup ... -Dfuzzing=true)" >&2
