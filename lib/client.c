@@ -548,18 +548,26 @@ static void on_reply(tm_client *c, tm_expect what, size_t rcpt)
 
 /* ---- input ---------------------------------------------------------------- */
 
-/* Bytes that answer nothing sent. */
+/* Bytes that answer nothing sent: the connection is done for.  An
+ * operation that already ended keeps its own result (a transaction its
+ * outcome, a refusal its reply), except that a success or a refused
+ * STARTTLS - after which the conversation would go on - turns into the
+ * protocol violation it is. */
 static void unsolicited(tm_client *c)
 {
     c->rpos = c->rlen = 0;
-    if (c->state == ST_DONE && c->op_result == TM_OP_OK && c->txn && outcome_complete(c) &&
-        c->end_seen) {
-        c->usable = 0; /* the transaction's outcome stands; the connection not */
+    if (c->state != ST_DONE) {
+        fail(c, TM_EPROTOCOL, "unsolicited data");
         return;
     }
-    if (c->state == ST_DONE)
-        c->state = ST_OPEN; /* so fail() does not touch a finished transaction */
-    fail(c, TM_EPROTOCOL, "unsolicited data");
+    c->usable = 0;
+    if (c->op_result == TM_OP_TLS_REFUSED) {
+        op_done(c, TM_OP_TLS_VIOLATION, TM_EPROTOCOL);
+    } else if (c->op_result == TM_OP_OK && !(c->txn && outcome_complete(c))) {
+        c->op_result = TM_OP_FAILED;
+        c->error = TM_EPROTOCOL;
+        c->state = ST_FAILED;
+    }
 }
 
 static void process(tm_client *c)
@@ -845,6 +853,9 @@ int tm__client_content(tm_client *c, const unsigned char *p, size_t n, size_t *c
         expect(c, TM_X_DOT, 0);
         c->content_mark = c->queued_total;
         c->emit = E_NONE;
+        /* Anything waiting now came before the end of data: a reply to
+         * nothing.  Look before it goes. */
+        c->quiet_check = 1;
         /* The connection's last transaction, the recipients all known:
          * QUIT rides in the same write (RFC 2920 3.1). */
         if (t->quit_after && c->pipelining && t->carried == 0) {

@@ -333,7 +333,13 @@ static int apply_policy(tm_session *s)
             return TM_OK;
         case TM_ACT_PLAIN_SAME:
             tm__log(s->ctx, TM_LOG_INFO, "plaintext: %s", s->tls_error);
-            return TM_OK;
+            if (tm__client_usable(&s->client))
+                return TM_OK;
+            rc = reconnect_plain(s);
+            if (rc == TM_OK || rc == TM_ENOMEM)
+                return rc;
+            tm__route_next_address(&s->route);
+            break;
         case TM_ACT_PLAIN_NEW:
             tm__log(s->ctx, TM_LOG_INFO, "new plaintext connection: %s", s->tls_error);
             rc = reconnect_plain(s);
@@ -607,7 +613,10 @@ static int send_transactions(tm_session *s, const tm_message *m, int utf8, int h
         src.arg = m->read_arg;
         s->drive.src = &src;
 
-        tm__client_mail(c, t);
+        if (tm__client_mail(c, t) != TM_OK) {
+            rc = TM_ESTATE; /* the connection went unusable behind us */
+            break;
+        }
         tm__outcome_txn(o);
         w = run(s);
         s->drive.src = NULL;
