@@ -21,7 +21,7 @@ enum {
     ST_OPEN,     /* greeting, EHLO, HELO */
     ST_STARTTLS, /* STARTTLS sent */
     ST_TLS,      /* 220 to STARTTLS: the driver runs the handshake */
-    ST_TLS_EHLO, /* EHLO over TLS */
+    ST_EHLO,     /* EHLO again (over TLS) */
     ST_TXN,      /* a transaction: envelope, content, end of data */
     ST_RSET,
     ST_QUIT,
@@ -600,6 +600,7 @@ static void process(tm_client *c)
         if (rc == 0)
             break;
         c->in_reply = 0;
+        c->replies++;
         at = c->qhead;
         c->qhead = (c->qhead + 1) % TM_CLIENT_QUEUE;
         c->qlen--;
@@ -655,16 +656,33 @@ int tm__client_starttls(tm_client *c)
     return TM_OK;
 }
 
+void tm__client_tls_up(tm_client *c)
+{
+    if (c->state != ST_TLS)
+        return;
+    /* Forget everything learnt in plaintext. */
+    c->caps.flags = 0;
+    c->caps.size_limit = 0;
+    c->rpos = c->rlen = 0;
+    op_done(c, TM_OP_OK, TM_OK);
+}
+
+int tm__client_ehlo(tm_client *c)
+{
+    if (!can_begin(c))
+        return TM_ESTATE;
+    c->txn = NULL;
+    c->state = ST_EHLO;
+    put_command(c, TM_X_EHLO, 0, "EHLO ", c->helo, NULL);
+    return TM_OK;
+}
+
 void tm__client_tls_done(tm_client *c)
 {
     if (c->state != ST_TLS)
         return;
-    /* Forget everything learnt in plaintext, and say EHLO again. */
-    c->caps.flags = 0;
-    c->caps.size_limit = 0;
-    c->rpos = c->rlen = 0;
-    c->state = ST_TLS_EHLO;
-    put_command(c, TM_X_EHLO, 0, "EHLO ", c->helo, NULL);
+    tm__client_tls_up(c);
+    tm__client_ehlo(c);
 }
 
 void tm__client_tls_failed(tm_client *c)
@@ -892,6 +910,14 @@ void tm__client_content_error(tm_client *c, int error)
 
 void tm__client_io_error(tm_client *c, int error)
 {
+    if (c->state == ST_TXN && !c->content_sent && (c->emit == E_CONTENT || c->content_mark)) {
+        /* There is no way to abort DATA but to drop the connection: the
+         * server then discards the partial message. */
+        tm__status_describe(status_of(c), "connection lost while sending the content to %s (%s): "
+                                          "nothing delivered",
+                            c->host, tm_strerror(error));
+        c->described = 1;
+    }
     if (c->state == ST_TXN && outcome_complete(c) && (c->end_seen || !c->content_mark)) {
         /* Every recipient has its outcome (a lost reply to RSET or a
          * pipelined QUIT): the transaction stands, the connection not. */
@@ -901,6 +927,11 @@ void tm__client_io_error(tm_client *c, int error)
         return;
     }
     fail(c, error, tm_strerror(error));
+}
+
+uint64_t tm__client_replies(const tm_client *c)
+{
+    return c->replies;
 }
 
 int tm__client_op_result(const tm_client *c)

@@ -105,6 +105,8 @@ static void give_content(tm_drive *d)
 tm_want tm__drive(tm_drive *d)
 {
     tm_client *c = d->c;
+    uint64_t waiting_for = UINT64_MAX; /* the reply the read deadline is for */
+    int64_t read_deadline = 0;
 
     for (;;) {
         tm_want w = tm__client_want(c);
@@ -119,6 +121,17 @@ tm_want tm__drive(tm_drive *d)
         }
         kind = tm__client_timeout(c);
         deadline = tm__min_deadline(tm__deadline(timeout_ms(d, kind)), d->deadline);
+        /* One deadline per reply awaited, set when the wait for it begins;
+         * each write of a block gets its own. */
+        if (w == TM_WANT_RECV) {
+            if (waiting_for != tm__client_replies(c)) {
+                waiting_for = tm__client_replies(c);
+                read_deadline = deadline;
+            }
+            deadline = read_deadline;
+        } else {
+            waiting_for = UINT64_MAX;
+        }
         if (w == TM_WANT_SEND) {
             const unsigned char *p;
             size_t n;

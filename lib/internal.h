@@ -485,6 +485,7 @@ typedef struct tm_client {
     uint64_t qmark[TM_CLIENT_QUEUE];
     size_t qhead, qlen;
     uint64_t queued_total, sent_total;
+    uint64_t replies;
     size_t rpos, rlen, wpos, wlen;
     unsigned char rbuf[TM_CLIENT_RBUF];
     unsigned char wbuf[TM_CLIENT_WBUF];
@@ -518,9 +519,18 @@ int tm__client_content(tm_client *c, const unsigned char *p, size_t n, size_t *c
 void tm__client_content_error(tm_client *c, int error);
 /* The transport failed (error): the engine decides what it means. */
 void tm__client_io_error(tm_client *c, int error);
+/* After the handshake: tls_up forgets every capability and leaves the
+ * connection ready for a command (EHLO to go on, QUIT to leave); ehlo says
+ * EHLO again.  tls_done is both. */
+void tm__client_tls_up(tm_client *c);
+int tm__client_ehlo(tm_client *c);
 void tm__client_tls_done(tm_client *c);
 void tm__client_tls_failed(tm_client *c);
 
+/* Replies completed so far: a wait for one reply is bounded by one
+ * deadline, however the reply arrives (a server dripping one byte a second
+ * does not stretch it). */
+uint64_t tm__client_replies(const tm_client *c);
 int tm__client_op_result(const tm_client *c);
 int tm__client_usable(const tm_client *c);
 

@@ -118,7 +118,7 @@ static void note_failure(tm_session *s, int error, const tm_reply *r, const char
 static int connect_walk(tm_session *s)
 {
     tm_client *c = &s->client;
-    int last = TM_ECONNECT;
+    int last = s->fail.error != TM_OK ? s->fail.error : TM_ECONNECT;
 
     for (;;) {
         const tm_addr *a;
@@ -261,13 +261,9 @@ static tm_tls_event try_tls(tm_session *s, int *fatal)
     }
     s->tr = tls_tr;
     s->tls_active = 1;
-    /* Capabilities and greeting text are forgotten: EHLO again. */
-    tm__client_tls_done(c);
-    if (run(s) != TM_WANT_DONE || tm__client_op_result(c) != TM_OP_OK) {
-        set_tls_error(s, TM_TLS_FAILURE_HANDSHAKE, "EHLO over TLS to %s failed: %s", s->host,
-                      tm_strerror(c->error != TM_OK ? c->error : TM_EPROTOCOL));
-        return TM_EV_HANDSHAKE;
-    }
+    /* Capabilities learnt in plaintext are forgotten.  Nothing is said over
+     * this TLS until the policy has judged its certificate. */
+    tm__client_tls_up(c);
     if (tm__tls_verified(s->tls)) {
         s->cert_verified = 1;
         s->tls_failure = TM_TLS_FAILURE_NONE;
@@ -277,6 +273,20 @@ static tm_tls_event try_tls(tm_session *s, int *fatal)
     tm__tls_verify_error(s->tls, err, sizeof err);
     set_tls_error(s, TM_TLS_FAILURE_CERTIFICATE, "%s: %s", s->host, err);
     return TM_EV_CERT_INVALID;
+}
+
+/* EHLO again over the TLS the policy accepted: every capability anew. */
+static int ehlo_over_tls(tm_session *s)
+{
+    tm_client *c = &s->client;
+
+    if (tm__client_ehlo(c) == TM_OK && run(s) == TM_WANT_DONE &&
+        tm__client_op_result(c) == TM_OP_OK)
+        return TM_OK;
+    s->cert_verified = 0;
+    set_tls_error(s, TM_TLS_FAILURE_HANDSHAKE, "EHLO over TLS to %s failed: %s", s->host,
+                  tm_strerror(c->error != TM_OK ? c->error : TM_EPROTOCOL));
+    return TM_EPROTOCOL;
 }
 
 /* A fresh plaintext connection to the same address, without STARTTLS. */
@@ -322,6 +332,10 @@ static int apply_policy(tm_session *s)
 
         if (fatal != TM_OK)
             return fatal;
+        if (act == TM_ACT_USE_TLS && ehlo_over_tls(s) != TM_OK) {
+            ev = TM_EV_HANDSHAKE;
+            act = tm__policy_decide(p, ev);
+        }
         if (act != TM_ACT_USE_TLS && s->tls)
             tm__tls_cache_drop(s->tls);
         switch (act) {
@@ -357,8 +371,10 @@ static int apply_policy(tm_session *s)
                 quit_and_drop(s);
             else
                 drop_connection(s);
-            note_failure(s, ev == TM_EV_CLOSING ? TM_EREJECTED : TM_ETLSREQUIRED,
-                         ev == TM_EV_CLOSING ? &s->client.reply : NULL, "TLS not available from");
+            if (ev == TM_EV_CLOSING)
+                note_failure(s, TM_EREJECTED, &s->client.reply, "421 to STARTTLS from");
+            else
+                note_failure(s, TM_ETLSREQUIRED, NULL, "TLS not available from");
             tm__route_next_host(&s->route);
             break;
         }
@@ -430,7 +446,8 @@ static void status_failure(tm_session *s, tm_delivery_status *st, int rc)
     tm__status_set_host(st, f->host[0] ? f->host : s->host, f->host[0] ? f->address : s->address,
                         s->route.port, s->route.attempts);
     tm__status_set_code(st, f->code, f->enhanced, f->message); /* the failure's own reply */
-    tm__status_set_tls(st, 0, 0, s->tls_failure, s->tls_error, NULL, NULL);
+    if (s->tls_failure != TM_TLS_FAILURE_NOT_TRIED)
+        tm__status_set_tls(st, 0, 0, s->tls_failure, s->tls_error, NULL, NULL);
     if (rc == TM_ETLSREQUIRED)
         tm__status_describe(st, "TLS required, but no MX host of %s gave %s: %s",
                             s->route.explicit_host ? s->route.mx[0].host : s->domain,
