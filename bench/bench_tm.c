@@ -23,7 +23,7 @@
  *   resume   like new, but resumption is left to the library
  *   plain    like reused, without STARTTLS (for comparison)
  *   memory   context size, heap per session with and without TLS
- *   encode   tm_body_encode GB/s vs memcpy GB/s on a --mib MiB buffer
+ *   encode   tm__body_encode GB/s vs memcpy GB/s on a --mib MiB buffer
  *   crypto   the mbedTLS operations a full TLS 1.2 ECDHE-ECDSA handshake
  *            cannot avoid, timed alone (the CPU floor of mode "new")
  * --threads T runs reused/new/resume in T threads sharing one tm_context,
@@ -353,7 +353,7 @@ static tm_context *make_context(const args *a, const char *ca)
     tm_context *ctx = NULL;
     int rc;
 
-    tm_context_options_init(&o);
+    tm_context_options_init(&o, TM_CONTEXT_OPTIONS_VERSION);
     o.ca_file = ca;
     o.dns_server = a->dns;
     o.helo_name = a->helo;
@@ -389,7 +389,7 @@ static const char *const rcpt_list[] = {"rcpt@bench.tm.test"};
 
 static void fill_message(tm_message *m, const worker *w)
 {
-    tm_message_init(m);
+    tm_message_init(m, TM_MESSAGE_VERSION);
     m->from = "bench@bench.tm.test";
     m->to = rcpt_list;
     m->to_count = 1;
@@ -401,8 +401,8 @@ static void note_status(worker *w, const tm_delivery_status *st, int rc)
 {
     w->tls = st->tls;
     w->verified = st->cert_verified;
-    tm_strlcpy(w->tls_version, st->tls_version, sizeof w->tls_version);
-    tm_strlcpy(w->cipher, st->tls_cipher, sizeof w->cipher);
+    snprintf(w->tls_version, sizeof w->tls_version, "%s", st->tls_version);
+    snprintf(w->cipher, sizeof w->cipher, "%s", st->tls_cipher);
     if (rc != TM_OK && w->error[0] == '\0')
         snprintf(w->error, sizeof w->error, "%s: %d %.180s", tm_strerror(rc), st->code,
                  st->message);
@@ -420,6 +420,7 @@ static void measure(worker *w, tm_session *s, const tm_message *m, const tm_sess
     double sys;
     int rc;
 
+    tm_status_init(&st, TM_STATUS_VERSION);
     alloc_mark(&c0, &b0, &l0);
     w->cpu = cpu_s2(RUSAGE_THREAD, &w->sys);
     w->t0 = now_s();
@@ -453,10 +454,11 @@ static void *run_session(void *arg)
     tm_message m;
     int rc;
 
-    tm_session_options_init(&so);
+    tm_session_options_init(&so, TM_SESSION_OPTIONS_VERSION);
     so.host = a->host;
     so.port = a->port;
     fill_message(&m, w);
+    tm_status_init(&st, TM_STATUS_VERSION);
     rc = tm_session_open(&s, w->ctx, "bench.tm.test", &so, &st);
     if (rc == TM_OK && tls)
         rc = tm_starttls(s, NULL, &st);
@@ -476,7 +478,7 @@ static void *run_deliver(void *arg)
     tm_session_options so;
     tm_message m;
 
-    tm_session_options_init(&so);
+    tm_session_options_init(&so, TM_SESSION_OPTIONS_VERSION);
     so.host = w->a->host;
     so.port = w->a->port;
     fill_message(&m, w);
@@ -532,7 +534,7 @@ static int client(const args *a)
         if (w[t].t1 > t1)
             t1 = w[t].t1;
         if (!err[0] && w[t].error[0])
-            tm_strlcpy(err, w[t].error, sizeof err);
+            snprintf(err, sizeof err, "%s", w[t].error);
     }
     if (t1 < t0)
         t0 = t1 = 0;
@@ -614,9 +616,10 @@ static void session_memory(const args *a, tm_context *ctx, int tls, const unsign
     w.msg = msg;
     w.msglen = msglen;
     fill_message(&m, &w);
-    tm_session_options_init(&so);
+    tm_session_options_init(&so, TM_SESSION_OPTIONS_VERSION);
     so.host = a->host;
     so.port = a->port;
+    tm_status_init(&st, TM_STATUS_VERSION);
     alloc_mark(&c0, &b, &l0);
     peak_reset();
     rc = tm_session_open(&s, ctx, "bench.tm.test", &so, &st);
@@ -716,17 +719,17 @@ static size_t encode_all(const unsigned char *in, size_t n, unsigned char *out, 
     tm_body b;
     size_t total = 0;
 
-    tm_body_init(&b);
+    tm__body_init(&b);
     while (n > 0) {
         size_t used, made;
-        if (tm_body_encode(&b, in, n, &used, out, cap, &made) != TM_OK)
+        if (tm__body_encode(&b, in, n, &used, out, cap, &made) != TM_OK)
             abort();
         in += used;
         n -= used;
         total += made;
         sink ^= out[0];
     }
-    return total + tm_body_finish(&b, out);
+    return total + tm__body_finish(&b, out);
 }
 
 static size_t copy_all(const unsigned char *in, size_t n, unsigned char *out, size_t cap)

@@ -3,6 +3,12 @@
  *
  *   tm-send --from ADDR --to ADDR [--to ADDR ...] [options] [FILE | -]
  *
+ * Each policy flag can be switched on (--require-tls, --require-tls=yes) or
+ * off (--require-tls=no, --no-require-tls) for this one message; off is
+ * TM_OFF, which overrides a sending domain's "on" from --settings (a
+ * recipient domain's floor still wins).  Not given: the sending domain's
+ * setting, else off.
+ *
  * Exit status: 0 delivered, 75 deferred or uncertain, 69 bounced, 64 usage
  * (sysexits.h: EX_TEMPFAIL, EX_UNAVAILABLE, EX_USAGE).
  */
@@ -31,9 +37,13 @@ static void usage(FILE *f)
           "  --mx HOST[:PORT]       deliver to this host instead of the domain's MX hosts\n"
           "  --port N               SMTP port used for MX hosts (default 25)\n"
           "  --dns IP[:PORT]        ask this DNS server instead of the system resolver\n"
-          "  --require-tls          never deliver without TLS\n"
-          "  --skip-verify          accept any certificate and host name\n"
-          "  --keep-unverified-tls  keep TLS when verification fails (not with --require-tls)\n"
+          "  --require-tls[=yes|no] never deliver without TLS\n"
+          "  --skip-verify[=yes|no] accept any certificate and host name\n"
+          "  --keep-unverified-tls[=yes|no]\n"
+          "                         keep TLS when verification fails (not with --require-tls)\n"
+          "  --no-require-tls, --no-skip-verify, --no-keep-unverified-tls\n"
+          "                         switch the flag off for this message, whatever the\n"
+          "                         sending domain's setting (a recipient floor still wins)\n"
           "  --ca-file FILE         trust these CA certificates instead of the system store\n"
           "  --helo NAME            name announced in EHLO (default: this host's name)\n"
           "  --timeout SECONDS      per-command timeout (defaults follow RFC 5321)\n"
@@ -115,9 +125,29 @@ static int exit_code(int result)
     }
 }
 
-static void print_summary(const tm_delivery_status *st)
+/* --FLAG, --FLAG=yes|no, --no-FLAG: TM_ON or TM_OFF; 0 for a bad value. */
+static int flag_value(const char *arg, int negated)
 {
-    unsigned int i;
+    static const char *const on[] = { "yes", "true", "on", "1" };
+    static const char *const off[] = { "no", "false", "off", "0" };
+    size_t i;
+
+    if (negated)
+        return arg ? 0 : TM_OFF;
+    if (!arg)
+        return TM_ON;
+    for (i = 0; i < sizeof on / sizeof on[0]; i++) {
+        if (strcmp(arg, on[i]) == 0)
+            return TM_ON;
+        if (strcmp(arg, off[i]) == 0)
+            return TM_OFF;
+    }
+    return 0;
+}
+
+static void print_summary(const tm_delivery_status *st, const tm_rcpt_status *rcpt, size_t n)
+{
+    size_t i;
 
     printf("result: %s\n", tm_result_name(st->result));
     if (st->code)
@@ -139,24 +169,29 @@ static void print_summary(const tm_delivery_status *st)
            st->policy.keep_unverified_tls ? "yes" : "no",
            tm_policy_source_name(st->keep_unverified_tls_source), tm_floor_name(st->floor));
     printf("attempt-no: %u\nsession-seconds: %.3f\n", st->attempt_no, st->session_seconds);
-    for (i = 0; i < st->rcpt_count; i++)
-        printf("recipient: %s %s %d %s\n", st->rcpt[i].address, tm_result_name(st->rcpt[i].result),
-               st->rcpt[i].code, st->rcpt[i].message);
+    if (st->transactions > 1)
+        printf("transactions: %u\n", st->transactions);
+    for (i = 0; i < n && i < st->rcpt_count; i++)
+        printf("recipient: %s %s %d %s\n", rcpt[i].address, tm_result_name(rcpt[i].result),
+               rcpt[i].code, rcpt[i].message);
 }
 
 int main(int argc, char **argv)
 {
-    enum { O_MX = 256, O_PORT, O_DNS, O_REQ, O_SKIP, O_KEEP, O_CA, O_HELO, O_TIMEOUT, O_JSON,
-           O_VERBOSE, O_VERSION, O_HELP, O_SETTINGS, O_SENDING };
+    enum { O_MX = 256, O_PORT, O_DNS, O_REQ, O_SKIP, O_KEEP, O_NO_REQ, O_NO_SKIP, O_NO_KEEP, O_CA,
+           O_HELO, O_TIMEOUT, O_JSON, O_VERBOSE, O_VERSION, O_HELP, O_SETTINGS, O_SENDING };
     static const struct option longopts[] = {
         { "from", required_argument, NULL, 'f' },
         { "to", required_argument, NULL, 't' },
         { "mx", required_argument, NULL, O_MX },
         { "port", required_argument, NULL, O_PORT },
         { "dns", required_argument, NULL, O_DNS },
-        { "require-tls", no_argument, NULL, O_REQ },
-        { "skip-verify", no_argument, NULL, O_SKIP },
-        { "keep-unverified-tls", no_argument, NULL, O_KEEP },
+        { "require-tls", optional_argument, NULL, O_REQ },
+        { "skip-verify", optional_argument, NULL, O_SKIP },
+        { "keep-unverified-tls", optional_argument, NULL, O_KEEP },
+        { "no-require-tls", no_argument, NULL, O_NO_REQ },
+        { "no-skip-verify", no_argument, NULL, O_NO_SKIP },
+        { "no-keep-unverified-tls", no_argument, NULL, O_NO_KEEP },
         { "ca-file", required_argument, NULL, O_CA },
         { "helo", required_argument, NULL, O_HELO },
         { "timeout", required_argument, NULL, O_TIMEOUT },
@@ -168,20 +203,28 @@ int main(int argc, char **argv)
         { "sending-domain", required_argument, NULL, O_SENDING },
         { NULL, 0, NULL, 0 },
     };
-    const char *to[TM_MAX_RECIPIENTS];
-    size_t nto = 0;
+    const char **to = NULL;
+    tm_rcpt_status *rcpt = NULL;
+    size_t nto = 0, cap = 0;
     tm_context_options co = TM_CONTEXT_OPTIONS_INIT;
     tm_session_options so = TM_SESSION_OPTIONS_INIT;
     tm_policy policy = TM_POLICY_INIT;
     tm_message msg = TM_MESSAGE_INIT;
     tm_delivery_status st;
     tm_context *ctx = NULL;
+    int flag;
     const char *from = NULL, *file = NULL, *settings = NULL, *sending = NULL;
     char *mx = NULL;
-    int json = 0, opt, rc, fd = -1, ret;
+    int json = 0, opt, rc, fd = -1, ret = EX_SOFTWARE_;
     void *map = NULL;
     size_t map_len = 0;
     char *jbuf;
+
+    if (tm_status_init(&st, TM_STATUS_VERSION) != TM_OK) {
+        fprintf(stderr, "tm-send: this libtlsmail does not know status version %d\n",
+                TM_STATUS_VERSION);
+        return EX_SOFTWARE_;
+    }
 
     while ((opt = getopt_long(argc, argv, "f:t:h", longopts, NULL)) != -1) {
         switch (opt) {
@@ -189,9 +232,16 @@ int main(int argc, char **argv)
             from = optarg;
             break;
         case 't':
-            if (nto == TM_MAX_RECIPIENTS) {
-                fprintf(stderr, "tm-send: at most %d recipients\n", TM_MAX_RECIPIENTS);
-                return EX_USAGE_;
+            if (nto == cap) {
+                size_t ncap = cap ? cap * 2 : 8;
+                const char **nt = realloc(to, ncap * sizeof *to);
+                if (!nt) {
+                    fprintf(stderr, "tm-send: out of memory\n");
+                    ret = EX_SOFTWARE_;
+                    goto out;
+                }
+                to = nt;
+                cap = ncap;
             }
             to[nto++] = optarg;
             break;
@@ -199,7 +249,8 @@ int main(int argc, char **argv)
             mx = optarg;
             if (split_host_port(mx, &so.port) != 0 || !*mx) {
                 fprintf(stderr, "tm-send: bad --mx %s\n", optarg);
-                return EX_USAGE_;
+                ret = EX_USAGE_;
+                goto out;
             }
             so.host = mx;
             break;
@@ -208,7 +259,8 @@ int main(int argc, char **argv)
             unsigned long p = strtoul(optarg, &end, 10);
             if (*end || p == 0 || p > 65535) {
                 fprintf(stderr, "tm-send: bad --port %s\n", optarg);
-                return EX_USAGE_;
+                ret = EX_USAGE_;
+                goto out;
             }
             co.port = (unsigned int)p;
             break;
@@ -217,13 +269,23 @@ int main(int argc, char **argv)
             co.dns_server = optarg;
             break;
         case O_REQ:
-            policy.require_tls = TM_ON;
-            break;
+        case O_NO_REQ:
         case O_SKIP:
-            policy.skip_verify = TM_ON;
-            break;
+        case O_NO_SKIP:
         case O_KEEP:
-            policy.keep_unverified_tls = TM_ON;
+        case O_NO_KEEP:
+            flag = flag_value(optarg, opt == O_NO_REQ || opt == O_NO_SKIP || opt == O_NO_KEEP);
+            if (!flag) {
+                fprintf(stderr, "tm-send: bad value %s (yes or no)\n", optarg);
+                ret = EX_USAGE_;
+                goto out;
+            }
+            if (opt == O_REQ || opt == O_NO_REQ)
+                policy.require_tls = flag;
+            else if (opt == O_SKIP || opt == O_NO_SKIP)
+                policy.skip_verify = flag;
+            else
+                policy.keep_unverified_tls = flag;
             break;
         case O_CA:
             co.ca_file = optarg;
@@ -236,7 +298,8 @@ int main(int argc, char **argv)
             double s = strtod(optarg, &end);
             if (*end || !(s > 0) || s > 86400) {
                 fprintf(stderr, "tm-send: bad --timeout %s\n", optarg);
-                return EX_USAGE_;
+                ret = EX_USAGE_;
+                goto out;
             }
             co.command_timeout_ms = (unsigned int)(s * 1000);
             if (co.command_timeout_ms == 0)
@@ -258,19 +321,23 @@ int main(int argc, char **argv)
             break;
         case O_VERSION:
             printf("tm-send (libtlsmail %s, %s)\n", tm_version(), tm_tls_backend());
-            return EX_OK_;
+            ret = EX_OK_;
+            goto out;
         case O_HELP:
         case 'h':
             usage(stdout);
-            return EX_OK_;
+            ret = EX_OK_;
+            goto out;
         default:
             usage(stderr);
-            return EX_USAGE_;
+            ret = EX_USAGE_;
+            goto out;
         }
     }
     if (!from || nto == 0 || argc - optind > 1) {
         usage(stderr);
-        return EX_USAGE_;
+        ret = EX_USAGE_;
+        goto out;
     }
     if (optind < argc && strcmp(argv[optind], "-") != 0)
         file = argv[optind];
@@ -284,7 +351,8 @@ int main(int argc, char **argv)
     fd = file ? open(file, O_RDONLY | O_CLOEXEC) : STDIN_FILENO;
     if (fd < 0) {
         fprintf(stderr, "tm-send: %s: %s\n", file, strerror(errno));
-        return EX_NOINPUT_;
+        ret = EX_NOINPUT_;
+        goto out;
     }
     {
         struct stat sb;
@@ -299,6 +367,15 @@ int main(int argc, char **argv)
     msg.sending_domain = sending;
     msg.to = to;
     msg.to_count = nto;
+    /* Every recipient's outcome, in the order of --to. */
+    rcpt = calloc(nto, sizeof *rcpt);
+    if (!rcpt) {
+        fprintf(stderr, "tm-send: out of memory\n");
+        ret = EX_SOFTWARE_;
+        goto out;
+    }
+    msg.rcpt_status = rcpt;
+    msg.rcpt_status_cap = nto;
     if (map) {
         msg.data = map;
         msg.size = map_len;
@@ -331,19 +408,24 @@ int main(int argc, char **argv)
         fprintf(stderr, "tm-send: %s\n", tm_strerror(rc));
     }
     if (json) {
-        int need = tm_status_json(&st, NULL, 0);
+        /* The recipients the library got to (none when the input was
+         * refused before a recipient was looked at). */
+        size_t n = st.rcpt_count < nto ? st.rcpt_count : nto;
+        int need = tm_status_json(&st, rcpt, n, NULL, 0);
         jbuf = need >= 0 ? malloc((size_t)need + 1) : NULL;
-        if (jbuf && tm_status_json(&st, jbuf, (size_t)need + 1) == need)
+        if (jbuf && tm_status_json(&st, rcpt, n, jbuf, (size_t)need + 1) == need)
             printf("%s\n", jbuf);
         free(jbuf);
     } else {
-        print_summary(&st);
+        print_summary(&st, rcpt, nto);
     }
     ret = exit_code(st.result);
     if (rc == TM_EINVAL || rc == TM_EADDRESS || rc == TM_ETOOMANY)
         ret = EX_USAGE_;
 out:
     tm_context_free(ctx);
+    free(rcpt);
+    free(to);
     if (map)
         munmap(map, map_len);
     if (file && fd >= 0)

@@ -1,11 +1,14 @@
 #!/bin/sh
 # Every test: installs what is missing, then
-#   1. gcc (-Werror): the whole suite - unit, real Postfix + dnsmasq, the
-#      hostile-server and attack suites, load, Python, Go, install check;
+#   1. gcc (-Werror): the whole suite - unit, every behaviour folder
+#      (starttls, replies, connection, certificates, content, recipients,
+#      sessions, mx, settings, load, tm-send) against the hostile server
+#      and real Postfix + dnsmasq, ABI, Python, Go, install check;
 #   2. clang (-Werror): builds everything, runs the unit tests;
 #   3. clang ASan+UBSan: the whole C suite again;
 #   4. clang TSan: the unit tests (settings readers and writers on threads);
-#   5. valgrind memcheck: unit, attack and load suites;
+#   5. valgrind memcheck: unit, hostile-server and load tests
+#      (tests/valgrind.sh);
 #   6. each libFuzzer target briefly.
 # Under CI=true a missing peer fails instead of skipping.
 set -eu
@@ -57,7 +60,7 @@ CC=clang setup_build build-tsan -Db_sanitize=thread -Db_lundef=false
 TSAN_OPTIONS=halt_on_error=1 run_tests build-tsan --suite unit
 
 echo "== valgrind"
-bash tests/attacks/valgrind.sh build-gcc
+sh tests/valgrind.sh build-gcc
 echo "== valgrind: done at $(( $(date +%s) - start )) s"
 
 echo "== fuzzers"

@@ -26,6 +26,9 @@ Steps (executed in order; optional "timeout" on every reading step):
                                         closes the connection on mismatch
     {"expect_data": true}               read content through CRLF.CRLF
     {"read_until_close": true}          default timeout 5 s
+    {"read_bytes": 65536}               read (and record) until at least that
+                                        many bytes arrived in this step
+                                        (default timeout 30 s)
     {"sleep": 1.5}
     {"starttls": true}                  TLS handshake (server side), optional
                                         "cert", "key", "min_version",
@@ -43,7 +46,12 @@ Steps (executed in order; optional "timeout" on every reading step):
                                         "replies": {"MAIL"|"RCPT"|"DATA"|"DOT"|
                                         "RSET"|"NOOP"|"QUIT"|"EHLO"|"HELO"|
                                         "STARTTLS": "text" or [texts in turn]},
-                                        "name": host name in EHLO/HELO
+                                        "name": host name in EHLO/HELO,
+                                        "rcpt_limits": [2, ...]: in the
+                                        n-th transaction (MAIL) only the
+                                        first rcpt_limits[n] RCPTs get 250,
+                                        later ones "452 4.5.3" (RFC 5321
+                                        4.5.3.1.10); no entry: no limit
 When the steps run out the connection is closed as by {"close": true}.
 A read step that times out, or meets EOF, records it and the script goes on.
 In "auto", QUIT gets 221 and a close (with close_notify inside TLS);
@@ -73,7 +81,8 @@ Events (strings; tests match prefixes):
     pipelined_before_tls: <bytes>, non_tls_after_starttls: <bytes>,
     sni <name>|sni (none), tls_ok <version> <cipher>, tls_failed <why>,
     client_hello <n> bytes, sent tls_garbage, sent tls_alert,
-    read_until_close <n> bytes, steps_skipped <n>, error <step>: <exc>,
+    read_until_close <n> bytes, read_bytes <n> bytes, steps_skipped <n>,
+    error <step>: <exc>,
     aborted (lifetime|terminated), data_too_long, record_truncated
 "received" holds every byte the client sent, in order: the plaintext before
 TLS, the decrypted TLS application data, and raw bytes after a failed
@@ -278,19 +287,27 @@ class Conn:
         """Read more application bytes into buf: True, False (EOF), None (timeout)."""
         if self.eof:
             return False
+        # Records already in the TLS engine come first: the client's first
+        # application data may arrive in the same segment as its Finished
+        # (an abbreviated, resumed handshake), and the socket then has
+        # nothing more to say.  Tried once: an incomplete record needs more.
+        buffered = self.phase == "tls" and bool(self.bio_in.pending or self.sslobj.pending())
         while True:
-            raw = self.raw_recv(deadline)
-            if raw is None:
-                return None
-            if raw == b"":
-                self.eof = True
-                self.event("client_closed")
-                return False
-            if self.phase != "tls":
-                self.record_in(raw)
-                self.buf += raw
-                return True
-            self.bio_in.write(raw)
+            if buffered:
+                buffered = False
+            else:
+                raw = self.raw_recv(deadline)
+                if raw is None:
+                    return None
+                if raw == b"":
+                    self.eof = True
+                    self.event("client_closed")
+                    return False
+                if self.phase != "tls":
+                    self.record_in(raw)
+                    self.buf += raw
+                    return True
+                self.bio_in.write(raw)
             got = bytearray()
             closed = None
             while True:
@@ -553,6 +570,25 @@ def do_read_until_close(c, step):
     return True
 
 
+def do_read_bytes(c, step):
+    want = int(step["read_bytes"])
+    end = step_deadline(step, 30.0)
+    n = len(c.buf)
+    c.buf.clear()
+    while n < want:
+        before = len(c.received)
+        r = c.fill(end)
+        n += len(c.received) - before
+        c.buf.clear()
+        if r is None:
+            c.event("timeout read_bytes")
+            break
+        if r is False:
+            break
+    c.event("read_bytes %d bytes" % n)
+    return True
+
+
 def do_starttls(c, step):
     a = c.srv.args
     ctx = c.srv.tls_context(step.get("cert", a.cert), step.get("key", a.key),
@@ -585,6 +621,9 @@ class Auto:
         self.name = str(step.get("name", DEFAULT_NAME))
         self.replies = step.get("replies", {}) or {}
         self.uses = {}
+        self.rcpt_limits = [int(x) for x in step.get("rcpt_limits", [])]
+        self.transaction = -1   # index of the current transaction (MAIL)
+        self.rcpts = 0          # RCPTs in it so far
 
     def reply(self, key, default):
         v = self.replies.get(key)
@@ -630,9 +669,16 @@ class Auto:
             elif verb == "HELO":
                 c.send(self.reply("HELO", "250 %s" % self.name))
             elif verb == "MAIL":
+                self.transaction += 1
+                self.rcpts = 0
                 c.send(self.reply("MAIL", "250 2.1.0 Ok"))
             elif verb == "RCPT":
-                c.send(self.reply("RCPT", "250 2.1.5 Ok"))
+                self.rcpts += 1
+                t = self.transaction
+                if 0 <= t < len(self.rcpt_limits) and self.rcpts > self.rcpt_limits[t]:
+                    c.send(b"452 4.5.3 Error: too many recipients\r\n")
+                else:
+                    c.send(self.reply("RCPT", "250 2.1.5 Ok"))
             elif verb == "DATA":
                 r = self.reply("DATA", "354 End data with <CR><LF>.<CR><LF>")
                 c.send(r)
@@ -715,6 +761,8 @@ def run_step(c, step):
         return do_expect_data(c, step)
     elif "read_until_close" in step:
         return do_read_until_close(c, step)
+    elif "read_bytes" in step:
+        return do_read_bytes(c, step)
     elif "sleep" in step:
         c.srv.sleep(float(step["sleep"]))
     elif "starttls" in step:

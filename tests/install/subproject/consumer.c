@@ -20,8 +20,8 @@ int main(void)
     printf("libtlsmail %s (%s): tm_context_new: %s\n", tm_version(), tm_tls_backend(),
            tm_strerror(rc));
     tm_context_free(ctx);
-    tm_status_init(&st);
-    if (tm_status_json(&st, json, sizeof json) <= 0)
+    tm_status_init(&st, TM_STATUS_VERSION);
+    if (tm_status_json(&st, NULL, 0, json, sizeof json) <= 0)
         return 1;
     printf("%s\n", json);
     return rc == TM_OK ? 0 : 1;

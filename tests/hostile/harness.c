@@ -1,8 +1,9 @@
 /*
- * atk_util.c - helpers of the attack suite: certificates, the suite's own
- * dnsmasq (names that the system resolver does not know: wildcard and
- * domain-vs-MX certificate cases), one delivery against a scripted hostile
- * server, and the checks.
+ * harness.c - the shared part of the hostile-server test programs:
+ * certificates (tests/peers/certs.py), the suite's own dnsmasq (names that
+ * the system resolver does not know: the wildcard and domain-vs-MX
+ * certificate cases, a domain with two MX hosts), one delivery against one
+ * or two scripted hostile servers, and the checks.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -15,20 +16,26 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "attacks.h"
+#include "harness.h"
 
-int atk_selftest;
-double atk_last_wall;
-char atk_certdir[256];
-char atk_dns[64];
+#ifndef CERTS_PY
+#define CERTS_PY "tests/peers/certs.py"
+#endif
+
+int ht_selftest;
+double ht_last_wall;
+tm_rcpt_status ht_rcpt[HT_MAX_RCPT];
+static char certdir[256];
+static char dns_addr[64];
+static int dns_tried;
 static pid_t dnsmasq_pid;
 /* Global and volatile: the stores must not be optimised away. */
-void *volatile atk_kept[8192];
+void *volatile ht_kept[8192];
 static unsigned kept_i;
 
-void *atk_keep(void *p)
+void *ht_keep(void *p)
 {
-    atk_kept[kept_i++ % (sizeof atk_kept / sizeof atk_kept[0])] = p;
+    ht_kept[kept_i++ % (sizeof ht_kept / sizeof ht_kept[0])] = p;
     return p;
 }
 
@@ -43,42 +50,42 @@ static const char *const policy_names[POL_N] = { "default", "require_tls", "skip
                                                  "require_tls+skip_verify",
                                                  "keep_unverified_tls" };
 
-const tm_policy *atk_policy(int which)
+const tm_policy *ht_policy(int which)
 {
     return which == POL_DEFAULT ? NULL : &policies[which];
 }
 
-const char *atk_policy_name(int which)
+const char *ht_policy_name(int which)
 {
     return policy_names[which];
 }
 
-const char *atk_cert(const char *name)
+const char *ht_cert(const char *name)
 {
     static char buf[2][400];
     static int slot;
     slot ^= 1;
-    snprintf(buf[slot], sizeof buf[slot], "%s/%s.pem", atk_certdir, name);
+    snprintf(buf[slot], sizeof buf[slot], "%s/%s.pem", certdir, name);
     return buf[slot];
 }
 
-const char *atk_key(const char *name)
+const char *ht_key(const char *name)
 {
     static char buf[2][400];
     static int slot;
     slot ^= 1;
-    snprintf(buf[slot], sizeof buf[slot], "%s/%s.key", atk_certdir, name);
+    snprintf(buf[slot], sizeof buf[slot], "%s/%s.key", certdir, name);
     return buf[slot];
 }
 
-const char *atk_ca(void)
+const char *ht_ca(void)
 {
     static char buf[400];
-    snprintf(buf, sizeof buf, "%s/ca.pem", atk_certdir);
+    snprintf(buf, sizeof buf, "%s/ca.pem", certdir);
     return buf;
 }
 
-double atk_now(void)
+double ht_now(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -91,6 +98,8 @@ static void nap_ms(long ms)
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
         ;
 }
+
+/* ---- dnsmasq ------------------------------------------------------------- */
 
 /* A UDP port on 127.0.0.1 nobody uses right now (0 on failure). */
 static int free_udp_port(void)
@@ -139,15 +148,14 @@ static const char *find_dnsmasq(void)
     return NULL;
 }
 
-/* The suite's zone: names that must resolve to 127.0.0.1 for the name
- * cases.  Runs in the foreground as our child; bounded start (5 tries,
- * 2 s each). */
+/* The suite's zone.  Runs in the foreground as our child; bounded start
+ * (5 tries, 2 s each). */
 static void start_dnsmasq(void)
 {
     const char *prog = find_dnsmasq();
     int attempt;
 
-    atk_dns[0] = '\0';
+    dns_addr[0] = '\0';
     if (!prog)
         return;
     for (attempt = 0; attempt < 5; attempt++) {
@@ -173,7 +181,11 @@ static void start_dnsmasq(void)
                                    "--host-record=mx1.atk.test,127.0.0.1",
                                    "--host-record=mx.atk.test,127.0.0.1",
                                    "--host-record=atk.test,127.0.0.1",
-                                   "--mx-host=atk.test,mx.atk.test,10", NULL };
+                                   "--mx-host=atk.test,mx.atk.test,10",
+                                   "--host-record=mx-a.atk.test," HT_MX_A,
+                                   "--host-record=mx-b.atk.test," HT_MX_B,
+                                   "--mx-host=two.atk.test,mx-a.atk.test,10",
+                                   "--mx-host=two.atk.test,mx-b.atk.test,20", NULL };
             int fd = open("/dev/null", O_RDWR);
             if (fd >= 0) {
                 dup2(fd, 0);
@@ -191,7 +203,7 @@ static void start_dnsmasq(void)
             }
             if (udp_port_taken(port)) {
                 dnsmasq_pid = pid;
-                snprintf(atk_dns, sizeof atk_dns, "127.0.0.1:%d", port);
+                snprintf(dns_addr, sizeof dns_addr, "127.0.0.1:%d", port);
                 return;
             }
             nap_ms(20);
@@ -221,87 +233,139 @@ static void stop_dnsmasq(void)
     dnsmasq_pid = 0;
 }
 
-int atk_group_setup(void **state)
+const char *ht_dns(void)
+{
+    if (!dns_tried) {
+        dns_tried = 1;
+        start_dnsmasq();
+        if (!dns_addr[0])
+            fprintf(stderr, "hostile: dnsmasq unavailable: the cases that need DNS names "
+                            "are skipped\n");
+    }
+    return dns_addr[0] ? dns_addr : NULL;
+}
+
+/* ---- set-up ------------------------------------------------------------- */
+
+void ht_filter(void)
+{
+    const char *filter = getenv("TM_HOSTILE_FILTER");
+    if (filter && *filter)
+        cmocka_set_test_filter(filter);
+}
+
+int ht_setup(void **state)
 {
     char cmd[800];
     const char *tmp = getenv("TMPDIR");
-    const char *st = getenv("TM_ATK_SELFTEST");
+    const char *st = getenv("TM_HOSTILE_SELFTEST");
     (void)state;
 
-    atk_selftest = st && *st && strcmp(st, "0") != 0;
-    snprintf(atk_certdir, sizeof atk_certdir, "%s/tm-attacks-%ld", tmp && *tmp ? tmp : "/tmp",
+    ht_selftest = st && *st && strcmp(st, "0") != 0;
+    snprintf(certdir, sizeof certdir, "%s/tm-hostile-%ld", tmp && *tmp ? tmp : "/tmp",
              (long)getpid());
-    snprintf(cmd, sizeof cmd, "sh '%s' '%s'", MAKE_CERTS, atk_certdir);
-    if (system(cmd) != 0)
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' && /usr/bin/python3 '%s' --set hostile '%s'", certdir,
+             CERTS_PY, certdir);
+    if (system(cmd) != 0) {
+        fprintf(stderr, "hostile: %s failed\n", cmd);
         return -1;
-    start_dnsmasq();
-    if (!atk_dns[0])
-        fprintf(stderr, "attacks: dnsmasq unavailable: the wildcard and domain-name cases "
-                        "will be skipped\n");
+    }
     return 0;
 }
 
-int atk_group_teardown(void **state)
+int ht_teardown(void **state)
 {
     char cmd[400];
     (void)state;
     stop_dnsmasq();
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", atk_certdir);
+    dns_tried = 0;
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", certdir);
     return system(cmd) == 0 ? 0 : -1;
 }
 
-tm_context *atk_ctx(unsigned int timeout_ms, unsigned int port, int dns)
+/* ---- one delivery --------------------------------------------------------- */
+
+tm_context *ht_ctx(unsigned int timeout_ms, unsigned int port, int dns)
 {
-    tm_context_options o = TM_CONTEXT_OPTIONS_INIT;
+    tm_context_options o;
     tm_context *ctx = NULL;
 
-    o.ca_file = atk_ca();
+    assert_int_equal(tm_context_options_init(&o, TM_CONTEXT_OPTIONS_VERSION), TM_OK);
+    o.ca_file = ht_ca();
     o.helo_name = HELO;
     o.command_timeout_ms = timeout_ms;
     o.port = port;
-    if (dns)
-        o.dns_server = atk_dns;
+    if (dns) {
+        o.dns_server = ht_dns();
+        if (!o.dns_server)
+            skip();
+    }
     assert_int_equal(tm_context_new(&ctx, &o), TM_OK);
     return ctx;
 }
 
-void atk_session_opts(tm_session_options *so, const char *host, int port)
+void ht_session_opts(tm_session_options *so, const char *host, int port)
 {
-    tm_session_options_init(so);
+    assert_int_equal(tm_session_options_init(so, TM_SESSION_OPTIONS_VERSION), TM_OK);
     so->host = host && *host ? host : NULL;
     so->port = (unsigned int)port;
 }
 
 static const char *const default_to[1] = { "rcpt@example.test" };
 
-void atk_msg(tm_message *m, const char *const *to, size_t n, const char *body)
+void ht_msg(tm_message *m, const char *const *to, size_t n, const char *body)
 {
-    tm_message_init(m);
+    assert_int_equal(tm_message_init(m, TM_MESSAGE_VERSION), TM_OK);
     m->from = "sender@tm.test";
     m->to = to ? to : default_to;
     m->to_count = to ? n : 1;
     m->data = body ? body : BODY;
     m->size = strlen(body ? body : BODY);
+    m->rcpt_status = ht_rcpt;
+    m->rcpt_status_cap = HT_MAX_RCPT;
 }
 
-void atk_print(const char *what, int rc, const tm_delivery_status *st)
+void ht_print(const char *what, int rc, const tm_delivery_status *st)
 {
     print_message("%s: rc=%d (%s) result=%s code=%d tls=%d verified=%d tls_failure=%d "
-                  "attempts=%u %.3fs tls-error=[%s] desc=[%s]\n",
+                  "attempts=%u transactions=%u %.3fs mx=%s tls-error=[%s] desc=[%s]\n",
                   what, rc, tm_strerror(rc), tm_result_name(st->result), st->code, st->tls,
-                  st->cert_verified, st->tls_failure, st->attempt_no, st->session_seconds,
-                  st->tls_error, st->description);
+                  st->cert_verified, st->tls_failure, st->attempt_no, st->transactions,
+                  st->session_seconds, st->mx_host, st->tls_error, st->description);
 }
 
-char *atk_run(const char *script, const atk_opts *o, int *rc, tm_delivery_status *st)
+/* The message of a run: o->msg, or the default one (to rcpt@domain when a
+ * domain is given); outcomes to ht_rcpt unless the message has its own. */
+static void run_msg(tm_message *m, const ht_opts *o, const char *domain, char *to_buf,
+                    size_t to_size, const char **to)
 {
-    static const atk_opts none;
+    if (o->msg) {
+        *m = *o->msg;
+        if (!m->rcpt_status) {
+            m->rcpt_status = ht_rcpt;
+            m->rcpt_status_cap = HT_MAX_RCPT;
+        }
+    } else {
+        ht_msg(m, NULL, 0, NULL);
+        if (domain) {
+            snprintf(to_buf, to_size, "rcpt@%s", domain);
+            to[0] = to_buf;
+            m->to = to;
+        }
+    }
+    memset(ht_rcpt, 0, sizeof ht_rcpt);
+}
+
+char *ht_run(const char *script, const ht_opts *o, int *rc, tm_delivery_status *st)
+{
+    static const ht_opts none;
     const char *cert = "good";
     tm_context *ctx;
     tm_session_options so;
     tm_message m;
     char to_buf[300];
     const char *to[1];
+    int mx;
     hostile h;
     char *rec;
 
@@ -309,32 +373,72 @@ char *atk_run(const char *script, const atk_opts *o, int *rc, tm_delivery_status
         o = &none;
     if (o->cert)
         cert = o->cert;
-    if (o->dns && !atk_dns[0])
+    mx = o->host && !*o->host;
+    if (o->dns && !ht_dns())
         skip();
-    assert_int_equal(hostile_start(&h, script, atk_cert(cert), atk_key(cert)), 0);
-    ctx = atk_ctx(o->timeout_ms ? o->timeout_ms : 5000, o->host && !*o->host ? (unsigned)h.port : 0,
-                  o->dns);
-    atk_session_opts(&so, o->host ? o->host : "localhost", h.port);
-    if (o->msg) {
-        m = *o->msg;
-    } else {
-        atk_msg(&m, NULL, 0, NULL);
-        if (o->domain) {
-            snprintf(to_buf, sizeof to_buf, "rcpt@%s", o->domain);
-            to[0] = to_buf;
-            m.to = to;
-        }
-    }
-    atk_last_wall = atk_now();
-    *rc = tm_deliver(ctx, &m, o->policy, o->host && !*o->host ? NULL : &so, st);
-    atk_last_wall = atk_now() - atk_last_wall;
+    assert_int_equal(tm_status_init(st, TM_STATUS_VERSION), TM_OK);
+    assert_int_equal(hostile_start(&h, script, ht_cert(cert), ht_key(cert)), 0);
+    ctx = ht_ctx(o->timeout_ms ? o->timeout_ms : 5000, mx ? (unsigned)h.port : 0, o->dns);
+    ht_session_opts(&so, o->host ? o->host : "localhost", h.port);
+    run_msg(&m, o, o->domain, to_buf, sizeof to_buf, to);
+    ht_last_wall = ht_now();
+    *rc = tm_deliver(ctx, &m, o->policy, mx ? NULL : &so, st);
+    ht_last_wall = ht_now() - ht_last_wall;
     tm_context_free(ctx);
-    rec = atk_keep(hostile_finish(&h, o->finish_s ? o->finish_s : 10));
+    rec = ht_keep(hostile_finish(&h, o->finish_s ? o->finish_s : 10));
     assert_non_null(rec);
     return rec;
 }
 
-void atk_field_eq(const char *rec, int conn, const char *field, const char *want)
+char *ht_run_two(const char *script_a, const char *script_b, const ht_opts *o, int *rc,
+                 tm_delivery_status *st, char **rec_b)
+{
+    static const ht_opts none;
+    const char *cert = "mxpair";
+    tm_context *ctx;
+    tm_message m;
+    char to_buf[300], listen[64];
+    const char *to[1];
+    hostile a, b;
+    int attempt, started = 0;
+    char *rec;
+
+    if (!o)
+        o = &none;
+    if (o->cert)
+        cert = o->cert;
+    if (!ht_dns())
+        skip();
+    assert_int_equal(tm_status_init(st, TM_STATUS_VERSION), TM_OK);
+    /* DNS cannot carry ports: both servers on one port, the second one
+     * taken if it happens to be busy on HT_MX_B. */
+    for (attempt = 0; attempt < 5 && !started; attempt++) {
+        assert_int_equal(hostile_start_at(&a, HT_MX_A ":0", script_a, ht_cert(cert),
+                                          ht_key(cert), 0),
+                         0);
+        snprintf(listen, sizeof listen, HT_MX_B ":%d", a.port);
+        if (hostile_start_at(&b, listen, script_b, ht_cert(cert), ht_key(cert), 0) == 0)
+            started = 1;
+        else
+            free(hostile_finish(&a, 0));
+    }
+    assert_true(started);
+    ctx = ht_ctx(o->timeout_ms ? o->timeout_ms : 5000, (unsigned)a.port, 1);
+    run_msg(&m, o, "two.atk.test", to_buf, sizeof to_buf, to);
+    ht_last_wall = ht_now();
+    *rc = tm_deliver(ctx, &m, o->policy, NULL, st);
+    ht_last_wall = ht_now() - ht_last_wall;
+    tm_context_free(ctx);
+    rec = ht_keep(hostile_finish(&a, o->finish_s ? o->finish_s : 10));
+    *rec_b = ht_keep(hostile_finish(&b, o->finish_s ? o->finish_s : 10));
+    assert_non_null(rec);
+    assert_non_null(*rec_b);
+    return rec;
+}
+
+/* ---- checks --------------------------------------------------------------- */
+
+void ht_field_eq(const char *rec, int conn, const char *field, const char *want)
 {
     size_t len = 0;
     char *got = hostile_field(rec, conn, field, &len);
@@ -349,38 +453,57 @@ void atk_field_eq(const char *rec, int conn, const char *field, const char *want
     free(got);
 }
 
-int atk_field_has(const char *rec, int conn, const char *field, const char *needle)
+int ht_field_count(const char *rec, int conn, const char *field, const char *needle)
 {
     size_t len = 0, nl = strlen(needle), i;
     char *got = hostile_field(rec, conn, field, &len);
-    int found = 0;
+    int n = 0;
 
     if (!got)
         return 0;
-    for (i = 0; !found && nl <= len && i <= len - nl; i++)
-        found = memcmp(got + i, needle, nl) == 0;
+    for (i = 0; nl && nl <= len && i <= len - nl; i++)
+        if (memcmp(got + i, needle, nl) == 0)
+            n++;
     free(got);
-    return found;
+    return n;
 }
 
-void atk_no_envelope_in_plain(const char *rec)
+int ht_field_has(const char *rec, int conn, const char *field, const char *needle)
+{
+    return ht_field_count(rec, conn, field, needle) > 0;
+}
+
+void ht_no_envelope_in_plain(const char *rec)
 {
     int n = hostile_count_connections(rec), c;
 
     for (c = 0; c < n; c++) {
-        if (atk_field_has(rec, c, "received_plain", "MAIL") ||
-            atk_field_has(rec, c, "received_plain", "RCPT") ||
-            atk_field_has(rec, c, "received_plain", "DATA") ||
-            atk_field_has(rec, c, "received_after_tls_failure", "MAIL")) {
+        if (ht_field_has(rec, c, "received_plain", "MAIL") ||
+            ht_field_has(rec, c, "received_plain", "RCPT") ||
+            ht_field_has(rec, c, "received_plain", "DATA") ||
+            ht_field_has(rec, c, "received_after_tls_failure", "MAIL")) {
             print_error("connection %d: envelope sent before TLS\n", c);
             fail();
         }
     }
 }
 
-void atk_check(const char *rec, int rc, const tm_delivery_status *st, const atk_want *w)
+void ht_no_envelope(const char *rec)
 {
-    ATK_EQ(rc, w->rc);
+    int n = hostile_count_connections(rec), c;
+
+    for (c = 0; c < n; c++) {
+        if (ht_field_has(rec, c, "received", "MAIL") || ht_field_has(rec, c, "received", "RCPT") ||
+            ht_field_has(rec, c, "received", "DATA")) {
+            print_error("connection %d: envelope sent\n", c);
+            fail();
+        }
+    }
+}
+
+void ht_check(const char *rec, int rc, const tm_delivery_status *st, const ht_want *w)
+{
+    HT_EQ(rc, w->rc);
     assert_int_equal(st->error, rc);
     assert_int_equal(st->result, w->result);
     assert_int_equal(st->tls, w->tls);
@@ -392,13 +515,13 @@ void atk_check(const char *rec, int rc, const tm_delivery_status *st, const atk_
         assert_int_equal(hostile_count_connections(rec), w->conns);
     assert_int_equal(hostile_unexpected(rec), 0);
     if (w->recv0)
-        atk_field_eq(rec, 0, "received", w->recv0);
+        ht_field_eq(rec, 0, "received", w->recv0);
     if (w->recv1)
-        atk_field_eq(rec, 1, "received", w->recv1);
+        ht_field_eq(rec, 1, "received", w->recv1);
     if (w->plain0)
-        atk_field_eq(rec, 0, "received_plain", w->plain0);
+        ht_field_eq(rec, 0, "received_plain", w->plain0);
     if (w->tls0)
-        atk_field_eq(rec, 0, "received_tls", w->tls0);
+        ht_field_eq(rec, 0, "received_tls", w->tls0);
 }
 
 /* GCC with -fsanitize=undefined warns "null format string" here
@@ -406,7 +529,7 @@ void atk_check(const char *rec, int rc, const tm_delivery_status *st, const atk_
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wformat-truncation"
 #endif
-char *atk_fmt(const char *fmt, ...)
+char *ht_fmt(const char *fmt, ...)
 {
     va_list ap;
     char probe[2];
@@ -418,7 +541,7 @@ char *atk_fmt(const char *fmt, ...)
     n = vsnprintf(probe, sizeof probe, fmt, ap);
     va_end(ap);
     assert_true(n >= 0);
-    s = atk_keep(malloc((size_t)n + 1));
+    s = ht_keep(malloc((size_t)n + 1));
     assert_non_null(s);
     va_start(ap, fmt);
     vsnprintf(s, (size_t)n + 1, fmt, ap);
@@ -426,20 +549,20 @@ char *atk_fmt(const char *fmt, ...)
     return s;
 }
 
-char *atk_repeat(char c, size_t n)
+char *ht_repeat(char c, size_t n)
 {
-    char *s = atk_keep(malloc(n + 1));
+    char *s = ht_keep(malloc(n + 1));
     assert_non_null(s);
     memset(s, c, n);
     s[n] = '\0';
     return s;
 }
 
-char *atk_b64(const void *data, size_t len)
+char *ht_b64(const void *data, size_t len)
 {
     static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     const unsigned char *p = data;
-    char *out = atk_keep(malloc((len + 2) / 3 * 4 + 1)), *o;
+    char *out = ht_keep(malloc((len + 2) / 3 * 4 + 1)), *o;
     size_t i;
 
     assert_non_null(out);
@@ -462,25 +585,25 @@ char *atk_b64(const void *data, size_t len)
     return out;
 }
 
-void atk_matrix(const char *name, const atk_row rows[POL_N], const atk_opts *base)
+void ht_matrix(const char *name, const ht_row rows[POL_N], const ht_opts *base)
 {
-    static const atk_opts none;
+    static const ht_opts none;
     int p;
 
     for (p = 0; p < POL_N; p++) {
-        atk_opts o = base ? *base : none;
+        ht_opts o = base ? *base : none;
         tm_delivery_status st;
         char what[160];
         char *rec;
         int rc;
 
-        o.policy = atk_policy(p);
-        rec = atk_run(rows[p].script, &o, &rc, &st);
-        snprintf(what, sizeof what, "%s [%s]", name, atk_policy_name(p));
-        atk_print(what, rc, &st);
-        atk_check(rec, rc, &st, &rows[p].want);
+        o.policy = ht_policy(p);
+        rec = ht_run(rows[p].script, &o, &rc, &st);
+        snprintf(what, sizeof what, "%s [%s]", name, ht_policy_name(p));
+        ht_print(what, rc, &st);
+        ht_check(rec, rc, &st, &rows[p].want);
         if (POL_REQUIRES(p))
-            atk_no_envelope_in_plain(rec);
+            ht_no_envelope_in_plain(rec);
         free(rec);
     }
 }

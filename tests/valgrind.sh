@@ -1,8 +1,10 @@
 #!/bin/sh
-# Runs the unit tests, the attack suite and (scaled down) the load test
+# Runs the unit tests, every hostile-server test program (suite 'hostile':
+# starttls, replies, connection, certificates, content, recipients,
+# sessions, mx-hostile, alloc-failure) and (scaled down) the load test
 # under valgrind memcheck:
 #
-#   tests/attacks/valgrind.sh BUILD_DIR
+#   tests/valgrind.sh BUILD_DIR
 #
 # BUILD_DIR must be a build without sanitizers (valgrind and ASan do not
 # mix).  valgrind exits 99 when memcheck found an error or a definite leak,
@@ -10,7 +12,7 @@
 # the number of failed tests).  The script prints both and exits 1 if
 # either happened.
 #
-# The unit and attack programs run through "meson test --wrapper".  The
+# The unit and hostile programs run through "meson test --wrapper".  The
 # load test cannot: meson would wrap peers.py (Python), not the program,
 # so peers.py is run directly with valgrind inside its command.  Only the
 # C programs are checked: the hostile server and peers are Python/Postfix
@@ -22,7 +24,7 @@ if [ $# -ne 1 ]; then
 	exit 64
 fi
 build=$(cd "$1" && pwd)
-src=$(cd "$(dirname "$0")/../.." && pwd)
+src=$(cd "$(dirname "$0")/.." && pwd)
 command -v valgrind >/dev/null || { echo "$0: valgrind not installed (apt-get install valgrind)" >&2; exit 77; }
 
 vg="valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite --show-leak-kinds=definite --track-fds=no --trace-children=no --quiet"
@@ -45,23 +47,27 @@ verdict() {
 	fi
 }
 
-echo "== unit tests under valgrind"
-rc=0
-meson test -C "$build" --suite unit --wrapper "$vg" --timeout-multiplier 20 --print-errorlogs || rc=$?
-# meson itself exits 1 on any failure: look for memcheck's exit code.
-if grep -q "exit status 99" "$build/meson-logs/testlog-valgrind.txt" 2>/dev/null; then rc=99; fi
-verdict unit $rc
+# meson_suite SUITE MULTIPLIER: one suite under the wrapper.  meson itself
+# exits 1 on any failure: its log tells memcheck's exit code apart.
+meson_suite() {
+	rc=0
+	meson test -C "$build" --suite "$1" --wrapper "$vg" --timeout-multiplier "$2" \
+		--print-errorlogs || rc=$?
+	if grep -q "exit status 99" "$build/meson-logs/testlog-valgrind.txt" 2>/dev/null; then rc=99; fi
+	verdict "$1" $rc
+}
 
-echo "== attack suite under valgrind"
-rc=0
-(cd "$build/tests/attacks" && timeout 3600 $vg ./test_attacks) || rc=$?
-verdict attacks $rc
+echo "== unit tests under valgrind"
+meson_suite unit 20
+
+echo "== hostile-server tests under valgrind"
+meson_suite hostile 10
 
 echo "== load test (TM_LOAD_SCALE=20) under valgrind, through peers.py"
 rc=0
 TM_LOAD_SCALE=${TM_LOAD_SCALE:-20} timeout 1200 python3 "$src/tests/peers/peers.py" run \
-	--dir "$build/tests/attacks/peers-valgrind" -- \
-	$vg "$build/tests/attacks/test_load" || rc=$?
+	--dir "$build/tests/peers-valgrind" -- \
+	$vg "$build/tests/load/test_load" || rc=$?
 verdict load $rc
 
 echo "valgrind memcheck: $memcheck"

@@ -1,12 +1,11 @@
 /*
- * atk_content.c - envelope and content attacks (control characters in
+ * ht_content.c - envelope and content attacks (control characters in
  * addresses, recipients of another domain, no final newline, a 50 MiB
  * streamed message) and the fail-the-Nth-allocation loop.
  */
 #include <stdio.h>
 
-#include "attacks.h"
-#include "internal.h"
+#include "harness.h"
 
 /* Addresses with CR, LF, other controls and DEL; NUL cannot be written
  * into a C string address (it ends it), so it is covered by the content
@@ -26,7 +25,7 @@ static const char *const bad_addrs[] = {
 #define NBAD (sizeof bad_addrs / sizeof bad_addrs[0])
 
 /* tm_deliver refuses each before connecting: the server sees nothing. */
-void addr_controls_refused(void **state)
+static void addr_controls_refused(void **state)
 {
     const char *s = "{\"linger\": 0, \"accept_timeout\": 30, \"connections\": [[" GREET_ONLY
                     AUTO_PLAIN "]]}";
@@ -39,8 +38,8 @@ void addr_controls_refused(void **state)
     (void)state;
 
     assert_int_equal(hostile_start(&h, s, NULL, NULL), 0);
-    ctx = atk_ctx(3000, 0, 0);
-    atk_session_opts(&so, "127.0.0.1", h.port);
+    ctx = ht_ctx(3000, 0, 0);
+    ht_session_opts(&so, "127.0.0.1", h.port);
     for (as_sender = 0; as_sender < 2; as_sender++) {
         for (i = 0; i < NBAD; i++) {
             const char *to[1] = { as_sender ? "rcpt@example.test" : bad_addrs[i] };
@@ -48,15 +47,16 @@ void addr_controls_refused(void **state)
             tm_message m;
             int rc;
 
-            atk_msg(&m, to, 1, NULL);
+            ht_msg(&m, to, 1, NULL);
+            assert_int_equal(tm_status_init(&st, TM_STATUS_VERSION), TM_OK);
             if (as_sender)
                 m.from = bad_addrs[i];
             rc = tm_deliver(ctx, &m, NULL, &so, &st);
             print_message("%s #%zu: rc=%d (%s) result=%s\n", as_sender ? "sender" : "recipient", i,
                           rc, tm_strerror(rc), tm_result_name(st.result));
-            ATK_EQ(rc, TM_EADDRESS);
+            HT_EQ(rc, TM_EADDRESS);
             assert_int_equal(st.result, TM_RESULT_BOUNCED);
-            assert_int_equal(st.rcpt[0].result, TM_RESULT_BOUNCED);
+            assert_int_equal(ht_rcpt[0].result, TM_RESULT_BOUNCED);
             assert_int_equal(st.attempt_no, 0);
         }
     }
@@ -64,13 +64,14 @@ void addr_controls_refused(void **state)
     {
         tm_context_options o = TM_CONTEXT_OPTIONS_INIT;
         tm_context *bad = NULL;
-        o.ca_file = atk_ca();
+
+        o.ca_file = ht_ca();
         o.helo_name = "client.tm.test\r\nMAIL FROM:<x@y>";
         assert_int_not_equal(tm_context_new(&bad, &o), TM_OK);
         assert_null(bad);
     }
     tm_context_free(ctx);
-    rec = atk_keep(hostile_finish(&h, 0)); /* nothing to wait for: stop it */
+    rec = ht_keep(hostile_finish(&h, 0)); /* nothing to wait for: stop it */
     assert_non_null(rec);
     assert_int_equal(hostile_count_connections(rec), 0);
     assert_int_equal(hostile_unexpected(rec), 0);
@@ -79,7 +80,7 @@ void addr_controls_refused(void **state)
 
 /* On an open session, tm_send refuses each before writing a byte; the
  * session stays usable and carries a good message afterwards. */
-void addr_controls_in_session(void **state)
+static void addr_controls_in_session(void **state)
 {
     const char *s = "{\"linger\": 0.3, \"connections\": [[" GREET_ONLY AUTO_PLAIN "]]}";
     tm_context *ctx;
@@ -93,38 +94,39 @@ void addr_controls_in_session(void **state)
     int rc;
     (void)state;
 
+    assert_int_equal(tm_status_init(&st, TM_STATUS_VERSION), TM_OK);
     assert_int_equal(hostile_start(&h, s, NULL, NULL), 0);
-    ctx = atk_ctx(3000, 0, 0);
-    atk_session_opts(&so, "127.0.0.1", h.port);
+    ctx = ht_ctx(3000, 0, 0);
+    ht_session_opts(&so, "127.0.0.1", h.port);
     assert_int_equal(tm_session_open(&sess, ctx, "example.test", &so, &st), TM_OK);
     assert_int_equal(tm_starttls(sess, NULL, &st), TM_OK);
     for (i = 0; i < NBAD; i++) {
         const char *to[2] = { "rcpt@example.test", bad_addrs[i] };
-        atk_msg(&m, to, 2, NULL);
+        ht_msg(&m, to, 2, NULL);
         rc = tm_send(sess, &m, &st);
-        ATK_EQ(rc, TM_EADDRESS);
+        HT_EQ(rc, TM_EADDRESS);
         assert_int_equal(st.result, TM_RESULT_BOUNCED);
-        atk_msg(&m, NULL, 0, NULL);
+        ht_msg(&m, NULL, 0, NULL);
         m.from = bad_addrs[i];
         assert_int_equal(tm_send(sess, &m, &st), TM_EADDRESS);
     }
-    atk_msg(&m, NULL, 0, NULL);
+    ht_msg(&m, NULL, 0, NULL);
     rc = tm_send(sess, &m, &st);
-    atk_print("good message after the refusals", rc, &st);
+    ht_print("good message after the refusals", rc, &st);
     assert_int_equal(rc, TM_OK);
     assert_int_equal(st.result, TM_RESULT_DELIVERED);
     tm_session_close(sess);
     tm_context_free(ctx);
-    rec = atk_keep(hostile_finish(&h, 10));
+    rec = ht_keep(hostile_finish(&h, 10));
     assert_non_null(rec);
-    atk_field_eq(rec, 0, "received", EHLO_L TX);
+    ht_field_eq(rec, 0, "received", EHLO_L TX);
     free(rec);
 }
 
 /* Recipients of another domain: tm_deliver refuses a mixed list before
  * connecting; a session opened for example.test refuses other.test
  * before writing a byte. */
-void rcpt_other_domain(void **state)
+static void rcpt_other_domain(void **state)
 {
     const char *s = "{\"linger\": 0.3, \"accept_timeout\": 30, \"connections\": [[" GREET_ONLY
                     AUTO_PLAIN "]]}";
@@ -141,39 +143,40 @@ void rcpt_other_domain(void **state)
     int rc;
     (void)state;
 
+    assert_int_equal(tm_status_init(&st, TM_STATUS_VERSION), TM_OK);
     assert_int_equal(hostile_start(&h, s, NULL, NULL), 0);
-    ctx = atk_ctx(3000, 0, 0);
-    atk_session_opts(&so, "127.0.0.1", h.port);
-    atk_msg(&m, mixed, 2, NULL);
+    ctx = ht_ctx(3000, 0, 0);
+    ht_session_opts(&so, "127.0.0.1", h.port);
+    ht_msg(&m, mixed, 2, NULL);
     rc = tm_deliver(ctx, &m, NULL, &so, &st);
-    atk_print("mixed domains", rc, &st);
-    ATK_EQ(rc, TM_EADDRESS);
+    ht_print("mixed domains", rc, &st);
+    HT_EQ(rc, TM_EADDRESS);
     assert_int_equal(st.result, TM_RESULT_BOUNCED);
     assert_int_equal(st.attempt_no, 0);
 
     assert_int_equal(tm_session_open(&sess, ctx, "example.test", &so, &st), TM_OK);
     assert_int_equal(tm_starttls(sess, NULL, &st), TM_OK);
-    atk_msg(&m, other, 1, NULL);
+    ht_msg(&m, other, 1, NULL);
     rc = tm_send(sess, &m, &st);
-    atk_print("other domain on a session", rc, &st);
-    ATK_EQ(rc, TM_EADDRESS);
+    ht_print("other domain on a session", rc, &st);
+    HT_EQ(rc, TM_EADDRESS);
     assert_int_equal(st.result, TM_RESULT_BOUNCED);
-    atk_msg(&m, mixed, 2, NULL);
+    ht_msg(&m, mixed, 2, NULL);
     assert_int_equal(tm_send(sess, &m, &st), TM_EADDRESS);
-    atk_msg(&m, lookalike, 1, NULL);
+    ht_msg(&m, lookalike, 1, NULL);
     assert_int_equal(tm_send(sess, &m, &st), TM_EADDRESS);
     tm_session_close(sess);
     tm_context_free(ctx);
-    rec = atk_keep(hostile_finish(&h, 10));
+    rec = ht_keep(hostile_finish(&h, 10));
     assert_non_null(rec);
     assert_int_equal(hostile_count_connections(rec), 1);
-    atk_field_eq(rec, 0, "received", EHLO_L "QUIT\r\n");
+    ht_field_eq(rec, 0, "received", EHLO_L "QUIT\r\n");
     free(rec);
 }
 
 /* Content without a final newline (or ending in a bare CR) still ends
  * with CRLF . CRLF. */
-void no_final_newline(void **state)
+static void no_final_newline(void **state)
 {
     static const char *const bodies[] = { "Subject: x\r\n\r\nno newline at the end",
                                           "Subject: x\r\n\r\nends in a bare CR\r",
@@ -186,21 +189,21 @@ void no_final_newline(void **state)
     (void)state;
 
     for (i = 0; i < sizeof bodies / sizeof bodies[0]; i++) {
-        atk_opts o = { 0 };
+        ht_opts o = { 0 };
         tm_delivery_status st;
         tm_message m;
         size_t len = 0;
         char *rec, *data;
         int rc;
 
-        atk_msg(&m, NULL, 0, bodies[i]);
+        ht_msg(&m, NULL, 0, bodies[i]);
         o.msg = &m;
         o.host = "127.0.0.1";
-        rec = atk_run(s, &o, &rc, &st);
-        atk_print("no final newline", rc, &st);
-        ATK_EQ(rc, TM_OK);
+        rec = ht_run(s, &o, &rc, &st);
+        ht_print("no final newline", rc, &st);
+        HT_EQ(rc, TM_OK);
         assert_int_equal(st.result, TM_RESULT_DELIVERED);
-        data = atk_keep(hostile_item(rec, 0, "data", 0, &len));
+        data = ht_keep(hostile_item(rec, 0, "data", 0, &len));
         assert_non_null(data);
         if (strcmp(data, wants[i]) != 0)
             print_error("got [%s]\n", data);
@@ -247,7 +250,7 @@ static long status_kib(const char *key)
 /* 50 MiB through the hostile auto server, streamed from a read callback:
  * delivered, the server counted every byte, and the client's peak memory
  * did not grow with the message. */
-void big_50mib_streamed(void **state)
+static void big_50mib_streamed(void **state)
 {
     const char *s = "{\"linger\": 0.3, \"connections\": [[" GREET_ONLY
                     "{\"auto\": true, \"caps\": [\"PIPELINING\", \"8BITMIME\"], \"timeout\": 30}]]}";
@@ -267,32 +270,33 @@ void big_50mib_streamed(void **state)
     int rc;
     (void)state;
 
+    assert_int_equal(tm_status_init(&st, TM_STATUS_VERSION), TM_OK);
     assert_int_equal(hostile_start(&h, s, NULL, NULL), 0);
-    ctx = atk_ctx(30000, 0, 0);
-    atk_session_opts(&so, "127.0.0.1", h.port);
-    atk_msg(&m, NULL, 0, NULL);
+    ctx = ht_ctx(30000, 0, 0);
+    ht_session_opts(&so, "127.0.0.1", h.port);
+    ht_msg(&m, NULL, 0, NULL);
     m.data = NULL;
     m.size = 0;
     m.read = gen50_read;
     m.read_arg = &g;
     hwm0 = status_kib("VmHWM:");
-    t = atk_now();
+    t = ht_now();
     rc = tm_deliver(ctx, &m, NULL, &so, &st);
-    t = atk_now() - t;
+    t = ht_now() - t;
     hwm1 = status_kib("VmHWM:");
     tm_context_free(ctx);
-    atk_print("50 MiB", rc, &st);
+    ht_print("50 MiB", rc, &st);
     print_message("50 MiB: %.2fs, %.0f MiB/s; client peak RSS %ld -> %ld KiB\n", t, 50.0 / t, hwm0,
                   hwm1);
-    ATK_EQ(rc, TM_OK);
+    HT_EQ(rc, TM_OK);
     assert_int_equal(st.result, TM_RESULT_DELIVERED);
     assert_int_equal(g.done, total);
     /* Streaming: the delivery did not need memory in proportion. */
     if (hwm0 > 0 && hwm1 > 0)
         assert_true(hwm1 - hwm0 < 8 * 1024);
-    rec = atk_keep(hostile_finish(&h, 60));
+    rec = ht_keep(hostile_finish(&h, 60));
     assert_non_null(rec);
-    data = atk_keep(hostile_item(rec, 0, "data", 0, &len));
+    data = ht_keep(hostile_item(rec, 0, "data", 0, &len));
     assert_non_null(data);
     print_message("server recorded %zu bytes of content (want %zu)\n", len, want);
     assert_int_equal(len, want);
@@ -301,96 +305,14 @@ void big_50mib_streamed(void **state)
     free(rec);
 }
 
-/* Fail the Nth allocation, for every N, over: context, recipient floor,
- * session to the TLS server, STARTTLS, two messages of three recipients
- * on the one session, close.  Every failure is an error (TM_ENOMEM),
- * never a crash, a leak (ASan/valgrind) or a false "delivered". */
-void alloc_fail_sessions(void **state)
+int main(void)
 {
-    const char *s = "{\"linger\": 0, \"accept_timeout\": 5, \"connections\": [[" GREET_ONLY
-                    "{\"auto\": true, \"caps\": [\"STARTTLS\", \"PIPELINING\"], \"timeout\": 5}]]}";
-    const char *to[3] = { "a@example.test", "b@example.test", "c@example.test" };
-    unsigned long n, covered = 0;
-    (void)state;
-
-    for (n = 1; n < 200; n++) {
-        tm_context_options o = TM_CONTEXT_OPTIONS_INIT;
-        tm_context *ctx = NULL;
-        tm_session *sess = NULL;
-        tm_session_options so;
-        tm_delivery_status st;
-        tm_message m;
-        unsigned long counted;
-        int rc, msg, failed = 0;
-        hostile h;
-        char *rec;
-
-        assert_int_equal(hostile_start(&h, s, atk_cert("good"), atk_key("good")), 0);
-        atk_session_opts(&so, "localhost", h.port);
-        o.ca_file = atk_ca();
-        o.helo_name = HELO;
-        o.command_timeout_ms = 5000;
-        tm_test_alloc_fail_at(n);
-        rc = tm_context_new(&ctx, &o);
-        if (rc != TM_OK) {
-            assert_int_equal(rc, TM_ENOMEM);
-            assert_null(ctx);
-            failed = 1;
-        }
-        if (!failed) {
-            rc = tm_recipient_floor_set(ctx, "example.test", TM_FLOOR_VERIFIED);
-            if (rc != TM_OK)
-                assert_int_equal(rc, TM_ENOMEM);
-            rc = tm_session_open(&sess, ctx, "example.test", &so, &st);
-            if (rc != TM_OK) {
-                if (rc != TM_ENOMEM)
-                    fail_msg("allocation %lu: open: %s (%s)", n, tm_strerror(rc), st.description);
-                assert_null(sess);
-                assert_int_not_equal(st.result, TM_RESULT_DELIVERED);
-                failed = 1;
-            }
-        }
-        if (!failed) {
-            rc = tm_starttls(sess, NULL, &st);
-            if (rc != TM_OK) {
-                if (rc != TM_ENOMEM)
-                    fail_msg("allocation %lu: starttls: %s (%s)", n, tm_strerror(rc), st.description);
-                failed = 1;
-            } else {
-                assert_int_equal(st.tls, 1);
-                assert_int_equal(st.cert_verified, 1);
-            }
-        }
-        for (msg = 0; msg < 2 && !failed; msg++) {
-            unsigned int i;
-            atk_msg(&m, to, 3, NULL);
-            rc = tm_send(sess, &m, &st);
-            if (rc == TM_OK) {
-                assert_int_equal(st.result, TM_RESULT_DELIVERED);
-                assert_int_equal(st.tls, 1);
-                for (i = 0; i < 3; i++)
-                    assert_int_equal(st.rcpt[i].result, TM_RESULT_DELIVERED);
-            } else {
-                /* Sending allocates nothing: a failure here is a bug. */
-                fail_msg("allocation %lu: message %d: %s (%s)", n, msg, tm_strerror(rc),
-                         st.description);
-            }
-        }
-        tm_session_close(sess);
-        tm_context_free(ctx);
-        counted = tm_test_alloc_fail_at(0);
-        rec = atk_keep(hostile_finish(&h, failed ? 0 : 10));
-        if (!failed && rec) {
-            /* Both messages went over TLS, as one session. */
-            assert_int_equal(hostile_count(rec, 0, "data"), 2);
-        }
-        free(rec);
-        if (counted < n) {
-            assert_false(failed);
-            covered = n - 1;
-            break;
-        }
-    }
-    print_message("allocation points covered: %lu\n", covered);
-    ATK_EQ(covered > 0, 1);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(addr_controls_refused),
+        cmocka_unit_test(addr_controls_in_session),
+        cmocka_unit_test(rcpt_other_domain),
+        cmocka_unit_test(no_final_newline),
+        cmocka_unit_test(big_50mib_streamed),
+    };
+    return HT_MAIN("content", tests);
 }

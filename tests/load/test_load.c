@@ -1,5 +1,5 @@
 /*
- * test_load.c - thousands of deliveries in one process against the real
+ * test_load.c - load: thousands of deliveries in one process against the real
  * Postfix peers (tests/peers/peers.py): two threads sharing one context,
  * each 1000 messages over reused sessions (50 per session) and 250 one-shot
  * deliveries with fresh connections, all over verified TLS.  Asserts that
@@ -130,7 +130,9 @@ static void *run_worker(void *arg)
     for (i = 0; i < w->sessions && now_s() < w->deadline; i++) {
         tm_session *s = NULL;
         tm_delivery_status st;
-        int rc = tm_session_open(&s, w->ctx, DOMAIN, NULL, &st);
+        int rc = tm_status_init(&st, TM_STATUS_VERSION);
+        if (rc == TM_OK)
+            rc = tm_session_open(&s, w->ctx, DOMAIN, NULL, &st);
         if (rc == TM_OK)
             rc = tm_starttls(s, NULL, &st);
         if (rc != TM_OK) {
@@ -149,7 +151,9 @@ static void *run_worker(void *arg)
     w->t_reuse = w->t_fresh - w->t_reuse;
     for (i = 0; i < w->fresh && now_s() < w->deadline; i++) {
         tm_delivery_status st;
-        int rc = tm_deliver(w->ctx, &m, NULL, NULL, &st);
+        int rc = tm_status_init(&st, TM_STATUS_VERSION);
+        if (rc == TM_OK)
+            rc = tm_deliver(w->ctx, &m, NULL, NULL, &st);
         note(w, rc, &st);
     }
     w->t_fresh = now_s() - w->t_fresh;

@@ -1,9 +1,10 @@
 /*
- * common.h - helpers shared by the integration tests (real peers started by
- * tests/peers/peers.py, which exports their addresses in the environment).
+ * peers.h - helpers shared by the tests against real peers (Postfix and
+ * dnsmasq, started by tests/peers/peers.py, which exports their addresses in
+ * the environment): the environment, unique recipients, Postfix's maildir.
  */
-#ifndef TM_TEST_COMMON_H
-#define TM_TEST_COMMON_H
+#ifndef TM_TESTS_PEERS_H
+#define TM_TESTS_PEERS_H
 
 #include <dirent.h>
 #include <stdarg.h>
@@ -34,6 +35,9 @@ static inline void sleep_ms(long ms)
     nanosleep(&ts, NULL);
 }
 
+/* A fresh status (the caller's struct version set, the rest empty). */
+#define PEERS_STATUS(st) assert_int_equal(tm_status_init(&(st), TM_STATUS_VERSION), TM_OK)
+
 /* A recipient local part unique to this process and call. */
 static inline void unique_local(char *buf, size_t size, const char *prefix)
 {
@@ -48,7 +52,7 @@ static inline char *maildir_wait(const char *domain, const char *local, int nth,
     char dir[1024];
     long waited = 0;
 
-    snprintf(dir, sizeof dir, "%s/%s/%s/new", need_env("TM_TEST_MAILDIR"), domain, local);
+    snprintf(dir, sizeof dir, "%s/%.255s/%.255s/new", need_env("TM_TEST_MAILDIR"), domain, local);
     for (;;) {
         DIR *d = opendir(dir);
         int count = 0;
@@ -110,7 +114,7 @@ static inline int maildir_count(const char *domain, const char *local)
     struct dirent *e;
     int n = 0;
 
-    snprintf(dir, sizeof dir, "%s/%s/%s/new", need_env("TM_TEST_MAILDIR"), domain, local);
+    snprintf(dir, sizeof dir, "%s/%.255s/%.255s/new", need_env("TM_TEST_MAILDIR"), domain, local);
     d = opendir(dir);
     if (!d)
         return 0;
