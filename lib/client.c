@@ -646,14 +646,20 @@ int tm__client_open(tm_client *c)
     return TM_OK;
 }
 
-int tm__client_starttls(tm_client *c)
+/* An operation of one command and its reply. */
+static int one_command(tm_client *c, int state, tm_expect what, const char *cmd, const char *arg)
 {
     if (!can_begin(c))
         return TM_ESTATE;
     c->txn = NULL;
-    c->state = ST_STARTTLS;
-    put_command(c, TM_X_STARTTLS, 0, "STARTTLS", NULL, NULL);
+    c->state = state;
+    put_command(c, what, 0, cmd, arg, NULL);
     return TM_OK;
+}
+
+int tm__client_starttls(tm_client *c)
+{
+    return one_command(c, ST_STARTTLS, TM_X_STARTTLS, "STARTTLS", NULL);
 }
 
 void tm__client_tls_up(tm_client *c)
@@ -669,12 +675,7 @@ void tm__client_tls_up(tm_client *c)
 
 int tm__client_ehlo(tm_client *c)
 {
-    if (!can_begin(c))
-        return TM_ESTATE;
-    c->txn = NULL;
-    c->state = ST_EHLO;
-    put_command(c, TM_X_EHLO, 0, "EHLO ", c->helo, NULL);
-    return TM_OK;
+    return one_command(c, ST_EHLO, TM_X_EHLO, "EHLO ", c->helo);
 }
 
 void tm__client_tls_done(tm_client *c)
@@ -741,22 +742,12 @@ int tm__client_mail(tm_client *c, tm_txn *t)
 
 int tm__client_rset(tm_client *c)
 {
-    if (!can_begin(c))
-        return TM_ESTATE;
-    c->txn = NULL;
-    c->state = ST_RSET;
-    put_command(c, TM_X_RSET, 0, "RSET", NULL, NULL);
-    return TM_OK;
+    return one_command(c, ST_RSET, TM_X_RSET, "RSET", NULL);
 }
 
 int tm__client_quit(tm_client *c)
 {
-    if (!can_begin(c))
-        return TM_ESTATE;
-    c->txn = NULL;
-    c->state = ST_QUIT;
-    put_command(c, TM_X_QUIT, 0, "QUIT", NULL, NULL);
-    return TM_OK;
+    return one_command(c, ST_QUIT, TM_X_QUIT, "QUIT", NULL);
 }
 
 tm_want tm__client_want(tm_client *c)

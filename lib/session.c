@@ -465,6 +465,18 @@ static void status_connection(const tm_session *s, tm_delivery_status *st)
                        s->tls_active ? tm__tls_cipher(s->tls) : NULL);
 }
 
+/* The status of a session ready to send: the server's last word (EHLO),
+ * the connection and its TLS. */
+static int status_ready(const tm_session *s, tm_delivery_status *st, int64_t start)
+{
+    if (st) {
+        tm__status_set_reply(st, &s->client.reply);
+        status_connection(s, st);
+    }
+    tm__status_finish(st, TM_OK, start);
+    return TM_OK;
+}
+
 TM_EXTERN int tm_session_open(tm_session **out, tm_context *ctx, const char *domain,
                               const tm_session_options *o, tm_delivery_status *st)
 {
@@ -493,13 +505,8 @@ TM_EXTERN int tm_session_open(tm_session **out, tm_context *ctx, const char *dom
         tm__status_finish(st, rc, start);
         return rc;
     }
-    if (st) {
-        tm__status_set_reply(st, &s->client.reply);
-        status_connection(s, st);
-    }
-    tm__status_finish(st, TM_OK, start);
     *out = s;
-    return TM_OK;
+    return status_ready(s, st, start);
 }
 
 TM_EXTERN int tm_starttls(tm_session *s, const tm_policy *policy, tm_delivery_status *st)
@@ -534,12 +541,7 @@ TM_EXTERN int tm_starttls(tm_session *s, const tm_policy *policy, tm_delivery_st
         tm__status_finish(st, rc, start);
         return rc;
     }
-    if (st) {
-        tm__status_set_reply(st, &s->client.reply);
-        status_connection(s, st);
-    }
-    tm__status_finish(st, TM_OK, start);
-    return TM_OK;
+    return status_ready(s, st, start);
 }
 
 /* ---- messages ------------------------------------------------------------------ */

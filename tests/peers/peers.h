@@ -29,6 +29,22 @@ static inline const char *need_env(const char *name)
     return v;
 }
 
+/* A context for the peers: their CA, their DNS server and SMTP port. */
+static inline int peers_context_new(tm_context **out, unsigned int command_timeout_ms)
+{
+    tm_context_options o;
+
+    *out = NULL;
+    if (tm_context_options_init(&o, TM_CONTEXT_OPTIONS_VERSION) != TM_OK)
+        return -1;
+    o.ca_file = need_env("TM_TEST_CA");
+    o.dns_server = need_env("TM_TEST_DNS");
+    o.port = (unsigned int)atoi(need_env("TM_TEST_PORT"));
+    o.helo_name = "client.tm.test";
+    o.command_timeout_ms = command_timeout_ms;
+    return tm_context_new(out, &o) == TM_OK ? 0 : -1;
+}
+
 static inline void sleep_ms(long ms)
 {
     struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };

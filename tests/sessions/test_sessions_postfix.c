@@ -20,16 +20,8 @@ static tm_context *ctx;
 
 static int group_setup(void **state)
 {
-    tm_context_options o;
     (void)state;
-    if (tm_context_options_init(&o, TM_CONTEXT_OPTIONS_VERSION) != TM_OK)
-        return -1;
-    o.ca_file = need_env("TM_TEST_CA");
-    o.dns_server = need_env("TM_TEST_DNS");
-    o.port = (unsigned int)atoi(need_env("TM_TEST_PORT"));
-    o.helo_name = "client.tm.test";
-    o.command_timeout_ms = 10000;
-    return tm_context_new(&ctx, &o) == TM_OK ? 0 : -1;
+    return peers_context_new(&ctx, 10000);
 }
 
 static int group_teardown(void **state)

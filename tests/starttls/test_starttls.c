@@ -174,6 +174,24 @@ static void starttls_421_next_mx(void **state)
     }
 }
 
+/* What a failed handshake (or what counts as one) ends in under policy p:
+ * with require_tls, deferred and no envelope in plaintext; else delivered
+ * over a second, plaintext connection that does not try STARTTLS again. */
+static void expect_failed_handshake(const char *rec, int rc, const tm_delivery_status *st, int p)
+{
+    if (POL_REQUIRES(p)) {
+        const ht_want w = { TM_ETLSREQUIRED, TM_RESULT_DEFERRED, 0, 0,
+                            TM_TLS_FAILURE_HANDSHAKE, 1, NULL, NULL, NULL, NULL };
+        ht_check(rec, rc, st, &w);
+        ht_no_envelope_in_plain(rec);
+    } else {
+        const ht_want w = { TM_OK, TM_RESULT_DELIVERED, 0, 0, TM_TLS_FAILURE_HANDSHAKE, 2,
+                            NULL, EHLO_L TX, NULL, NULL };
+        ht_check(rec, rc, st, &w);
+        assert_int_equal(st->attempt_no, 2);
+    }
+}
+
 /* STARTTLS answered with a 2xx other than 220, a 3xx or garbage: a
  * protocol violation, handled as a failed handshake - a fresh plaintext
  * connection without STARTTLS where the policy allows it, nothing under
@@ -198,18 +216,7 @@ static void starttls_odd_reply(const char *reply)
         rec = ht_run(POL_REQUIRES(p) ? one : two, &o, &rc, &st);
         snprintf(what, sizeof what, "STARTTLS answered \"%s\" [%s]", reply, ht_policy_name(p));
         ht_print(what, rc, &st);
-        if (POL_REQUIRES(p)) {
-            const ht_want w = { TM_ETLSREQUIRED, TM_RESULT_DEFERRED, 0, 0,
-                                TM_TLS_FAILURE_HANDSHAKE, 1, NULL, NULL, NULL, NULL };
-            ht_check(rec, rc, &st, &w);
-            ht_no_envelope_in_plain(rec);
-        } else {
-            /* The fresh connection does not try STARTTLS again. */
-            const ht_want w = { TM_OK, TM_RESULT_DELIVERED, 0, 0, TM_TLS_FAILURE_HANDSHAKE, 2,
-                                NULL, EHLO_L TX, NULL, NULL };
-            ht_check(rec, rc, &st, &w);
-            assert_int_equal(st.attempt_no, 2);
-        }
+        expect_failed_handshake(rec, rc, &st, p);
         only_starttls(rec, 0, "QUIT\r\n");
         assert_false(ht_field_has(rec, 0, "received", "MAIL"));
         free(rec);
@@ -508,17 +515,7 @@ static void tls_fault(const char *fault, const char *what, const char *why)
         rec = ht_run(POL_REQUIRES(p) ? one : two, &o, &rc, &st);
         snprintf(label, sizeof label, "%s [%s]", what, ht_policy_name(p));
         ht_print(label, rc, &st);
-        if (POL_REQUIRES(p)) {
-            const ht_want w = { TM_ETLSREQUIRED, TM_RESULT_DEFERRED, 0, 0,
-                                TM_TLS_FAILURE_HANDSHAKE, 1, NULL, NULL, NULL, NULL };
-            ht_check(rec, rc, &st, &w);
-            ht_no_envelope_in_plain(rec);
-        } else {
-            const ht_want w = { TM_OK, TM_RESULT_DELIVERED, 0, 0, TM_TLS_FAILURE_HANDSHAKE, 2,
-                                NULL, EHLO_L TX, NULL, NULL };
-            ht_check(rec, rc, &st, &w);
-            assert_int_equal(st.attempt_no, 2);
-        }
+        expect_failed_handshake(rec, rc, &st, p);
         assert_true(st.tls_error[0] != '\0');
         if (why)
             assert_non_null(strstr(st.tls_error, why));
