@@ -45,6 +45,7 @@
 #include <sys/resource.h>
 #include <time.h>
 
+#include <mbedtls/version.h>
 #include <mbedtls/ctr_drbg.h>
 #include <mbedtls/ecdh.h>
 #include <mbedtls/ecdsa.h>
@@ -947,8 +948,11 @@ static int crypto(const args *a)
         rc = mbedtls_ecp_gen_key(MBEDTLS_ECP_DP_SECP256R1, mbedtls_pk_ec(c.key),
                                  mbedtls_ctr_drbg_random, &c.drbg);
     if (rc == 0)
-        rc = mbedtls_pk_sign(&c.key, MBEDTLS_MD_SHA256, c.hash, sizeof c.hash, c.sig, &c.sig_len,
-                             mbedtls_ctr_drbg_random, &c.drbg);
+        rc = mbedtls_pk_sign(&c.key, MBEDTLS_MD_SHA256, c.hash, sizeof c.hash, c.sig,
+#if MBEDTLS_VERSION_NUMBER >= 0x03000000
+                             sizeof c.sig, /* 3.x: the output's size */
+#endif
+                             &c.sig_len, mbedtls_ctr_drbg_random, &c.drbg);
     if (rc == 0)
         verify = crypto_time(ecdsa_verify, &c, a->reps);
     if (rc == 0 && a->leaf && a->ca && c.name &&

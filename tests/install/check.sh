@@ -27,6 +27,14 @@ for t in meson pkg-config ninja; do
     command -v "$t" >/dev/null 2>&1 || { echo "check.sh: $t not found: skipped"; exit 77; }
 done
 
+# What the caller's environment says (an mbedTLS outside the default paths,
+# say): extended, never replaced.
+# meson test puts the build tree on LD_LIBRARY_PATH: that part is dropped,
+# so every check below loads the library it means to.
+ORIG_PKG_CONFIG_PATH=${PKG_CONFIG_PATH:-}
+ORIG_LD_LIBRARY_PATH=$(printf '%s' "${LD_LIBRARY_PATH:-}" | tr ':' '\n' |
+    grep -v -x -e "$BUILD" -e "$BUILD/" | paste -s -d: -)
+
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/tlsmail-install.XXXXXX")
 trap 'rm -rf "$TMP"' EXIT INT TERM
 DEST=$TMP/dest
@@ -54,14 +62,16 @@ python3 "$SRC/tests/check_symbols.py" "$HDR" "$SO" --static "$A" ||
 
 # -- 2. the .pc file ---------------------------------------------------------
 cat "$PC"
-export PKG_CONFIG_PATH="$PCDIR"
-export PKG_CONFIG_SYSROOT_DIR="$DEST"
-# Keep the sysroot only for our .pc: pkgconf applies it to every -I/-L.
-pcprefix=$(pkg-config --variable=prefix libtlsmail)
+# Our .pc, moved into the destdir by its prefix alone (a sysroot would move
+# every package's paths, mbedTLS's .pc files too where they exist).
+pcprefix=$(sed -n 's/^prefix=//p' "$PC")
 case "$pcprefix" in
-    "$DEST"/*) ;;
     /*) [ -d "$DEST$pcprefix" ] || fail "prefix $pcprefix is not under the destdir" ;;
+    *) fail "prefix $pcprefix is not absolute" ;;
 esac
+mkdir "$TMP/pc"
+sed "s#^prefix=.*#prefix=$DEST$pcprefix#" "$PC" >"$TMP/pc/libtlsmail.pc"
+export PKG_CONFIG_PATH="$TMP/pc${ORIG_PKG_CONFIG_PATH:+:$ORIG_PKG_CONFIG_PATH}"
 grep -q '^Libs:.*-ltlsmail' "$PC" || fail "Libs lacks -ltlsmail"
 grep '^Libs:' "$PC" | grep -q -e '-lmbed' -e '-lresolv' &&
     fail "Libs must not carry private libraries (overlinking)"
@@ -108,7 +118,7 @@ for cc in $CCS; do
     note "$cc: built $(ls "$SRC"/examples/c/*.c | wc -l) examples against the installed library"
 done
 cc1=$(echo $CCS | cut -d' ' -f1)
-export LD_LIBRARY_PATH="$LIBDIR"
+export LD_LIBRARY_PATH="$LIBDIR${ORIG_LD_LIBRARY_PATH:+:$ORIG_LD_LIBRARY_PATH}"
 ldd "$TMP/deliver-$cc1" | grep -q "$LIBDIR/libtlsmail.so.1" ||
     { ldd "$TMP/deliver-$cc1"; fail "deliver does not load the installed libtlsmail.so.1"; }
 "$TMP/deliver-$cc1" --help || fail "deliver --help"
@@ -165,9 +175,9 @@ else
 fi
 
 # -- 5. as a meson subproject --------------------------------------------------
-unset PKG_CONFIG_SYSROOT_DIR LD_LIBRARY_PATH
-PKG_CONFIG_PATH=
-export PKG_CONFIG_PATH
+PKG_CONFIG_PATH=$ORIG_PKG_CONFIG_PATH
+LD_LIBRARY_PATH=$ORIG_LD_LIBRARY_PATH
+export PKG_CONFIG_PATH LD_LIBRARY_PATH
 SP=$TMP/consumer
 cp -R "$SRC/tests/install/subproject" "$SP"
 mkdir -p "$SP/subprojects"
