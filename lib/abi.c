@@ -1,7 +1,13 @@
 /*
- * abi.c - tm_abi_layout(): the layout of the public structs as compiled.
+ * abi.c - the public structs as an ABI: the library's version, the struct
+ * version rules, initialisers and sizes, and tm_abi_layout(), their layout
+ * as compiled.
  *
- * Offsets are not preprocessor constants, so the text cannot be one string
+ * Each struct grows only at its end; the size of each version is what a
+ * caller compiled against it has.  A struct of an older version is copied
+ * into a current one (the rest zero) before it is read.
+ *
+ * For the layout: offsets are not preprocessor constants, so the text cannot be one string
  * literal; it is formatted once from a constant table into a static buffer
  * (pthread_once: thread-safe, no allocation).  The buffer's size is a
  * compile-time bound derived from the table, so the text is never cut.
@@ -10,8 +16,121 @@
  */
 #include <pthread.h>
 #include <stddef.h>
+#include <string.h>
 
 #include "internal.h"
+
+/* ---- versions ------------------------------------------------------------ */
+
+TM_EXTERN const char *tm_version(void)
+{
+    return TM_VERSION_STRING;
+}
+
+TM_EXTERN unsigned int tm_version_number(void)
+{
+    return TM_VERSION_NUMBER;
+}
+
+int tm__version_ok(unsigned int version, unsigned int current)
+{
+    return version > 0 && version <= current ? TM_OK : TM_EINVAL;
+}
+
+int tm__policy_check(const tm_policy *p)
+{
+    /* The design's first rule: an all-zero policy is the default one, so
+     * version 0 reads as version 1 (never as "current"). */
+    if (p == NULL || p->version == 0)
+        return TM_OK;
+    return tm__version_ok(p->version, TM_POLICY_VERSION);
+}
+
+static size_t message_size(unsigned int version)
+{
+    return version == 1 ? offsetof(tm_message, rcpt_status) : sizeof(tm_message);
+}
+
+int tm__message_copy(tm_message *dst, const tm_message *src)
+{
+    if (src == NULL || tm__version_ok(src->version, TM_MESSAGE_VERSION) != TM_OK)
+        return TM_EINVAL;
+    memset(dst, 0, sizeof(*dst));
+    memcpy(dst, src, message_size(src->version));
+    return TM_OK;
+}
+
+TM_EXTERN int tm_policy_init(tm_policy *policy, unsigned int version)
+{
+    if (policy == NULL || tm__version_ok(version, TM_POLICY_VERSION) != TM_OK)
+        return TM_EINVAL;
+    memset(policy, 0, sizeof(*policy)); /* padding too: bindings may compare bytes */
+    policy->version = version;
+    return TM_OK;
+}
+
+TM_EXTERN int tm_status_init(tm_delivery_status *status, unsigned int version)
+{
+    /* Version 1 was the 0.1 layout, with the recipients inside: gone. */
+    if (status == NULL || version != TM_STATUS_VERSION)
+        return TM_EINVAL;
+    status->version = version;
+    return tm__status_reset(status);
+}
+
+TM_EXTERN int tm_message_init(tm_message *message, unsigned int version)
+{
+    if (message == NULL || tm__version_ok(version, TM_MESSAGE_VERSION) != TM_OK)
+        return TM_EINVAL;
+    memset(message, 0, message_size(version));
+    message->version = version;
+    return TM_OK;
+}
+
+TM_EXTERN int tm_session_options_init(tm_session_options *options, unsigned int version)
+{
+    if (options == NULL || tm__version_ok(version, TM_SESSION_OPTIONS_VERSION) != TM_OK)
+        return TM_EINVAL;
+    memset(options, 0, sizeof(*options));
+    options->version = version;
+    return TM_OK;
+}
+
+TM_EXTERN int tm_context_options_init(tm_context_options *options, unsigned int version)
+{
+    if (options == NULL || tm__version_ok(version, TM_CONTEXT_OPTIONS_VERSION) != TM_OK)
+        return TM_EINVAL;
+    memset(options, 0, sizeof(*options));
+    options->version = version;
+    return TM_OK;
+}
+
+TM_EXTERN size_t tm_status_size(void)
+{
+    return sizeof(tm_delivery_status);
+}
+
+TM_EXTERN size_t tm_policy_size(void)
+{
+    return sizeof(tm_policy);
+}
+
+TM_EXTERN size_t tm_message_size(void)
+{
+    return sizeof(tm_message);
+}
+
+TM_EXTERN size_t tm_context_options_size(void)
+{
+    return sizeof(tm_context_options);
+}
+
+TM_EXTERN size_t tm_session_options_size(void)
+{
+    return sizeof(tm_session_options);
+}
+
+/* ---- the layout ---------------------------------------------------------- */
 
 /* Longest struct or field name, NUL included: a longer name does not
  * compile (a char array initialised from a longer literal). */

@@ -242,7 +242,6 @@ static int stage_bdat(tm_client *c)
     c->queued_total += (size_t)hl + produced;
     expect(c, TM_X_BDAT, 0);
     c->content_mark = c->queued_total;
-    c->bdat = 1;
     /* With one recipient no 452 can ask for a further transaction, so the
      * connection's last one may end with QUIT in the same write. */
     if (t->quit_after && t->nto == 1) {
@@ -709,7 +708,7 @@ int tm__client_mail(tm_client *c, tm_txn *t)
     c->state = ST_TXN;
     c->emit = E_MAIL;
     c->pipelining = (c->caps.flags & TM_CAP_PIPELINING) != 0;
-    c->bdat = c->quit_sent = c->need_rset = c->empty_dot = c->end_seen = 0;
+    c->quit_sent = c->need_rset = c->empty_dot = c->end_seen = 0;
     c->mail_state = 0;
     c->txn_error = TM_OK;
     c->described = 0;

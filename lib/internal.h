@@ -1,7 +1,8 @@
 /*
  * internal.h - private declarations shared by the files of lib/.
  *
- * Files by concern, each floor calling only the floors below it (no cycles):
+ * Files by concern; a file calls files of its own floor or below, never above,
+ * and no two files call each other (no cycles):
  *
  *   0  util.c      allocation hook, monotonic clock, bounded string copies,
  *                  the log call
@@ -9,8 +10,8 @@
  *      body.c      content encoder: CRLF normalisation, dot-stuffing
  *      policy.c    the policy truth table and flag resolution, pure
  *   2  status.c    the one writer of the public tm_delivery_status and
- *                  tm_rcpt_status; names of results, errors, sources, floors;
- *                  the JSON writer
+ *                  tm_rcpt_status, its JSON form; names of results, errors,
+ *                  sources, floors
  *      net.c       the socket transport: the only poll/recv/send
  *      tls.c       the TLS transport over an inner transport: the only file
  *                  that includes mbedTLS
@@ -19,10 +20,12 @@
  *                  and a transport
  *      dns.c       MX and address resolution (libresolv)
  *      settings.c  per-domain settings tables and their file format
- *      abi.c       the layout of the public structs, for bindings
+ *      abi.c       the library's version; struct versions, initialisers,
+ *                  sizes; tm_abi_layout, the structs' layout for bindings
  *   4  mx.c        the MX and address walk, and the fail-over rules
  *      context.c   the shared context
- *   5  session.c   the blocking driver and the public session entry points
+ *   5  connect.c   a session's connection: the walk, STARTTLS under the policy
+ *      session.c   the public entry points: open, STARTTLS, send, deliver
  *
  * Every internal function is named tm__*: the installed libraries export
  * only the public tm_* API, and no internal name can meet a user's.
@@ -173,6 +176,18 @@ int tm__body_encode(tm_body *b, const unsigned char *in, size_t inlen, size_t *c
 size_t tm__body_finish(tm_body *b, unsigned char *out);
 
 /* ======================================================================
+ * Floor 3: abi.c - struct versions (and tm_abi_layout, public)
+ * ==================================================================== */
+
+/* The accepted range of struct versions (libgit2's rule, 0 < v <= current;
+ * tm_policy also takes 0 for 1).  TM_OK or TM_EINVAL. */
+int tm__version_ok(unsigned int version, unsigned int current);
+int tm__policy_check(const tm_policy *p);
+/* Copies a caller's message of any accepted version into a current one
+ * (fields the caller's version lacks are zero).  TM_OK or TM_EINVAL. */
+int tm__message_copy(tm_message *dst, const tm_message *src);
+
+/* ======================================================================
  * Floor 1: policy.c - the truth table (pure)
  * ==================================================================== */
 
@@ -214,10 +229,6 @@ tm_tls_action tm__policy_decide(const tm_policy *policy, tm_tls_event event);
 /* Flag value helper: > 0 is on. */
 #define TM_FLAG(x) ((x) > 0)
 
-/* The accepted range of struct versions (libgit2's rule, 0 < v <= current;
- * tm_policy also takes 0 for 1).  TM_OK or TM_EINVAL. */
-int tm__version_ok(unsigned int version, unsigned int current);
-int tm__policy_check(const tm_policy *p);
 
 /* ======================================================================
  * Floor 2: status.c - the one writer of the public status
@@ -227,9 +238,6 @@ int tm__policy_check(const tm_policy *p);
  * anything else deferred. */
 int tm__result_of_code(int code);
 
-/* Copies a caller's message of any accepted version into a current one
- * (fields the caller's version lacks are zero).  TM_OK or TM_EINVAL. */
-int tm__message_copy(tm_message *dst, const tm_message *src);
 /* Checks status->version and resets every other field of that version:
  * result NONE, strings empty.  TM_OK or TM_EINVAL. */
 int tm__status_reset(tm_delivery_status *st);
@@ -280,9 +288,6 @@ void tm__outcome_txn(tm_outcome *o);
  * and the value the call returns: TM_OK when all were delivered,
  * TM_EPARTIAL when some were, else rc (TM_EREJECTED when rc is TM_OK). */
 int tm__outcome_result(tm_outcome *o, int rc);
-
-/* Names (also used by settings.c for its file format). */
-const char *tm__floor_word(int floor);
 
 /* ======================================================================
  * Floor 2: the transport - net.c (sockets), tls.c (TLS over a transport)
@@ -369,8 +374,9 @@ void tm__tls_cache_drop(tm_tls *t);
 /*
  * The engine holds the SMTP dialogue of one connection as a state machine
  * that is fed the bytes received and asked for the bytes to send; it never
- * calls the network, the clock, or mbedTLS.  The driver (session.c) begins
- * an operation, then loops on tm__client_want():
+ * calls the network, the clock, or mbedTLS.  Its caller (connect.c,
+ * session.c) begins an operation; the driver (driver.c) then loops on
+ * tm__client_want():
  *
  *   SEND     send tm__client_output() bytes, then tm__client_sent(n).
  *            When tm__client_quiet() is true, no reply is awaited: bytes
@@ -471,7 +477,7 @@ typedef struct tm_client {
     tm_txn *txn;
     tm_body body;
     int emit;                     /* what may be written next */
-    int pipelining, bdat, quit_sent, need_rset, empty_dot, end_seen;
+    int pipelining, quit_sent, need_rset, empty_dot, end_seen;
     int mail_state;               /* 0 unknown, 1 accepted, -1 refused */
     int txn_error;
     int described;                /* a description of the failure is written */
@@ -690,5 +696,68 @@ void tm__route_next_address(tm_route *r);
 void tm__route_next_host(tm_route *r);
 /* True when another host follows the current one. */
 int tm__route_more_hosts(const tm_route *r);
+
+/* ======================================================================
+ * Floor 5: connect.c, session.c - a session
+ * ==================================================================== */
+
+/* A session's state (tm_session.state). */
+enum { S_IDLE, S_READY, S_BROKEN };
+
+/* The last failure met on the walk: reported only if nothing succeeds. */
+typedef struct tm_failure {
+    int error;
+    int code;
+    char enhanced[TM_ENHANCED_MAX];
+    char message[TM_TEXT_MAX];
+    char why[TM_TEXT_MAX];
+    char host[TM_HOST_MAX];
+    char address[TM_IPADDR_MAX];
+} tm_failure;
+
+struct tm_session {
+    tm_context *ctx;
+    int state;
+    char domain[TM_HOST_MAX];
+    tm_route route;
+    int64_t deadline;          /* of the whole walk (INT64_MAX: none) */
+
+    /* The connection. */
+    char host[TM_HOST_MAX];
+    char address[TM_IPADDR_MAX];
+    tm_sock sock;
+    tm_tls *tls;               /* allocated at the first STARTTLS, reused */
+    tm_transport *tr;          /* &sock.base, or the TLS transport over it */
+    int tls_active, cert_verified, tls_failure;
+    char tls_error[TM_TEXT_MAX];
+
+    /* Policy: msg_policy as given to tm_starttls (the message level, resolved
+     * again per message); resolved, what the connection was made under. */
+    tm_policy msg_policy;
+    tm_resolved resolved;
+    int policy_applied;
+    int quit_last;             /* tm_deliver: the connection's last transaction */
+
+    tm_failure fail;
+    tm_drive drive;
+    tm_txn txn;
+    tm_client client;
+    unsigned char ibuf[16384]; /* streamed content */
+};
+
+/* The engine over the connection until it wants TLS, is done or failed. */
+tm_want tm__session_run(tm_session *s);
+/* Closes the connection (a TLS close_notify first); QUIT before it when
+ * the connection can still take a command. */
+void tm__session_drop(tm_session *s);
+void tm__session_quit(tm_session *s);
+/* Records a failure of the walk (with the reply it came with, if any). */
+void tm__session_note_failure(tm_session *s, int error, const tm_reply *r, const char *what);
+/* From the walk's current position, the first address that greets and
+ * answers EHLO: TM_OK, or the last failure when none is left. */
+int tm__session_connect(tm_session *s);
+/* STARTTLS and the truth table until a connection satisfies the policy:
+ * TM_OK, TM_ETLSREQUIRED, or the walk's last failure. */
+int tm__session_apply_policy(tm_session *s);
 
 #endif

@@ -86,17 +86,3 @@ void tm__policy_resolve(const tm_policy *message, const tm_policy *domain, int f
         out->skip_verify_source = TM_SOURCE_RECIPIENT_FLOOR;
     }
 }
-
-int tm__version_ok(unsigned int version, unsigned int current)
-{
-    return version > 0 && version <= current ? TM_OK : TM_EINVAL;
-}
-
-int tm__policy_check(const tm_policy *p)
-{
-    /* The design's first rule: an all-zero policy is the default one, so
-     * version 0 reads as version 1 (never as "current"). */
-    if (p == NULL || p->version == 0)
-        return TM_OK;
-    return tm__version_ok(p->version, TM_POLICY_VERSION);
-}

@@ -1,388 +1,17 @@
 /*
- * session.c - the blocking driver, and the public session entry points.
+ * session.c - the public session entry points: tm_session_open,
+ * tm_starttls, tm_send, tm_session_close and the one-shot tm_deliver; a
+ * message's checks and its transactions.
  *
- * The SMTP dialogue is the engine's (client.c); the MX walk is mx.c's; the
- * status is written by status.c.  What is left here moves bytes between
- * the engine and the transport (run), applies the policy truth table to
- * the STARTTLS outcome, and strings the steps together for tm_session_open,
- * tm_starttls, tm_send and tm_deliver.  Every buffer is part of the session
- * allocation: a message costs no allocation.
+ * The SMTP dialogue is the engine's (client.c), the connection and its
+ * STARTTLS under the policy connect.c's, the MX walk mx.c's; the status is
+ * written by status.c.  Every buffer is part of the session allocation: a
+ * message costs no allocation.
  */
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "internal.h"
-
-enum { S_IDLE, S_READY, S_BROKEN };
-
-/* The last failure met on the walk: reported only if nothing succeeds. */
-typedef struct tm_failure {
-    int error;
-    int code;
-    char enhanced[TM_ENHANCED_MAX];
-    char message[TM_TEXT_MAX];
-    char why[TM_TEXT_MAX];
-    char host[TM_HOST_MAX];
-    char address[TM_IPADDR_MAX];
-} tm_failure;
-
-struct tm_session {
-    tm_context *ctx;
-    int state;
-    char domain[TM_HOST_MAX];
-    tm_route route;
-    int64_t deadline;          /* of the whole walk (INT64_MAX: none) */
-
-    /* The connection. */
-    char host[TM_HOST_MAX];
-    char address[TM_IPADDR_MAX];
-    tm_sock sock;
-    tm_tls *tls;               /* allocated at the first STARTTLS, reused */
-    tm_transport *tr;          /* &sock.base, or the TLS transport over it */
-    int tls_active, cert_verified, tls_failure;
-    char tls_error[TM_TEXT_MAX];
-
-    /* Policy: msg_policy as given to tm_starttls (the message level, resolved
-     * again per message); resolved, what the connection was made under. */
-    tm_policy msg_policy;
-    tm_resolved resolved;
-    int policy_applied;
-    int quit_last;             /* tm_deliver: the connection's last transaction */
-
-    tm_failure fail;
-    tm_drive drive;
-    tm_txn txn;
-    tm_client client;
-    unsigned char ibuf[16384]; /* streamed content */
-};
-
-static int64_t deadline_of(const tm_session *s, unsigned int ms)
-{
-    return tm__min_deadline(tm__deadline(ms), s->deadline);
-}
-
-/* The engine over the connection until it wants TLS, is done or failed. */
-static tm_want run(tm_session *s)
-{
-    s->drive.tr = s->tr;
-    return tm__drive(&s->drive);
-}
-
-/* ---- connections ------------------------------------------------------------- */
-
-static void drop_connection(tm_session *s)
-{
-    if (s->tls_active && s->tr)
-        s->tr->ops->close(s->tr);
-    s->sock.base.ops->close(&s->sock.base);
-    s->tr = NULL;
-    s->tls_active = 0;
-    s->state = S_IDLE;
-}
-
-static void quit_and_drop(tm_session *s)
-{
-    if (s->tr && tm__client_quit(&s->client) == TM_OK && run(s) != TM_WANT_DONE)
-        tm__log(s->ctx, TM_LOG_DEBUG, "%s: no reply to QUIT", s->host);
-    drop_connection(s);
-}
-
-/* Records a failure of the walk; the reply it came with, if any. */
-static void note_failure(tm_session *s, int error, const tm_reply *r, const char *what)
-{
-    tm_failure *f = &s->fail;
-
-    f->error = error;
-    f->code = r && r->code ? r->code : 0;
-    f->enhanced[0] = f->message[0] = '\0';
-    if (f->code) {
-        const char *nl = memchr(r->text, '\n', r->text_len);
-        tm__strlcpy(f->enhanced, r->enhanced, sizeof f->enhanced);
-        tm__strlcpyn(f->message, sizeof f->message, r->text,
-                     nl ? (size_t)(nl - r->text) : r->text_len);
-    }
-    tm__strlcpy(f->host, s->host, sizeof f->host);
-    tm__strlcpy(f->address, s->address, sizeof f->address);
-    snprintf(f->why, sizeof f->why, "%s %s[%s]: %s", what, s->host, s->address,
-             tm_strerror(error));
-    tm__log(s->ctx, TM_LOG_INFO, "%s", f->why);
-}
-
-/*
- * Connects from the walk's current position to the first address that
- * greets and answers EHLO (HELO).  TM_OK, or the last failure when none is
- * left.  A 421 or 5xx greeting leaves the whole host, any other failure
- * the address.
- */
-static int connect_walk(tm_session *s)
-{
-    tm_client *c = &s->client;
-    int last = s->fail.error != TM_OK ? s->fail.error : TM_ECONNECT;
-
-    for (;;) {
-        const tm_addr *a;
-        int rc;
-
-        if (s->deadline != INT64_MAX && tm__now_ms() >= s->deadline) {
-            if (s->fail.error == TM_OK)
-                note_failure(s, TM_ETIMEOUT, NULL, "delivery time limit reached before");
-            return TM_ETIMEOUT;
-        }
-        a = tm__route_current(&s->route, s->ctx, deadline_of(s, s->ctx->to.connect), &rc);
-        if (rc == TM_ENOMEM)
-            return rc;
-        if (rc != TM_OK) {
-            tm__strlcpy(s->host, tm__route_host(&s->route), sizeof s->host);
-            s->address[0] = '\0';
-            note_failure(s, rc, NULL, "no usable address for");
-            last = rc;
-            if (!a)
-                continue; /* the walk moved on by itself */
-        }
-        if (!a)
-            return last;
-        tm__strlcpy(s->host, tm__route_host(&s->route), sizeof s->host);
-        tm__strlcpy(s->address, s->route.address, sizeof s->address);
-        s->route.attempts++;
-        tm__log(s->ctx, TM_LOG_INFO, "connecting to %s[%s]", s->host, s->address);
-        rc = tm__sock_connect(&s->sock, (const struct sockaddr *)&a->sa, a->len,
-                              deadline_of(s, s->ctx->to.connect));
-        if (rc != TM_OK) {
-            note_failure(s, rc, NULL, "connect to");
-            if (rc == TM_ENOMEM)
-                return rc;
-            last = rc;
-            tm__route_next_address(&s->route);
-            continue;
-        }
-        s->tr = &s->sock.base;
-        s->tls_active = 0;
-        c->host = s->host;
-        tm__client_open(c);
-        if (run(s) == TM_WANT_DONE && tm__client_op_result(c) == TM_OP_OK) {
-            s->state = S_READY;
-            return TM_OK;
-        }
-        last = c->error != TM_OK ? c->error : TM_EPROTOCOL;
-        note_failure(s, last, c->reply.code ? &c->reply : NULL,
-                     tm__client_op_result(c) == TM_OP_REJECTED ? "refused by" : "greeting or EHLO from");
-        if (tm__client_usable(c))
-            quit_and_drop(s); /* RFC 5321 3.1: say QUIT after a refusal */
-        else
-            drop_connection(s);
-        if (c->leave_host)
-            tm__route_next_host(&s->route);
-        else
-            tm__route_next_address(&s->route);
-    }
-}
-
-/* ---- STARTTLS under the policy ------------------------------------------------- */
-
-/* Why TLS is not in use, in words (cut to fit: a reason, not a record). */
-static void set_tls_error(tm_session *s, int failure, const char *fmt, ...) TM_PRINTF(3, 4);
-static void set_tls_error(tm_session *s, int failure, const char *fmt, ...)
-{
-    va_list ap;
-
-    s->tls_failure = failure;
-    va_start(ap, fmt);
-    vsnprintf(s->tls_error, sizeof s->tls_error, fmt, ap);
-    va_end(ap);
-}
-
-/* One attempt at TLS on the current connection: what happened. */
-static tm_tls_event try_tls(tm_session *s, int *fatal)
-{
-    tm_client *c = &s->client;
-    char err[TM_TEXT_MAX], key[TM_HOST_MAX + TM_IPADDR_MAX + 32], reply[TM_TEXT_MAX];
-    tm_transport *tls_tr;
-    tm_want w;
-    int rc;
-
-    *fatal = TM_OK;
-    s->cert_verified = 0;
-    if (!(c->caps.flags & TM_CAP_STARTTLS)) {
-        set_tls_error(s, TM_TLS_FAILURE_NOT_OFFERED, "STARTTLS not offered by %s", s->host);
-        return TM_EV_NOT_OFFERED;
-    }
-    /* Nothing is pipelined with STARTTLS. */
-    tm__client_starttls(c);
-    w = run(s);
-    snprintf(reply, sizeof reply, "%d %.300s", c->reply.code, c->reply.text);
-    if (w == TM_WANT_FAILED) {
-        set_tls_error(s, TM_TLS_FAILURE_HANDSHAKE, "STARTTLS to %s failed: %s", s->host,
-                      tm_strerror(c->error));
-        return TM_EV_HANDSHAKE;
-    }
-    if (w == TM_WANT_DONE) {
-        switch (tm__client_op_result(c)) {
-        case TM_OP_TLS_REFUSED:
-            set_tls_error(s, TM_TLS_FAILURE_REFUSED, "STARTTLS refused by %s: %s", s->host, reply);
-            return TM_EV_REFUSED;
-        case TM_OP_CLOSING:
-            set_tls_error(s, TM_TLS_FAILURE_REFUSED, "%s is closing the connection: %s", s->host,
-                          reply);
-            return TM_EV_CLOSING;
-        default:
-            if (c->reply.code == 220)
-                set_tls_error(s, TM_TLS_FAILURE_HANDSHAKE,
-                              "unexpected data after the 220 reply to STARTTLS from %s", s->host);
-            else
-                set_tls_error(s, TM_TLS_FAILURE_HANDSHAKE,
-                              "reply to STARTTLS from %s is no answer to it: %s", s->host, reply);
-            return TM_EV_HANDSHAKE;
-        }
-    }
-    /* 220.  Bytes after it were not sent by a TLS server: response
-     * injection (CVE-2011-0411 class), never fed to TLS. */
-    if (s->sock.base.ops->pending(&s->sock.base) > 0) {
-        tm__client_tls_failed(c);
-        set_tls_error(s, TM_TLS_FAILURE_HANDSHAKE,
-                      "unexpected data after the 220 reply to STARTTLS from %s", s->host);
-        return TM_EV_HANDSHAKE;
-    }
-    if (!s->tls && (rc = tm__tls_new(&s->tls, s->ctx->tls)) != TM_OK) {
-        *fatal = rc;
-        return TM_EV_HANDSHAKE;
-    }
-    snprintf(key, sizeof key, "%s|%s|%u|%d%d%d", s->host, s->address, s->route.port,
-             s->resolved.policy.require_tls, s->resolved.policy.skip_verify,
-             s->resolved.policy.keep_unverified_tls);
-    rc = tm__tls_start(s->tls, &s->sock.base, s->host, key, deadline_of(s, s->ctx->to.tls),
-                       &tls_tr, err, sizeof err);
-    if (rc != TM_OK) {
-        if (rc == TM_ENOMEM)
-            *fatal = rc;
-        set_tls_error(s, TM_TLS_FAILURE_HANDSHAKE, "TLS handshake with %s failed: %s", s->host,
-                      err);
-        return TM_EV_HANDSHAKE;
-    }
-    s->tr = tls_tr;
-    s->tls_active = 1;
-    /* Capabilities learnt in plaintext are forgotten.  Nothing is said over
-     * this TLS until the policy has judged its certificate. */
-    tm__client_tls_up(c);
-    if (tm__tls_verified(s->tls)) {
-        s->cert_verified = 1;
-        s->tls_failure = TM_TLS_FAILURE_NONE;
-        s->tls_error[0] = '\0';
-        return TM_EV_CERT_VALID;
-    }
-    tm__tls_verify_error(s->tls, err, sizeof err);
-    set_tls_error(s, TM_TLS_FAILURE_CERTIFICATE, "%s: %s", s->host, err);
-    return TM_EV_CERT_INVALID;
-}
-
-/* EHLO again over the TLS the policy accepted: every capability anew. */
-static int ehlo_over_tls(tm_session *s)
-{
-    tm_client *c = &s->client;
-
-    if (tm__client_ehlo(c) == TM_OK && run(s) == TM_WANT_DONE &&
-        tm__client_op_result(c) == TM_OP_OK)
-        return TM_OK;
-    s->cert_verified = 0;
-    set_tls_error(s, TM_TLS_FAILURE_HANDSHAKE, "EHLO over TLS to %s failed: %s", s->host,
-                  tm_strerror(c->error != TM_OK ? c->error : TM_EPROTOCOL));
-    return TM_EPROTOCOL;
-}
-
-/* A fresh plaintext connection to the same address, without STARTTLS. */
-static int reconnect_plain(tm_session *s)
-{
-    tm_client *c = &s->client;
-    const tm_addr *a = &s->route.addr[s->route.addr_i];
-    int rc;
-
-    drop_connection(s);
-    s->route.attempts++;
-    rc = tm__sock_connect(&s->sock, (const struct sockaddr *)&a->sa, a->len,
-                          deadline_of(s, s->ctx->to.connect));
-    if (rc != TM_OK) {
-        note_failure(s, rc, NULL, "plaintext reconnection to");
-        return rc;
-    }
-    s->tr = &s->sock.base;
-    tm__client_open(c);
-    if (run(s) == TM_WANT_DONE && tm__client_op_result(c) == TM_OP_OK) {
-        s->state = S_READY;
-        return TM_OK;
-    }
-    rc = c->error != TM_OK ? c->error : TM_EPROTOCOL;
-    note_failure(s, rc, c->reply.code ? &c->reply : NULL, "plaintext reconnection to");
-    if (tm__client_usable(c))
-        quit_and_drop(s);
-    else
-        drop_connection(s);
-    return rc;
-}
-
-/* Applies the truth table to the current connection until one satisfies
- * the policy: TM_OK, TM_ETLSREQUIRED, or the walk's last failure. */
-static int apply_policy(tm_session *s)
-{
-    const tm_policy *p = &s->resolved.policy;
-
-    for (;;) {
-        int fatal, rc;
-        tm_tls_event ev = try_tls(s, &fatal);
-        tm_tls_action act = tm__policy_decide(p, ev);
-
-        if (fatal != TM_OK)
-            return fatal;
-        if (act == TM_ACT_USE_TLS && ehlo_over_tls(s) != TM_OK) {
-            ev = TM_EV_HANDSHAKE;
-            act = tm__policy_decide(p, ev);
-        }
-        if (act != TM_ACT_USE_TLS && s->tls)
-            tm__tls_cache_drop(s->tls);
-        switch (act) {
-        case TM_ACT_USE_TLS:
-            tm__tls_cache_save(s->tls);
-            if (!s->cert_verified)
-                tm__log(s->ctx, TM_LOG_WARNING, "TLS to %s not verified: %s", s->host,
-                        s->tls_error);
-            return TM_OK;
-        case TM_ACT_PLAIN_SAME:
-            tm__log(s->ctx, TM_LOG_INFO, "plaintext: %s", s->tls_error);
-            if (tm__client_usable(&s->client))
-                return TM_OK;
-            rc = reconnect_plain(s);
-            if (rc == TM_OK || rc == TM_ENOMEM)
-                return rc;
-            tm__route_next_address(&s->route);
-            break;
-        case TM_ACT_PLAIN_NEW:
-            tm__log(s->ctx, TM_LOG_INFO, "new plaintext connection: %s", s->tls_error);
-            rc = reconnect_plain(s);
-            if (rc == TM_OK || rc == TM_ENOMEM)
-                return rc;
-            /* That address failed now: walk on, with STARTTLS again. */
-            tm__route_next_address(&s->route);
-            break;
-        case TM_ACT_NEXT_MX:
-            tm__log(s->ctx, TM_LOG_INFO, "leaving %s: %s", s->host, s->tls_error);
-            /* After a failed handshake the connection is unusable: not even
-             * a QUIT goes over it.  Under require_tls nothing but EHLO,
-             * STARTTLS and QUIT is ever sent in plaintext. */
-            if (tm__client_usable(&s->client) && ev != TM_EV_HANDSHAKE)
-                quit_and_drop(s);
-            else
-                drop_connection(s);
-            if (ev == TM_EV_CLOSING)
-                note_failure(s, TM_EREJECTED, &s->client.reply, "421 to STARTTLS from");
-            else
-                note_failure(s, TM_ETLSREQUIRED, NULL, "TLS not available from");
-            tm__route_next_host(&s->route);
-            break;
-        }
-        rc = connect_walk(s);
-        if (rc != TM_OK)
-            return TM_FLAG(p->require_tls) ? TM_ETLSREQUIRED : rc;
-    }
-}
 
 /* ---- sessions ------------------------------------------------------------------ */
 
@@ -496,7 +125,7 @@ TM_EXTERN int tm_session_open(tm_session **out, tm_context *ctx, const char *dom
     if (rc == TM_OK)
         rc = session_route(s, o, st);
     if (rc == TM_OK) {
-        rc = connect_walk(s);
+        rc = tm__session_connect(s);
         if (rc != TM_OK)
             status_failure(s, st, rc);
     }
@@ -532,9 +161,9 @@ TM_EXTERN int tm_starttls(tm_session *s, const tm_policy *policy, tm_delivery_st
     tm__settings_resolve(s->ctx, policy, NULL, s->domain[0] ? s->domain : NULL, &s->resolved);
     s->policy_applied = 1;
     tm__status_set_policy(st, &s->resolved);
-    rc = apply_policy(s);
+    rc = tm__session_apply_policy(s);
     if (rc != TM_OK) {
-        drop_connection(s);
+        tm__session_drop(s);
         s->state = S_BROKEN;
         tm__status_set_result(st, TM_RESULT_DEFERRED);
         status_failure(s, st, rc);
@@ -637,7 +266,7 @@ static int send_transactions(tm_session *s, const tm_message *m, int utf8, int h
             break;
         }
         tm__outcome_txn(o);
-        w = run(s);
+        w = tm__session_run(s);
         s->drive.src = NULL;
         op = tm__client_op_result(c);
         if (c->error != TM_OK)
@@ -666,7 +295,7 @@ static int send_transactions(tm_session *s, const tm_message *m, int utf8, int h
     for (; next < m->to_count; next++)
         tm__outcome_set(o, next, TM_RESULT_DEFERRED, NULL);
     if (!tm__client_usable(c)) {
-        drop_connection(s);
+        tm__session_drop(s);
         s->state = S_BROKEN;
     }
     return rc;
@@ -775,9 +404,9 @@ TM_EXTERN void tm_session_close(tm_session *s)
     if (!s)
         return;
     if (s->state == S_READY && tm__client_usable(&s->client))
-        quit_and_drop(s);
+        tm__session_quit(s);
     else
-        drop_connection(s);
+        tm__session_drop(s);
     tm__tls_free(s->tls);
     tm__free(s);
 }
@@ -833,9 +462,9 @@ TM_EXTERN int tm_deliver(tm_context *ctx, const tm_message *msg, const tm_policy
     }
     s->quit_last = 1;
     for (;;) {
-        rc = connect_walk(s);
+        rc = tm__session_connect(s);
         if (rc == TM_OK)
-            rc = apply_policy(s);
+            rc = tm__session_apply_policy(s);
         if (rc != TM_OK)
             break;
         rc = do_send(s, &m, st, &out, start, &s->resolved, &unsent);
@@ -845,7 +474,7 @@ TM_EXTERN int tm_deliver(tm_context *ctx, const tm_message *msg, const tm_policy
             s->state != S_BROKEN || !tm__route_more_hosts(&s->route))
             break;
         tm__log(ctx, TM_LOG_INFO, "%s failed before the end of data: trying the next MX", s->host);
-        note_failure(s, rc, st->code ? &s->client.reply : NULL, "transaction failed with");
+        tm__session_note_failure(s, rc, st->code ? &s->client.reply : NULL, "transaction failed with");
         tm__route_next_host(&s->route);
     }
     if (rc != TM_OK && st->rcpt_count == 0) {

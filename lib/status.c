@@ -1,29 +1,13 @@
 /*
  * status.c - the one writer of the public status structs (tm_delivery_status
- * and the caller's tm_rcpt_status array); names of errors, results, policy
- * sources and floors; struct versions, initialisers and sizes; the JSON
- * writer.
+ * and the caller's tm_rcpt_status array), its JSON form, and the names of
+ * errors, results, policy sources and floors it speaks in.
  */
 #include <stdarg.h>
-#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "internal.h"
-
-/* ------------------------------------------------------------------------
- * Version
- * ---------------------------------------------------------------------- */
-
-TM_EXTERN const char *tm_version(void)
-{
-    return TM_VERSION_STRING;
-}
-
-TM_EXTERN unsigned int tm_version_number(void)
-{
-    return TM_VERSION_NUMBER;
-}
 
 /* ------------------------------------------------------------------------
  * Errors and results
@@ -114,98 +98,6 @@ int tm__result_of_code(int code)
     if (code >= 500 && code <= 599)
         return TM_RESULT_BOUNCED;
     return TM_RESULT_DEFERRED;
-}
-
-/* ------------------------------------------------------------------------
- * Struct versions, initialisers and sizes
- *
- * Each struct grows only at its end; the size of each version is what a
- * caller compiled against it has.  A struct of an older version is copied
- * into a current one (the rest zero) before it is read.
- * ---------------------------------------------------------------------- */
-
-static size_t message_size(unsigned int version)
-{
-    return version == 1 ? offsetof(tm_message, rcpt_status) : sizeof(tm_message);
-}
-
-int tm__message_copy(tm_message *dst, const tm_message *src)
-{
-    if (src == NULL || tm__version_ok(src->version, TM_MESSAGE_VERSION) != TM_OK)
-        return TM_EINVAL;
-    memset(dst, 0, sizeof(*dst));
-    memcpy(dst, src, message_size(src->version));
-    return TM_OK;
-}
-
-TM_EXTERN int tm_policy_init(tm_policy *policy, unsigned int version)
-{
-    if (policy == NULL || tm__version_ok(version, TM_POLICY_VERSION) != TM_OK)
-        return TM_EINVAL;
-    memset(policy, 0, sizeof(*policy)); /* padding too: bindings may compare bytes */
-    policy->version = version;
-    return TM_OK;
-}
-
-TM_EXTERN int tm_status_init(tm_delivery_status *status, unsigned int version)
-{
-    /* Version 1 was the 0.1 layout, with the recipients inside: gone. */
-    if (status == NULL || version != TM_STATUS_VERSION)
-        return TM_EINVAL;
-    status->version = version;
-    return tm__status_reset(status);
-}
-
-TM_EXTERN int tm_message_init(tm_message *message, unsigned int version)
-{
-    if (message == NULL || tm__version_ok(version, TM_MESSAGE_VERSION) != TM_OK)
-        return TM_EINVAL;
-    memset(message, 0, message_size(version));
-    message->version = version;
-    return TM_OK;
-}
-
-TM_EXTERN int tm_session_options_init(tm_session_options *options, unsigned int version)
-{
-    if (options == NULL || tm__version_ok(version, TM_SESSION_OPTIONS_VERSION) != TM_OK)
-        return TM_EINVAL;
-    memset(options, 0, sizeof(*options));
-    options->version = version;
-    return TM_OK;
-}
-
-TM_EXTERN int tm_context_options_init(tm_context_options *options, unsigned int version)
-{
-    if (options == NULL || tm__version_ok(version, TM_CONTEXT_OPTIONS_VERSION) != TM_OK)
-        return TM_EINVAL;
-    memset(options, 0, sizeof(*options));
-    options->version = version;
-    return TM_OK;
-}
-
-TM_EXTERN size_t tm_status_size(void)
-{
-    return sizeof(tm_delivery_status);
-}
-
-TM_EXTERN size_t tm_policy_size(void)
-{
-    return sizeof(tm_policy);
-}
-
-TM_EXTERN size_t tm_message_size(void)
-{
-    return sizeof(tm_message);
-}
-
-TM_EXTERN size_t tm_context_options_size(void)
-{
-    return sizeof(tm_context_options);
-}
-
-TM_EXTERN size_t tm_session_options_size(void)
-{
-    return sizeof(tm_session_options);
 }
 
 /* ------------------------------------------------------------------------
@@ -447,11 +339,6 @@ int tm__outcome_result(tm_outcome *o, int rc)
     if (st->rcpt_delivered > 0)
         return TM_EPARTIAL;
     return rc == TM_OK ? TM_EREJECTED : rc;
-}
-
-const char *tm__floor_word(int floor)
-{
-    return tm_floor_name(floor);
 }
 
 /* ------------------------------------------------------------------------
