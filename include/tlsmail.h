@@ -265,6 +265,10 @@ typedef struct tm_rcpt_status {
  *                one when the server limited recipients per transaction (a
  *                452 to RCPT, RFC 5321 4.5.3.1.10) or the message has more
  *                recipients than one transaction carries (100).
+ * tls_resumed    1 if the TLS session was resumed (TLS 1.2 session ticket or
+ *                ID, TLS 1.3 PSK from a ticket) rather than fully handshaken.
+ *                cert_verified is then what the full handshake that made
+ *                the session found, never more.
  */
 typedef struct tm_delivery_status {
     unsigned int version;
@@ -297,11 +301,12 @@ typedef struct tm_delivery_status {
     unsigned int rcpt_uncertain;
     unsigned int rcpt_bounced;
     unsigned int transactions;
+    int tls_resumed;
 } tm_delivery_status;
 
 #define TM_STATUS_INIT                                                                      \
     { TM_STATUS_VERSION, 0, 0, 0, "", "", "", 0, 0, 0, "", "", "", "", "", 0, 0, 0.0, 0,     \
-      TM_POLICY_INIT, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
+      TM_POLICY_INIT, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
 /* Sets *status to an empty status of struct version `version` (pass
  * TM_STATUS_VERSION): result TM_RESULT_NONE.  TM_EINVAL for NULL or an
  * unknown version. */
@@ -327,6 +332,7 @@ TM_EXTERN const char *tm_abi_layout(void);
  *    "description": "...", "tls": true, "certificate-verified": true,
  *    "mx-host": "...", "mx-address": "...", "mx-port": 25,
  *    "tls-version": "TLSv1.2", "tls-cipher": "...", "tls-error": "",
+ *    "tls-resumed": false,
  *    "attempt-no": 1, "session-seconds": 0.012, "utf8": false,
  *    "policy": {"require-tls": true, "require-tls-from": "message",
  *               "skip-verify": false, "skip-verify-from": "default",
@@ -374,7 +380,7 @@ typedef enum tm_log_level {
  * NUL-terminated line without a newline, valid only during the call. */
 typedef void (*tm_log_fn)(void *arg, int level, const char *message);
 
-#define TM_CONTEXT_OPTIONS_VERSION 1
+#define TM_CONTEXT_OPTIONS_VERSION 2
 
 /*
  * Options of a context.  Every field 0/NULL means the default shown.
@@ -384,6 +390,9 @@ typedef void (*tm_log_fn)(void *arg, int level, const char *message);
  *
  * ca_file          PEM bundle of trusted CAs (default: the system store,
  *                  /etc/ssl/certs/ca-certificates.crt and similar).
+ * ca_path          directory of PEM or DER CA certificates, one per file
+ *                  (as OpenSSL's -CApath; files that do not parse are
+ *                  skipped).  With ca_file, both are trusted.  (Version 2.)
  * helo_name        name announced in EHLO/HELO (default: this host's name).
  * port             SMTP port of MX hosts (default 25).
  * dns_server       "IP" or "IP:PORT" of the DNS server to ask instead of
@@ -426,9 +435,10 @@ typedef struct tm_context_options {
     tm_log_fn log;
     void *log_arg;
     int log_level; /* highest tm_log_level passed to log (default ERROR) */
+    const char *ca_path; /* version 2 */
 } tm_context_options;
 
-#define TM_CONTEXT_OPTIONS_INIT { TM_CONTEXT_OPTIONS_VERSION, NULL, NULL, NULL, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, NULL, NULL, 0 }
+#define TM_CONTEXT_OPTIONS_INIT { TM_CONTEXT_OPTIONS_VERSION, NULL, NULL, NULL, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, NULL, NULL, 0, NULL }
 /* Sets *options to the defaults of struct version `version` (pass
  * TM_CONTEXT_OPTIONS_VERSION).  TM_EINVAL for NULL or an unknown version. */
 TM_EXTERN int tm_context_options_init(tm_context_options *options, unsigned int version);
@@ -445,6 +455,17 @@ TM_EXTERN int tm_context_new(tm_context **out, const tm_context_options *options
 
 /* Releases a context.  NULL is a no-op. */
 TM_EXTERN void tm_context_free(tm_context *ctx);
+
+/*
+ * Reads the trust store again from where the context's options named it
+ * (ca_file, ca_path, or the system store), for when certificates rotate.
+ * Safe while other threads deliver with the context: a handshake under
+ * way finishes with the store it began with, every later one uses the new
+ * store, and no TLS session verified under the old store is resumed.  On
+ * error the old store stays in use.  Errors: TM_EINVAL (NULL), TM_ENOMEM,
+ * TM_ECAFILE (nothing readable, or no certificate found).
+ */
+TM_EXTERN int tm_context_reload_ca(tm_context *ctx);
 
 /* ------------------------------------------------------------------------
  * Messages

@@ -100,7 +100,8 @@ TM_EXTERN int tm_context_options_init(tm_context_options *options, unsigned int 
 {
     if (options == NULL || tm__version_ok(version, TM_CONTEXT_OPTIONS_VERSION) != TM_OK)
         return TM_EINVAL;
-    memset(options, 0, sizeof(*options));
+    /* Version 1 ends before ca_path. */
+    memset(options, 0, version == 1 ? offsetof(tm_context_options, ca_path) : sizeof(*options));
     options->version = version;
     return TM_OK;
 }
@@ -191,6 +192,7 @@ static const abi_entry abi_table[] = {
     FIELD(tm_delivery_status, rcpt_uncertain),
     FIELD(tm_delivery_status, rcpt_bounced),
     FIELD(tm_delivery_status, transactions),
+    FIELD(tm_delivery_status, tls_resumed),
 
     STRUCT(tm_context_options),
     FIELD(tm_context_options, version),
@@ -215,6 +217,7 @@ static const abi_entry abi_table[] = {
     FIELD(tm_context_options, log),
     FIELD(tm_context_options, log_arg),
     FIELD(tm_context_options, log_level),
+    FIELD(tm_context_options, ca_path),
 
     STRUCT(tm_message),
     FIELD(tm_message, version),

@@ -144,8 +144,9 @@ static void set_tls_error(tm_session *s, int failure, const char *fmt, ...)
     va_end(ap);
 }
 
-/* One attempt at TLS on the current connection: what happened. */
-static tm_tls_event try_tls(tm_session *s, int *fatal)
+/* One attempt at TLS on the current connection: what happened.
+ * *resume_failed: the handshake failed while offering a cached session. */
+static tm_tls_event try_tls(tm_session *s, int *fatal, int *resume_failed)
 {
     tm_client *c = &s->client;
     char err[TM_TEXT_MAX], key[TM_HOST_MAX + TM_IPADDR_MAX + 32], reply[TM_TEXT_MAX];
@@ -154,6 +155,7 @@ static tm_tls_event try_tls(tm_session *s, int *fatal)
     int rc;
 
     *fatal = TM_OK;
+    *resume_failed = 0;
     s->cert_verified = 0;
     if (!(c->caps.flags & TM_CAP_STARTTLS)) {
         set_tls_error(s, TM_TLS_FAILURE_NOT_OFFERED, "STARTTLS not offered by %s", s->host);
@@ -207,6 +209,7 @@ static tm_tls_event try_tls(tm_session *s, int *fatal)
     if (rc != TM_OK) {
         if (rc == TM_ENOMEM)
             *fatal = rc;
+        *resume_failed = tm__tls_offered(s->tls);
         set_tls_error(s, TM_TLS_FAILURE_HANDSHAKE, "TLS handshake with %s failed: %s", s->host,
                       err);
         return TM_EV_HANDSHAKE;
@@ -276,14 +279,30 @@ static int reconnect_plain(tm_session *s)
 int tm__session_apply_policy(tm_session *s)
 {
     const tm_policy *p = &s->resolved.policy;
+    int retried = 0;
 
     for (;;) {
-        int fatal, rc;
-        tm_tls_event ev = try_tls(s, &fatal);
+        int fatal, resume_failed, rc;
+        tm_tls_event ev = try_tls(s, &fatal, &resume_failed);
         tm_tls_action act = tm__policy_decide(p, ev);
 
         if (fatal != TM_OK)
             return fatal;
+        if (resume_failed && !retried) {
+            /* The handshake failed offering a cached session (the session
+             * is now forgotten).  The server may have changed: a TLS 1.3
+             * session makes mbedTLS offer TLS 1.3 alone, which a server
+             * now limited to TLS 1.2 refuses.  One fresh try on a new
+             * connection to the same address, before the policy speaks;
+             * an attacker forcing this only gets a full handshake. */
+            retried = 1;
+            tm__log(s->ctx, TM_LOG_INFO, "%s; again without resuming", s->tls_error);
+            tm__session_drop(s);
+            rc = tm__session_connect(s);
+            if (rc != TM_OK)
+                return TM_FLAG(p->require_tls) ? TM_ETLSREQUIRED : rc;
+            continue;
+        }
         if (act == TM_ACT_USE_TLS && ehlo_over_tls(s) != TM_OK) {
             ev = TM_EV_HANDSHAKE;
             act = tm__policy_decide(p, ev);

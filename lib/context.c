@@ -11,6 +11,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <stddef.h>
+
 #include "internal.h"
 
 static unsigned int pick(unsigned int value, unsigned int fallback, unsigned int dflt)
@@ -20,9 +22,11 @@ static unsigned int pick(unsigned int value, unsigned int fallback, unsigned int
     return fallback ? fallback : dflt;
 }
 
-TM_EXTERN int tm_context_new(tm_context **out, const tm_context_options *o)
+TM_EXTERN int tm_context_new(tm_context **out, const tm_context_options *given)
 {
     static const tm_context_options defaults = TM_CONTEXT_OPTIONS_INIT;
+    tm_context_options copy;
+    const tm_context_options *o = given ? given : &defaults;
     tm_context *ctx;
     char err[256];
     unsigned int cmd;
@@ -31,10 +35,13 @@ TM_EXTERN int tm_context_new(tm_context **out, const tm_context_options *o)
     if (!out)
         return TM_EINVAL;
     *out = NULL;
-    if (!o)
-        o = &defaults;
     if (tm__version_ok(o->version, TM_CONTEXT_OPTIONS_VERSION) != TM_OK)
         return TM_EINVAL;
+    if (o->version == 1) { /* ends before ca_path */
+        memset(&copy, 0, sizeof copy);
+        memcpy(&copy, o, offsetof(tm_context_options, ca_path));
+        o = &copy;
+    }
     if (o->helo_name && (tm__name_check(o->helo_name) != TM_OK))
         return TM_EINVAL;
     if (o->port > 65535)
@@ -90,7 +97,7 @@ TM_EXTERN int tm_context_new(tm_context **out, const tm_context_options *o)
         tm__free(ctx);
         return TM_ENOMEM;
     }
-    rc = tm__tls_config_new(&ctx->tls, o->ca_file, err, sizeof err);
+    rc = tm__tls_config_new(&ctx->tls, o->ca_file, o->ca_path, err, sizeof err);
     if (rc != TM_OK) {
         tm__log(ctx, TM_LOG_ERROR, "TLS setup failed: %s", err);
         pthread_rwlock_destroy(&ctx->settings_lock);
@@ -109,6 +116,22 @@ TM_EXTERN void tm_context_free(tm_context *ctx)
     tm__settings_free(ctx);
     pthread_rwlock_destroy(&ctx->settings_lock);
     tm__free(ctx);
+}
+
+TM_EXTERN int tm_context_reload_ca(tm_context *ctx)
+{
+    char err[256];
+    int rc;
+
+    if (!ctx)
+        return TM_EINVAL;
+    rc = tm__tls_reload_ca(ctx->tls, err, sizeof err);
+    if (rc != TM_OK)
+        tm__log(ctx, TM_LOG_ERROR, "trust store not reloaded (the old one stays): %s",
+                err[0] ? err : tm_strerror(rc));
+    else
+        tm__log(ctx, TM_LOG_INFO, "trust store reloaded");
+    return rc;
 }
 
 TM_EXTERN const char *tm_tls_backend(void)

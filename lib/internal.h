@@ -255,9 +255,9 @@ void tm__status_set_code(tm_delivery_status *st, int code, const char *enhanced,
 /* The connection a status speaks of. */
 void tm__status_set_host(tm_delivery_status *st, const char *host, const char *address,
                          unsigned int port, unsigned int attempts);
-/* The TLS outcome: tls 0/1, verified 0/1, failure (tm_tls_failure), the
- * error text, version and cipher names (NULL: none). */
-void tm__status_set_tls(tm_delivery_status *st, int tls, int verified, int failure,
+/* The TLS outcome: tls 0/1, verified 0/1, resumed 0/1, failure
+ * (tm_tls_failure), the error text, version and cipher names (NULL: none). */
+void tm__status_set_tls(tm_delivery_status *st, int tls, int verified, int resumed, int failure,
                         const char *error, const char *version, const char *cipher);
 void tm__status_set_policy(tm_delivery_status *st, const tm_resolved *r);
 void tm__status_set_utf8(tm_delivery_status *st, int utf8);
@@ -339,7 +339,12 @@ int tm__net_parse_addr(const char *text, unsigned int default_port, struct socka
 struct tm_tls_config;
 typedef struct tm_tls tm_tls;
 
-int tm__tls_config_new(struct tm_tls_config **out, const char *ca_file, char *err, size_t errlen);
+int tm__tls_config_new(struct tm_tls_config **out, const char *ca_file, const char *ca_path,
+                       char *err, size_t errlen);
+/* Reads the store again from where it came; the old one stays on error.
+ * Handshakes begun keep the store they began with; cached sessions are
+ * forgotten. */
+int tm__tls_reload_ca(struct tm_tls_config *cfg, char *err, size_t errlen);
 void tm__tls_config_free(struct tm_tls_config *cfg);
 const char *tm__tls_backend_name(void);
 /* Fills buf from the context's random generator (thread-safe). */
@@ -356,14 +361,20 @@ void tm__tls_free(tm_tls *t);
  */
 int tm__tls_start(tm_tls *t, tm_transport *inner, const char *hostname, const char *cache_key,
                   int64_t deadline, tm_transport **out, char *err, size_t errlen);
-/* After TM_OK: whether the certificate verified, and why not in words. */
+/* After TM_OK: whether the certificate verified (for a resumed session:
+ * what the full handshake behind it found), and why not in words. */
 int tm__tls_verified(const tm_tls *t);
+/* Whether the last handshake resumed a cached session; whether one was
+ * offered (a failed handshake that offered one may be retried without). */
+int tm__tls_resumed(const tm_tls *t);
+int tm__tls_offered(const tm_tls *t);
 void tm__tls_verify_error(const tm_tls *t, char *buf, size_t size);
 const char *tm__tls_version(const tm_tls *t);
 const char *tm__tls_cipher(const tm_tls *t);
 /* The session decided to keep this connection: store its session for
- * resumption (TLS 1.2 now; TLS 1.3 at close, when its tickets are in).
- * cache_drop forgets the key after any failure. */
+ * resumption (TLS 1.2 now; TLS 1.3 with each ticket as it arrives, never
+ * without one), with its verification outcome.  cache_drop forgets the
+ * key after any failure, and the connection is never saved again. */
 void tm__tls_cache_save(tm_tls *t);
 void tm__tls_cache_drop(tm_tls *t);
 

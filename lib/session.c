@@ -76,7 +76,7 @@ static void status_failure(tm_session *s, tm_delivery_status *st, int rc)
                         s->route.port, s->route.attempts);
     tm__status_set_code(st, f->code, f->enhanced, f->message); /* the failure's own reply */
     if (s->tls_failure != TM_TLS_FAILURE_NOT_TRIED)
-        tm__status_set_tls(st, 0, 0, s->tls_failure, s->tls_error, NULL, NULL);
+        tm__status_set_tls(st, 0, 0, 0, s->tls_failure, s->tls_error, NULL, NULL);
     if (rc == TM_ETLSREQUIRED)
         tm__status_describe(st, "TLS required, but no MX host of %s gave %s: %s",
                             s->route.explicit_host ? s->route.mx[0].host : s->domain,
@@ -89,7 +89,8 @@ static void status_failure(tm_session *s, tm_delivery_status *st, int rc)
 static void status_connection(const tm_session *s, tm_delivery_status *st)
 {
     tm__status_set_host(st, s->host, s->address, s->route.port, s->route.attempts);
-    tm__status_set_tls(st, s->tls_active, s->cert_verified, s->tls_failure, s->tls_error,
+    tm__status_set_tls(st, s->tls_active, s->cert_verified,
+                       s->tls_active && tm__tls_resumed(s->tls), s->tls_failure, s->tls_error,
                        s->tls_active ? tm__tls_version(s->tls) : NULL,
                        s->tls_active ? tm__tls_cipher(s->tls) : NULL);
 }

@@ -205,13 +205,14 @@ void tm__status_set_host(tm_delivery_status *st, const char *host, const char *a
     st->attempt_no = attempts;
 }
 
-void tm__status_set_tls(tm_delivery_status *st, int tls, int verified, int failure,
+void tm__status_set_tls(tm_delivery_status *st, int tls, int verified, int resumed, int failure,
                         const char *error, const char *version, const char *cipher)
 {
     if (st == NULL)
         return;
     st->tls = tls;
-    st->cert_verified = verified;
+    st->cert_verified = tls && verified;
+    st->tls_resumed = tls && resumed;
     st->tls_failure = tls ? TM_TLS_FAILURE_NONE : failure;
     tm__strlcpy(st->tls_error, error, sizeof(st->tls_error));
     tm__strlcpy(st->tls_version, tls ? version : NULL, sizeof(st->tls_version));
@@ -467,6 +468,7 @@ TM_EXTERN int tm_status_json(const tm_delivery_status *status, const tm_rcpt_sta
     PUT_FIELD(&j, ", \"tls-version\": ", status->tls_version);
     PUT_FIELD(&j, ", \"tls-cipher\": ", status->tls_cipher);
     PUT_FIELD(&j, ", \"tls-error\": ", status->tls_error);
+    puts_(&j, status->tls_resumed ? ", \"tls-resumed\": true" : ", \"tls-resumed\": false");
     puts_(&j, ", \"attempt-no\": ");
     put_uint(&j, status->attempt_no);
 

@@ -36,9 +36,14 @@
 #include "internal.h"
 
 /*
- * Resumable sessions, keyed by host, address, port and policy, so that a
- * session verified for one name is never offered for another.  A small
- * table with least-recently-stored eviction; entries expire.
+ * Resumable sessions, keyed by host, address, port and policy (the caller's
+ * key), so that a session made for one name or policy is never offered for
+ * another.  Each entry keeps beside the session what the full handshake
+ * that made it found (its verification flags: TLS 1.3 PSK resumption
+ * reports 0, and serialised sessions do not always keep them) and the
+ * generation of the trust store that judged it, so a reloaded store never
+ * resumes a session the old one verified.  A small table with
+ * least-recently-stored eviction; entries expire.
  */
 #define TM_TLS_CACHE_SIZE 64
 #define TM_TLS_CACHE_TTL_MS (30 * 60 * 1000)
@@ -46,24 +51,38 @@
 
 typedef struct tm_tls_cached {
     char key[TM_TLS_KEY_MAX];
+    unsigned long gen;   /* trust store generation */
+    uint32_t flags;      /* verification result of the full handshake */
     int64_t stored;
     unsigned char *data; /* mbedtls_ssl_session_save() output */
     size_t len;
 } tm_tls_cached;
 
+/* A trust store and the TLS configuration that points at it.  Replaced
+ * whole by a reload; each tm_tls holds a reference to the one its
+ * mbedtls_ssl_context was set up with. */
+typedef struct tm_tls_trust {
+    unsigned int refs; /* under tm_tls_config.lock */
+    unsigned long gen;
+    mbedtls_x509_crt ca;
+    mbedtls_ssl_config conf;
+} tm_tls_trust;
+
 struct tm_tls_config {
     mbedtls_entropy_context entropy;
     mbedtls_ctr_drbg_context drbg; /* locked internally (MBEDTLS_THREADING_C) */
-    mbedtls_x509_crt ca;
-    mbedtls_ssl_config conf;
-    pthread_mutex_t cache_lock;
-    int cache_ready;
+    char *ca_file, *ca_path;       /* where the store comes from (NULL: system) */
+    pthread_mutex_t lock;          /* trust, refs, gen, cache */
+    int lock_ready;
+    tm_tls_trust *trust;
+    unsigned long gen;
     tm_tls_cached cache[TM_TLS_CACHE_SIZE];
 };
 
 struct tm_tls {
     tm_transport base;
     struct tm_tls_config *cfg;
+    tm_tls_trust *trust; /* the store ssl was set up with (a reference) */
     mbedtls_ssl_context ssl;
     tm_transport *inner; /* NULL when no connection */
     int64_t deadline;    /* of the call under way */
@@ -71,13 +90,22 @@ struct tm_tls {
     int ready;           /* mbedtls_ssl_setup done: buffers allocated once */
     int used;            /* a connection used it since the last reset */
     uint32_t flags;      /* verification result of the last handshake */
-    int saved;           /* this connection's session is in the cache */
+    int offered;         /* a cached session was offered */
+    uint32_t offered_flags; /* ... and what its full handshake found */
+    int verified_now;    /* the chain was verified in this handshake */
+    int resumed;         /* the handshake resumed the offered session */
+    int ticket;          /* a TLS 1.3 ticket arrived on this connection */
+    int keep;            /* the policy kept this connection: cache it */
     int dropped;         /* the session was dropped: never save it again */
     char key[TM_TLS_KEY_MAX]; /* cache key of this connection, "" = none */
 };
 
 #if defined(MBEDTLS_THREADING_C) == 0
 #warning "mbedTLS without MBEDTLS_THREADING_C: share a tm_context between threads at your own risk"
+#endif
+
+#if defined(TM_MBEDTLS3) && MBEDTLS_VERSION_NUMBER < 0x03060100
+#error "mbedTLS 3.0 to 3.6.0 are not supported (3.6.0 ignores VERIFY_OPTIONAL on TLS 1.3): use 2.28 or 3.6.1 and later"
 #endif
 
 const char *tm__tls_backend_name(void)
@@ -92,24 +120,101 @@ static void describe(int ret, char *err, size_t errlen)
     snprintf(err, errlen, "%s (-0x%04x)", buf, (unsigned int)-ret);
 }
 
-/* Curve order: x25519 first (P-521 first costs 3x the CPU on 2.28). */
+/*
+ * Key exchange groups, cheapest first as measured on each mbedTLS (bench
+ * --mode crypto, docs/performance.md): secp256r1 costs less than X25519 in
+ * mbedTLS's own code (2.28 and 3.6 alike), P-384 more than both.  A server
+ * that takes our first share does no HelloRetryRequest.
+ */
 #if defined(TM_MBEDTLS3)
 static const uint16_t groups[] = {
-    MBEDTLS_SSL_IANA_TLS_GROUP_X25519,
     MBEDTLS_SSL_IANA_TLS_GROUP_SECP256R1,
+    MBEDTLS_SSL_IANA_TLS_GROUP_X25519,
     MBEDTLS_SSL_IANA_TLS_GROUP_SECP384R1,
     MBEDTLS_SSL_IANA_TLS_GROUP_NONE,
 };
 #else
 static const mbedtls_ecp_group_id curves[] = {
+    MBEDTLS_ECP_DP_SECP256R1,
 #if defined(MBEDTLS_ECP_DP_CURVE25519_ENABLED)
     MBEDTLS_ECP_DP_CURVE25519,
 #endif
-    MBEDTLS_ECP_DP_SECP256R1,
     MBEDTLS_ECP_DP_SECP384R1,
     MBEDTLS_ECP_DP_NONE,
 };
 #endif
+
+#if defined(TM_MBEDTLS3) && defined(MBEDTLS_SSL_PROTO_TLS1_3)
+/*
+ * Signature algorithms, cheapest verification first: an RSA signature
+ * (e = 65537) verifies far faster in mbedTLS than an ECDSA one, so a
+ * server with both certificates shows the RSA one.  TLS 1.2 picks the
+ * certificate by the cipher suite instead (see suite_rank).
+ */
+static const uint16_t sig_algs[] = {
+    MBEDTLS_TLS1_3_SIG_RSA_PSS_RSAE_SHA256,
+    MBEDTLS_TLS1_3_SIG_RSA_PKCS1_SHA256,
+    MBEDTLS_TLS1_3_SIG_ECDSA_SECP256R1_SHA256,
+    MBEDTLS_TLS1_3_SIG_RSA_PSS_RSAE_SHA384,
+    MBEDTLS_TLS1_3_SIG_RSA_PKCS1_SHA384,
+    MBEDTLS_TLS1_3_SIG_ECDSA_SECP384R1_SHA384,
+    MBEDTLS_TLS1_3_SIG_RSA_PSS_RSAE_SHA512,
+    MBEDTLS_TLS1_3_SIG_RSA_PKCS1_SHA512,
+    MBEDTLS_TLS1_3_SIG_ECDSA_SECP521R1_SHA512,
+    MBEDTLS_TLS1_3_SIG_NONE,
+};
+#endif
+
+/*
+ * Cipher suites: the library's default list, with the cheapest record
+ * protection first.  ChaCha20-Poly1305 is faster than AES-GCM in mbedTLS
+ * on x86-64 even with AES-NI (2.28 and 3.6, measured by bench --mode
+ * crypto), AES-128 cheaper than AES-256; among TLS 1.2 suites the RSA ones
+ * first, for the cheaper signature to verify.  Suites not named keep the
+ * library's order behind these, so no server loses TLS by the reorder.
+ */
+static int suite_rank(int id)
+{
+    static const int preferred[] = {
+#if defined(TM_MBEDTLS3) && defined(MBEDTLS_SSL_PROTO_TLS1_3)
+        MBEDTLS_TLS1_3_CHACHA20_POLY1305_SHA256,
+        MBEDTLS_TLS1_3_AES_128_GCM_SHA256,
+        MBEDTLS_TLS1_3_AES_256_GCM_SHA384,
+#endif
+        MBEDTLS_TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+        MBEDTLS_TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+        MBEDTLS_TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+        MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        MBEDTLS_TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+        MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+    };
+    size_t i;
+
+    for (i = 0; i < sizeof preferred / sizeof preferred[0]; i++)
+        if (preferred[i] == id)
+            return (int)i;
+    return (int)i;
+}
+
+#define TM_TLS_SUITES_MAX 256
+static int suites[TM_TLS_SUITES_MAX];
+static pthread_once_t suites_once = PTHREAD_ONCE_INIT;
+
+/* Stable: the library's order among suites of equal rank. */
+static void suites_init(void)
+{
+    const int *all = mbedtls_ssl_list_ciphersuites();
+    size_t n = 0, i, j;
+
+    for (i = 0; all[i] != 0 && n < TM_TLS_SUITES_MAX - 1; i++) {
+        int id = all[i], r = suite_rank(id);
+        for (j = n; j > 0 && suite_rank(suites[j - 1]) > r; j--)
+            suites[j] = suites[j - 1];
+        suites[j] = id;
+        n++;
+    }
+    suites[n] = 0;
+}
 
 static int load_system_store(mbedtls_x509_crt *ca)
 {
@@ -131,11 +236,140 @@ static int load_system_store(mbedtls_x509_crt *ca)
     return -1;
 }
 
-int tm__tls_config_new(struct tm_tls_config **out, const char *ca_file, char *err, size_t errlen)
+/* Loads the store: ca_file and/or ca_path, else the system's. */
+static int load_store(const struct tm_tls_config *cfg, mbedtls_x509_crt *ca, char *err,
+                      size_t errlen)
+{
+    int ret;
+
+    if (!cfg->ca_file && !cfg->ca_path) {
+        if (load_system_store(ca) == 0)
+            return TM_OK;
+        tm__strlcpy(err, "no system CA store found", errlen);
+        return TM_ECAFILE;
+    }
+    if (cfg->ca_file) {
+        ret = mbedtls_x509_crt_parse_file(ca, cfg->ca_file);
+        if (ret == MBEDTLS_ERR_X509_ALLOC_FAILED)
+            return TM_ENOMEM;
+        if (ret < 0) {
+            describe(ret, err, errlen);
+            return TM_ECAFILE;
+        }
+    }
+    if (cfg->ca_path) {
+        /* A positive count is of files that did not parse: skipped. */
+        ret = mbedtls_x509_crt_parse_path(ca, cfg->ca_path);
+        if (ret == MBEDTLS_ERR_X509_ALLOC_FAILED)
+            return TM_ENOMEM;
+        if (ret < 0) {
+            describe(ret, err, errlen);
+            return TM_ECAFILE;
+        }
+    }
+    if (ca->version == 0) {
+        snprintf(err, errlen, "no certificate in %s%s%s", cfg->ca_file ? cfg->ca_file : "",
+                 cfg->ca_file && cfg->ca_path ? " or " : "", cfg->ca_path ? cfg->ca_path : "");
+        return TM_ECAFILE;
+    }
+    return TM_OK;
+}
+
+static void trust_free(tm_tls_trust *tr)
+{
+    if (!tr)
+        return;
+    mbedtls_ssl_config_free(&tr->conf);
+    mbedtls_x509_crt_free(&tr->ca);
+    tm__free(tr);
+}
+
+/* Drops one reference (taken under the lock). */
+static void trust_release(struct tm_tls_config *cfg, tm_tls_trust *tr)
+{
+    int last;
+
+    if (!tr)
+        return;
+    pthread_mutex_lock(&cfg->lock);
+    last = --tr->refs == 0;
+    pthread_mutex_unlock(&cfg->lock);
+    if (last)
+        trust_free(tr);
+}
+
+/* A new store and the configuration over it, with no reference yet. */
+static int trust_new(struct tm_tls_config *cfg, tm_tls_trust **out, char *err, size_t errlen)
+{
+    tm_tls_trust *tr;
+    int ret, rc;
+
+    *out = NULL;
+    tr = tm__calloc(1, sizeof *tr);
+    if (!tr)
+        return TM_ENOMEM;
+    mbedtls_x509_crt_init(&tr->ca);
+    mbedtls_ssl_config_init(&tr->conf);
+    rc = load_store(cfg, &tr->ca, err, errlen);
+    if (rc != TM_OK) {
+        trust_free(tr);
+        return rc;
+    }
+    ret = mbedtls_ssl_config_defaults(&tr->conf, MBEDTLS_SSL_IS_CLIENT, MBEDTLS_SSL_TRANSPORT_STREAM,
+                                      MBEDTLS_SSL_PRESET_DEFAULT);
+    if (ret != 0) {
+        describe(ret, err, errlen);
+        trust_free(tr);
+        return ret == MBEDTLS_ERR_SSL_ALLOC_FAILED ? TM_ENOMEM : TM_ETLS;
+    }
+    /* Verify always, enforce never here: the policy decides what a failed
+     * verification means, and the status reports the truth. */
+    mbedtls_ssl_conf_authmode(&tr->conf, MBEDTLS_SSL_VERIFY_OPTIONAL);
+    mbedtls_ssl_conf_ca_chain(&tr->conf, &tr->ca, NULL);
+    mbedtls_ssl_conf_rng(&tr->conf, mbedtls_ctr_drbg_random, &cfg->drbg);
+    mbedtls_ssl_conf_ciphersuites(&tr->conf, suites);
+#if defined(TM_MBEDTLS3)
+    mbedtls_ssl_conf_min_tls_version(&tr->conf, MBEDTLS_SSL_VERSION_TLS1_2);
+    mbedtls_ssl_conf_groups(&tr->conf, groups);
+#if defined(MBEDTLS_SSL_PROTO_TLS1_3)
+    mbedtls_ssl_conf_sig_algs(&tr->conf, sig_algs);
+#if defined(MBEDTLS_SSL_SESSION_TICKETS)
+    /* Since 3.6.1 a client is told of TLS 1.3 tickets only when it asks;
+     * without them no TLS 1.3 session ever resumes. */
+    mbedtls_ssl_conf_tls13_enable_signal_new_session_tickets(
+        &tr->conf, MBEDTLS_SSL_TLS1_3_SIGNAL_NEW_SESSION_TICKETS_ENABLED);
+#endif
+#endif
+#else
+    mbedtls_ssl_conf_min_version(&tr->conf, MBEDTLS_SSL_MAJOR_VERSION_3, MBEDTLS_SSL_MINOR_VERSION_3);
+    mbedtls_ssl_conf_curves(&tr->conf, curves);
+#endif
+    *out = tr;
+    return TM_OK;
+}
+
+static char *dup_or_null(const char *s, int *rc)
+{
+    char *d;
+    size_t n;
+
+    if (!s)
+        return NULL;
+    n = strlen(s) + 1;
+    d = tm__calloc(1, n);
+    if (!d)
+        *rc = TM_ENOMEM;
+    else
+        memcpy(d, s, n);
+    return d;
+}
+
+int tm__tls_config_new(struct tm_tls_config **out, const char *ca_file, const char *ca_path,
+                       char *err, size_t errlen)
 {
     static const unsigned char pers[] = "libtlsmail";
     struct tm_tls_config *cfg;
-    int ret;
+    int ret, rc = TM_OK;
 
     *out = NULL;
     err[0] = '\0';
@@ -145,18 +379,24 @@ int tm__tls_config_new(struct tm_tls_config **out, const char *ca_file, char *er
         return TM_ETLS;
     }
 #endif
+    if (pthread_once(&suites_once, suites_init) != 0)
+        return TM_ETLS;
     cfg = tm__calloc(1, sizeof *cfg);
     if (!cfg)
         return TM_ENOMEM;
     mbedtls_entropy_init(&cfg->entropy);
     mbedtls_ctr_drbg_init(&cfg->drbg);
-    mbedtls_x509_crt_init(&cfg->ca);
-    mbedtls_ssl_config_init(&cfg->conf);
-    if (pthread_mutex_init(&cfg->cache_lock, NULL) != 0) {
+    if (pthread_mutex_init(&cfg->lock, NULL) != 0) {
         tm__tls_config_free(cfg);
         return TM_ENOMEM;
     }
-    cfg->cache_ready = 1;
+    cfg->lock_ready = 1;
+    cfg->ca_file = dup_or_null(ca_file, &rc);
+    cfg->ca_path = dup_or_null(ca_path, &rc);
+    if (rc != TM_OK) {
+        tm__tls_config_free(cfg);
+        return rc;
+    }
 
     ret = mbedtls_ctr_drbg_seed(&cfg->drbg, mbedtls_entropy_func, &cfg->entropy, pers,
                                 sizeof pers - 1);
@@ -165,43 +405,39 @@ int tm__tls_config_new(struct tm_tls_config **out, const char *ca_file, char *er
         tm__tls_config_free(cfg);
         return TM_ETLS;
     }
-
-    if (ca_file) {
-        ret = mbedtls_x509_crt_parse_file(&cfg->ca, ca_file);
-        if (ret < 0 || cfg->ca.version == 0) {
-            if (ret < 0)
-                describe(ret, err, errlen);
-            else
-                snprintf(err, errlen, "no certificate in %s", ca_file);
-            tm__tls_config_free(cfg);
-            return TM_ECAFILE;
-        }
-    } else if (load_system_store(&cfg->ca) != 0) {
-        tm__strlcpy(err, "no system CA store found", errlen);
+    rc = trust_new(cfg, &cfg->trust, err, errlen);
+    if (rc != TM_OK) {
         tm__tls_config_free(cfg);
-        return TM_ECAFILE;
+        return rc;
     }
-
-    ret = mbedtls_ssl_config_defaults(&cfg->conf, MBEDTLS_SSL_IS_CLIENT, MBEDTLS_SSL_TRANSPORT_STREAM,
-                                      MBEDTLS_SSL_PRESET_DEFAULT);
-    if (ret != 0) {
-        describe(ret, err, errlen);
-        tm__tls_config_free(cfg);
-        return ret == MBEDTLS_ERR_SSL_ALLOC_FAILED ? TM_ENOMEM : TM_ETLS;
-    }
-    /* Verify always, enforce never here: the policy decides what a failed
-     * verification means, and the status reports the truth. */
-    mbedtls_ssl_conf_authmode(&cfg->conf, MBEDTLS_SSL_VERIFY_OPTIONAL);
-    mbedtls_ssl_conf_ca_chain(&cfg->conf, &cfg->ca, NULL);
-    mbedtls_ssl_conf_rng(&cfg->conf, mbedtls_ctr_drbg_random, &cfg->drbg);
-#if defined(TM_MBEDTLS3)
-    mbedtls_ssl_conf_min_tls_version(&cfg->conf, MBEDTLS_SSL_VERSION_TLS1_2);
-    mbedtls_ssl_conf_groups(&cfg->conf, groups);
-#else
-    mbedtls_ssl_conf_min_version(&cfg->conf, MBEDTLS_SSL_MAJOR_VERSION_3, MBEDTLS_SSL_MINOR_VERSION_3);
-    mbedtls_ssl_conf_curves(&cfg->conf, curves);
-#endif
+    cfg->trust->refs = 1; /* the config's own */
+    cfg->trust->gen = cfg->gen = 1;
     *out = cfg;
+    return TM_OK;
+}
+
+int tm__tls_reload_ca(struct tm_tls_config *cfg, char *err, size_t errlen)
+{
+    tm_tls_trust *tr, *old;
+    size_t i;
+    int rc;
+
+    err[0] = '\0';
+    rc = trust_new(cfg, &tr, err, errlen);
+    if (rc != TM_OK)
+        return rc;
+    pthread_mutex_lock(&cfg->lock);
+    old = cfg->trust;
+    tr->refs = 1;
+    tr->gen = ++cfg->gen;
+    cfg->trust = tr;
+    /* Sessions judged by the old store are never offered again. */
+    for (i = 0; i < TM_TLS_CACHE_SIZE; i++) {
+        tm__free(cfg->cache[i].data);
+        cfg->cache[i].data = NULL;
+    }
+    pthread_mutex_unlock(&cfg->lock);
+    trust_release(cfg, old);
     return TM_OK;
 }
 
@@ -213,10 +449,12 @@ void tm__tls_config_free(struct tm_tls_config *cfg)
         return;
     for (i = 0; i < TM_TLS_CACHE_SIZE; i++)
         tm__free(cfg->cache[i].data);
-    if (cfg->cache_ready)
-        pthread_mutex_destroy(&cfg->cache_lock);
-    mbedtls_ssl_config_free(&cfg->conf);
-    mbedtls_x509_crt_free(&cfg->ca);
+    if (cfg->trust && --cfg->trust->refs == 0)
+        trust_free(cfg->trust);
+    if (cfg->lock_ready)
+        pthread_mutex_destroy(&cfg->lock);
+    tm__free(cfg->ca_file);
+    tm__free(cfg->ca_path);
     mbedtls_ctr_drbg_free(&cfg->drbg);
     mbedtls_entropy_free(&cfg->entropy);
     tm__free(cfg);
@@ -247,6 +485,7 @@ void tm__tls_free(tm_tls *t)
     if (!t)
         return;
     mbedtls_ssl_free(&t->ssl);
+    trust_release(t->cfg, t->trust);
     tm__free(t);
 }
 
@@ -289,7 +528,21 @@ static int is_want(int ret)
     return ret == MBEDTLS_ERR_SSL_WANT_READ || ret == MBEDTLS_ERR_SSL_WANT_WRITE;
 }
 
-/* Offers the cached session for t->key, if any and fresh. */
+/*
+ * mbedTLS also says WANT_* without asking the BIO for anything: after a
+ * TLS 1.3 NewSessionTicket (3.6 switches to a handshake state and asks to
+ * be called again), after a warning alert.  Each such return consumed a
+ * record, so calling again makes progress; the count only guards against
+ * a library that would not.  True when the call should be repeated.
+ */
+#define TM_TLS_NO_IO_MAX 1024
+static int again(tm_tls *t, int ret, unsigned int *spins)
+{
+    return is_want(ret) && t->io_err == 0 && ++*spins < TM_TLS_NO_IO_MAX;
+}
+
+/* Offers the cached session for t->key, if any, fresh, and made under
+ * the store this connection uses. */
 static void cache_offer(tm_tls *t)
 {
     struct tm_tls_config *cfg = t->cfg;
@@ -300,21 +553,24 @@ static void cache_offer(tm_tls *t)
     if (!t->key[0])
         return;
     mbedtls_ssl_session_init(&sess);
-    pthread_mutex_lock(&cfg->cache_lock);
+    pthread_mutex_lock(&cfg->lock);
     for (i = 0; i < TM_TLS_CACHE_SIZE; i++) {
         tm_tls_cached *c = &cfg->cache[i];
         if (!c->data || strcmp(c->key, t->key) != 0)
             continue;
-        if (now - c->stored > TM_TLS_CACHE_TTL_MS) {
+        if (now - c->stored > TM_TLS_CACHE_TTL_MS || c->gen != t->trust->gen) {
             tm__free(c->data);
             c->data = NULL;
             break;
         }
-        if (mbedtls_ssl_session_load(&sess, c->data, c->len) == 0)
-            (void)mbedtls_ssl_set_session(&t->ssl, &sess);
+        if (mbedtls_ssl_session_load(&sess, c->data, c->len) == 0 &&
+            mbedtls_ssl_set_session(&t->ssl, &sess) == 0) {
+            t->offered = 1;
+            t->offered_flags = c->flags;
+        }
         break;
     }
-    pthread_mutex_unlock(&cfg->cache_lock);
+    pthread_mutex_unlock(&cfg->lock);
     mbedtls_ssl_session_free(&sess);
 }
 
@@ -323,20 +579,24 @@ void tm__tls_cache_drop(tm_tls *t)
     struct tm_tls_config *cfg = t->cfg;
     size_t i;
 
+    t->keep = 0;
+    t->dropped = 1;
     if (!t->key[0])
         return;
-    pthread_mutex_lock(&cfg->cache_lock);
+    pthread_mutex_lock(&cfg->lock);
     for (i = 0; i < TM_TLS_CACHE_SIZE; i++) {
         if (cfg->cache[i].data && strcmp(cfg->cache[i].key, t->key) == 0) {
             tm__free(cfg->cache[i].data);
             cfg->cache[i].data = NULL;
         }
     }
-    pthread_mutex_unlock(&cfg->cache_lock);
-    t->saved = 0;
-    t->dropped = 1;
+    pthread_mutex_unlock(&cfg->lock);
 }
 
+/* Stores the connection's current session (replacing the key's entry)
+ * with the verification outcome of the handshake that made it.  mbedTLS
+ * exports each session once: a second call without a new ticket is a
+ * no-op. */
 static void cache_save(tm_tls *t)
 {
     struct tm_tls_config *cfg = t->cfg;
@@ -345,49 +605,87 @@ static void cache_save(tm_tls *t)
     size_t len = 0, i, slot = 0;
     int64_t oldest = INT64_MAX;
 
-    if (!t->key[0] || t->saved || t->dropped)
+    if (!t->key[0] || !t->keep || t->dropped)
         return;
     mbedtls_ssl_session_init(&sess);
     if (mbedtls_ssl_get_session(&t->ssl, &sess) == 0 &&
         mbedtls_ssl_session_save(&sess, NULL, 0, &len) == MBEDTLS_ERR_SSL_BUFFER_TOO_SMALL &&
         len > 0 && (buf = tm__calloc(1, len)) != NULL &&
         mbedtls_ssl_session_save(&sess, buf, len, &len) == 0) {
-        pthread_mutex_lock(&cfg->cache_lock);
-        for (i = 0; i < TM_TLS_CACHE_SIZE; i++) {
-            tm_tls_cached *c = &cfg->cache[i];
-            if (c->data && strcmp(c->key, t->key) == 0) {
-                slot = i;
-                break;
+        pthread_mutex_lock(&cfg->lock);
+        if (t->trust->gen == cfg->gen) { /* not judged by a store since replaced */
+            for (i = 0; i < TM_TLS_CACHE_SIZE; i++) {
+                tm_tls_cached *c = &cfg->cache[i];
+                if (c->data && strcmp(c->key, t->key) == 0) {
+                    slot = i;
+                    break;
+                }
+                if (!c->data) {
+                    slot = i;
+                    oldest = INT64_MIN;
+                } else if (c->stored < oldest) {
+                    slot = i;
+                    oldest = c->stored;
+                }
             }
-            if (!c->data) {
-                slot = i;
-                oldest = INT64_MIN;
-            } else if (c->stored < oldest) {
-                slot = i;
-                oldest = c->stored;
-            }
+            tm__free(cfg->cache[slot].data);
+            tm__strlcpy(cfg->cache[slot].key, t->key, sizeof cfg->cache[slot].key);
+            cfg->cache[slot].data = buf;
+            cfg->cache[slot].len = len;
+            cfg->cache[slot].gen = t->trust->gen;
+            cfg->cache[slot].flags = t->flags;
+            cfg->cache[slot].stored = tm__now_ms();
+            buf = NULL;
         }
-        tm__free(cfg->cache[slot].data);
-        tm__strlcpy(cfg->cache[slot].key, t->key, sizeof cfg->cache[slot].key);
-        cfg->cache[slot].data = buf;
-        cfg->cache[slot].len = len;
-        cfg->cache[slot].stored = tm__now_ms();
-        pthread_mutex_unlock(&cfg->cache_lock);
-        buf = NULL;
-        t->saved = 1;
+        pthread_mutex_unlock(&cfg->lock);
     }
     tm__free(buf);
     mbedtls_ssl_session_free(&sess);
 }
 
-void tm__tls_cache_save(tm_tls *t)
+static int is_tls13(const tm_tls *t)
 {
 #if defined(MBEDTLS_SSL_PROTO_TLS1_3)
-    /* TLS 1.3: the tickets come later; saved at shutdown instead. */
-    if (mbedtls_ssl_get_version_number(&t->ssl) == MBEDTLS_SSL_VERSION_TLS1_3)
-        return;
+    return mbedtls_ssl_get_version_number(&t->ssl) == MBEDTLS_SSL_VERSION_TLS1_3;
+#else
+    (void)t;
+    return 0;
 #endif
-    cache_save(t);
+}
+
+void tm__tls_cache_save(tm_tls *t)
+{
+    if (t->dropped)
+        return;
+    t->keep = 1;
+    /* A TLS 1.3 session is worth keeping only with a ticket: without one
+     * mbedTLS would still offer TLS 1.3 alone next time.  Tickets arrive
+     * after the handshake (tls_read saves each). */
+    if (!is_tls13(t) || t->ticket)
+        cache_save(t);
+}
+
+int tm__tls_resumed(const tm_tls *t)
+{
+    return t->resumed;
+}
+
+int tm__tls_offered(const tm_tls *t)
+{
+    return t->offered;
+}
+
+/* Called by mbedTLS for each certificate of the chain it verifies: only in
+ * a full handshake, never on a resumed one. */
+static int verify_cb(void *arg, mbedtls_x509_crt *crt, int depth, uint32_t *flags)
+{
+    tm_tls *t = arg;
+
+    (void)crt;
+    (void)depth;
+    (void)flags;
+    t->verified_now = 1;
+    return 0;
 }
 
 static int setup_error(int ret, char *err, size_t errlen)
@@ -399,13 +697,31 @@ static int setup_error(int ret, char *err, size_t errlen)
 int tm__tls_start(tm_tls *t, tm_transport *inner, const char *hostname, const char *cache_key,
                   int64_t deadline, tm_transport **out, char *err, size_t errlen)
 {
+    struct tm_tls_config *cfg = t->cfg;
+    tm_tls_trust *cur;
+    unsigned int spins = 0;
     int ret;
 
     err[0] = '\0';
     *out = NULL;
     t->flags = (uint32_t)-1;
+    /* The current store.  After a reload, set up anew over it. */
+    pthread_mutex_lock(&cfg->lock);
+    cur = cfg->trust;
+    if (cur != t->trust)
+        cur->refs++;
+    pthread_mutex_unlock(&cfg->lock);
+    if (cur != t->trust) {
+        if (t->ready) {
+            mbedtls_ssl_free(&t->ssl);
+            mbedtls_ssl_init(&t->ssl);
+            t->ready = t->used = 0;
+        }
+        trust_release(cfg, t->trust);
+        t->trust = cur;
+    }
     if (!t->ready) {
-        ret = mbedtls_ssl_setup(&t->ssl, &t->cfg->conf);
+        ret = mbedtls_ssl_setup(&t->ssl, &t->trust->conf);
         if (ret != 0)
             return setup_error(ret, err, errlen);
         t->ready = 1;
@@ -418,8 +734,7 @@ int tm__tls_start(tm_tls *t, tm_transport *inner, const char *hostname, const ch
     t->inner = inner;
     t->deadline = deadline;
     t->io_err = 0;
-    t->saved = 0;
-    t->dropped = 0;
+    t->offered = t->verified_now = t->resumed = t->ticket = t->keep = t->dropped = 0;
     /* SNI and the name the certificate must match: the MX host name. */
     ret = mbedtls_ssl_set_hostname(&t->ssl, hostname);
     if (ret != 0) {
@@ -427,12 +742,15 @@ int tm__tls_start(tm_tls *t, tm_transport *inner, const char *hostname, const ch
         return setup_error(ret, err, errlen);
     }
     mbedtls_ssl_set_bio(&t->ssl, t, bio_send, bio_recv, NULL);
+    mbedtls_ssl_set_verify(&t->ssl, verify_cb, t);
     tm__strlcpy(t->key, cache_key ? cache_key : "", sizeof t->key);
     cache_offer(t);
 
     while ((ret = mbedtls_ssl_handshake(&t->ssl)) != 0) {
         int rc;
 
+        if (again(t, ret, &spins))
+            continue;
         if (is_want(ret)) {
             rc = t->io_err ? t->io_err : TM_ETLS;
             tm__strlcpy(err, rc == TM_ETIMEOUT ? "TLS handshake timed out"
@@ -447,7 +765,18 @@ int tm__tls_start(tm_tls *t, tm_transport *inner, const char *hostname, const ch
         t->inner = NULL;
         return rc;
     }
-    t->flags = mbedtls_ssl_get_verify_result(&t->ssl);
+    if (t->verified_now) {
+        t->flags = mbedtls_ssl_get_verify_result(&t->ssl);
+    } else if (t->offered) {
+        /* Resumed: what the full handshake behind the session found, never
+         * more (TLS 1.3 PSK resumption reports 0). */
+        t->resumed = 1;
+        t->flags = t->offered_flags;
+    } else {
+        t->flags = MBEDTLS_X509_BADCERT_MISSING; /* nothing was verified */
+    }
+    if (t->flags == 0 && mbedtls_ssl_get_verify_result(&t->ssl) != 0)
+        t->flags = mbedtls_ssl_get_verify_result(&t->ssl);
     *out = &t->base;
     return TM_OK;
 }
@@ -511,6 +840,7 @@ static int map_io_error(int ret)
 static long tls_read(tm_transport *tr, void *buf, size_t size, int64_t deadline)
 {
     tm_tls *t = (tm_tls *)tr;
+    unsigned int spins = 0;
 
     if (!t->inner)
         return TM_ECLOSED;
@@ -524,11 +854,20 @@ static long tls_read(tm_transport *tr, void *buf, size_t size, int64_t deadline)
             return ret;
         if (ret == 0)
             return TM_ECLOSED;
+        if (again(t, ret, &spins))
+            continue;
         if (is_want(ret))
             return t->io_err ? t->io_err : TM_ETIMEOUT;
 #if defined(MBEDTLS_ERR_SSL_RECEIVED_NEW_SESSION_TICKET)
-        if (ret == MBEDTLS_ERR_SSL_RECEIVED_NEW_SESSION_TICKET)
-            continue; /* TLS 1.3 tickets arrive after the handshake */
+        if (ret == MBEDTLS_ERR_SSL_RECEIVED_NEW_SESSION_TICKET) {
+            /* TLS 1.3 tickets arrive after the handshake: keep the
+             * newest, if the policy kept the connection.  mbedTLS reads
+             * on from its buffers first; the BIO waits only when they are
+             * empty. */
+            t->ticket = 1;
+            cache_save(t);
+            continue;
+        }
 #endif
         return map_io_error(ret);
     }
@@ -538,6 +877,7 @@ static int tls_write(tm_transport *tr, const void *buf, size_t len, int64_t dead
 {
     tm_tls *t = (tm_tls *)tr;
     const unsigned char *p = buf;
+    unsigned int spins = 0;
 
     if (!t->inner)
         return TM_ECLOSED;
@@ -550,11 +890,16 @@ static int tls_write(tm_transport *tr, const void *buf, size_t len, int64_t dead
             len -= (size_t)ret;
             continue;
         }
+        if (again(t, ret, &spins))
+            continue;
         if (is_want(ret))
             return t->io_err ? t->io_err : TM_ETIMEOUT;
 #if defined(MBEDTLS_ERR_SSL_RECEIVED_NEW_SESSION_TICKET)
-        if (ret == MBEDTLS_ERR_SSL_RECEIVED_NEW_SESSION_TICKET)
+        if (ret == MBEDTLS_ERR_SSL_RECEIVED_NEW_SESSION_TICKET) {
+            t->ticket = 1;
+            cache_save(t);
             continue;
+        }
 #endif
         return map_io_error(ret);
     }
@@ -577,11 +922,6 @@ static void tls_close(tm_transport *tr)
 
     if (!t->inner)
         return;
-#if defined(MBEDTLS_SSL_PROTO_TLS1_3)
-    /* TLS 1.3 tickets arrive after the handshake: keep the latest. */
-    if (t->key[0] && mbedtls_ssl_get_version_number(&t->ssl) == MBEDTLS_SSL_VERSION_TLS1_3)
-        cache_save(t);
-#endif
     /* One try, never a wait: the deadline has passed already. */
     t->deadline = tm__now_ms();
     (void)mbedtls_ssl_close_notify(&t->ssl);

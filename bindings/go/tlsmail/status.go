@@ -64,6 +64,10 @@ type RecipientStatus struct {
 }
 
 // DeliveryStatus is tm_delivery_status, field for field (see tlsmail.h).
+//
+// TLSResumed is true when the TLS session was resumed (a session ticket or
+// ID, a TLS 1.3 PSK) instead of fully handshaken; CertVerified is then what
+// the full handshake that made the session found, never more.
 type DeliveryStatus struct {
 	Result       Result
 	ErrorCode    int // the tm_error the call returned (0 = TM_OK)
@@ -74,6 +78,7 @@ type DeliveryStatus struct {
 
 	TLS          bool
 	CertVerified bool // the truth, also when SkipVerify did not enforce it
+	TLSResumed   bool // resumed session, not a full handshake (see below)
 	TLSFailure   TLSFailure
 	TLSVersion   string
 	TLSCipher    string
@@ -163,7 +168,7 @@ func statusFromC(st *C.tm_delivery_status, rcpts *C.tm_rcpt_status, capacity int
 		Result: Result(st.result), ErrorCode: int(st.error), Code: int(st.code),
 		EnhancedCode: gostr(&st.enhanced_code[0]), Message: gostr(&st.message[0]),
 		Description: gostr(&st.description[0]),
-		TLS:         st.tls != 0, CertVerified: st.cert_verified != 0,
+		TLS:         st.tls != 0, CertVerified: st.cert_verified != 0, TLSResumed: st.tls_resumed != 0,
 		TLSFailure: TLSFailure(st.tls_failure), TLSVersion: gostr(&st.tls_version[0]),
 		TLSCipher: gostr(&st.tls_cipher[0]), TLSError: gostr(&st.tls_error[0]),
 		MXHost: gostr(&st.mx_host[0]), MXAddress: gostr(&st.mx_address[0]), MXPort: int(st.mx_port),

@@ -345,8 +345,14 @@ const (
 // ContextOptions are tm_context_options.  Zero values mean the library's
 // defaults: system CA store, this host's name in EHLO, port 25, the system
 // resolver, RFC 5321 timeouts.  Durations are rounded up to milliseconds.
+//
+// CAFile and CAPath name the trust store: CAPath is a directory of PEM or
+// DER CA certificates, one per file, as OpenSSL's -CApath (files that do not
+// parse are skipped).  Given both, both are trusted; given neither, the
+// system store is.  (*Context).ReloadCA reads them again.
 type ContextOptions struct {
 	CAFile    string // PEM bundle of trusted CAs
+	CAPath    string // directory of CA certificates, one per file
 	HeloName  string // name announced in EHLO/HELO
 	DNSServer string // "IP" or "IP:PORT" to ask for MX records
 	Port      int    // SMTP port of MX hosts
@@ -431,6 +437,7 @@ func NewContext(o ContextOptions) (*Context, error) {
 	}
 	defer func() {
 		C.free(unsafe.Pointer(co.ca_file))
+		C.free(unsafe.Pointer(co.ca_path))
 		C.free(unsafe.Pointer(co.helo_name))
 		C.free(unsafe.Pointer(co.dns_server))
 		C.free(unsafe.Pointer(co))
@@ -438,6 +445,9 @@ func NewContext(o ContextOptions) (*Context, error) {
 	C.tm_context_options_init(co, C.TM_CONTEXT_OPTIONS_VERSION)
 	var err error
 	if co.ca_file, err = cstr(o.CAFile); err != nil {
+		return nil, err
+	}
+	if co.ca_path, err = cstr(o.CAPath); err != nil {
 		return nil, err
 	}
 	if co.helo_name, err = cstr(o.HeloName); err != nil {
@@ -533,6 +543,23 @@ func (c *Context) Close() error {
 		c.log = 0
 	}
 	return nil
+}
+
+// ReloadCA reads the trust store again from where the options named it
+// (CAFile, CAPath, or the system store), for when certificates rotate
+// (tm_context_reload_ca).  Safe while other goroutines deliver with the
+// context: a handshake under way finishes with the store it began with,
+// every later one uses the new store, and no TLS session verified under the
+// old store is resumed.  Errors: ErrCAFile (nothing readable, or no
+// certificate found; the old store then stays in use), ErrNoMem, ErrState
+// (closed context), ErrInvalid (nil Context).
+func (c *Context) ReloadCA() error {
+	p, done, err := c.use()
+	if err != nil {
+		return err
+	}
+	defer done()
+	return codeError(int(C.tm_context_reload_ca(p)))
 }
 
 // ---------------------------------------------------------------------------

@@ -77,6 +77,21 @@ func TestErrors(t *testing.T) {
 	if _, err = NewContext(ContextOptions{CAFile: "/nonexistent/ca.pem"}); !errors.Is(err, ErrCAFile) {
 		t.Fatalf("CA file: %v", err)
 	}
+	// A CAPath without a CA certificate, or missing: ErrCAFile (CAPath
+	// reaches the library; the system store is not used instead).
+	junk := t.TempDir()
+	os.WriteFile(filepath.Join(junk, "junk.pem"), []byte("not a certificate\n"), 0o644)
+	for _, dir := range []string{t.TempDir(), junk, filepath.Join(junk, "missing")} {
+		if _, err = NewContext(ContextOptions{CAPath: dir}); !errors.Is(err, ErrCAFile) {
+			t.Fatalf("CAPath %s: %v", dir, err)
+		}
+	}
+	if _, err = NewContext(ContextOptions{CAPath: "a\x00b"}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("CAPath with NUL: %v", err)
+	}
+	if err = ctx.ReloadCA(); err != nil { // the system store, read again
+		t.Fatalf("ReloadCA, system store: %v", err)
+	}
 	if _, err = NewContext(ContextOptions{Port: 70000}); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("port: %v", err)
 	}
@@ -90,6 +105,13 @@ func TestErrors(t *testing.T) {
 	}
 	if _, err = Deliver(c2, Message{From: "a@tm.test", To: []string{"b@tm.test"}}, nil, nil); !errors.Is(err, ErrState) {
 		t.Fatalf("closed context: %v", err)
+	}
+	if err = c2.ReloadCA(); !errors.Is(err, ErrState) {
+		t.Fatalf("ReloadCA on a closed context: %v", err)
+	}
+	var nilCtx *Context
+	if err = nilCtx.ReloadCA(); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("ReloadCA on nil: %v", err)
 	}
 }
 
@@ -173,13 +195,53 @@ func TestLayoutCheckRejectsMismatch(t *testing.T) {
 	}
 }
 
+// The fields added last (tls_resumed, ca_path) are where the library has
+// them, and a header without them (the layout before) and a library without
+// them are each refused.  Without tls_resumed the status may even keep its
+// size (on LP64 the int fits in what was tail padding): only the
+// field-by-field comparison sees it.
+func TestLayoutNewFields(t *testing.T) {
+	layout, sizes, err := libraryLayout()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ name, last string }{
+		{"tm_delivery_status", "tls_resumed"},
+		{"tm_context_options", "ca_path"},
+	} {
+		fl := layout[c.name]
+		if len(fl) == 0 || fl[len(fl)-1].name != c.last {
+			t.Fatalf("%s: the library's last field is not %s: %v", c.name, c.last, fl)
+		}
+		typ := cStructs[c.name]
+		if f := typ.Field(typ.NumField() - 1); f.Name != c.last {
+			t.Fatalf("%s: cgo's last field is %s, not %s", c.name, f.Name, c.last)
+		}
+		// An older header: cgo's struct without its last field.
+		var fields []reflect.StructField
+		for i := 0; i < typ.NumField()-1; i++ {
+			fields = append(fields, typ.Field(i))
+		}
+		old := reflect.StructOf(fields)
+		if why := layoutMismatch(c.name, old, layout, sizes); !strings.Contains(why, "lacks "+c.last) {
+			t.Errorf("%s without %s: got %q", c.name, c.last, why)
+		}
+		// An older library: its layout without the field.
+		oldLib := map[string][]layoutField{c.name: fl[:len(fl)-1]}
+		if why := layoutMismatch(c.name, typ, oldLib, sizes); !strings.Contains(why, c.last) ||
+			!strings.Contains(why, "no such field") {
+			t.Errorf("%s against a library without %s: got %q", c.name, c.last, why)
+		}
+	}
+}
+
 func TestEmptyStatusJSON(t *testing.T) {
 	var st DeliveryStatus
 	var m map[string]interface{}
 	if err := json.Unmarshal([]byte(st.JSON()), &m); err != nil {
 		t.Fatal(err)
 	}
-	if m["result"] != "none" || m["tls"] != false {
+	if m["result"] != "none" || m["tls"] != false || m["tls-resumed"] != false || st.TLSResumed {
 		t.Fatalf("%v", m)
 	}
 }
@@ -261,7 +323,9 @@ func peersContext(t *testing.T, o ContextOptions) *Context {
 	t.Helper()
 	needPeers(t)
 	port, _ := strconv.Atoi(os.Getenv("TM_TEST_PORT"))
-	o.CAFile = os.Getenv("TM_TEST_CA")
+	if o.CAFile == "" && o.CAPath == "" {
+		o.CAFile = os.Getenv("TM_TEST_CA")
+	}
 	o.DNSServer = os.Getenv("TM_TEST_DNS")
 	o.Port = port
 	o.HeloName = "client.tm.test"
@@ -579,6 +643,157 @@ func TestSendingDomainAndLog(t *testing.T) {
 	}
 	if !found {
 		t.Fatalf("no EHLO in the debug log (%d lines)", len(lines))
+	}
+}
+
+// copyFile writes src's content to dst through a rename, as a certificate
+// rotation would.
+func copyFile(t *testing.T, src, dst string) {
+	t.Helper()
+	b, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, dst, b)
+}
+
+func writeFile(t *testing.T, path string, b []byte) {
+	t.Helper()
+	if err := os.WriteFile(path+".new", b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(path+".new", path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// deliverValid delivers one fresh message to valid.tm.test.
+func deliverValid(ctx *Context, tag string, p *Policy) (string, DeliveryStatus, error) {
+	l := local(tag)
+	st, err := Deliver(ctx, Message{From: "sender@tm.test", To: []string{l + "@valid.tm.test"}, Data: body}, p, nil)
+	return l, st, err
+}
+
+func TestCAPath(t *testing.T) {
+	needPeers(t)
+	dir := t.TempDir()
+	copyFile(t, os.Getenv("TM_TEST_CA"), filepath.Join(dir, "tlsmail-test-ca.pem"))
+	os.WriteFile(filepath.Join(dir, "README"), []byte("not a certificate: skipped\n"), 0o644)
+	ctx := peersContext(t, ContextOptions{CAPath: dir})
+	l, st, err := deliverValid(ctx, "capath", &Policy{RequireTLS: On})
+	if err != nil || !st.Delivered() || !st.TLS || !st.CertVerified || st.TLSFailure != TLSFailureNone ||
+		st.MXHost != "mx-valid.tm.test" {
+		t.Fatalf("%v %+v", err, st)
+	}
+	if !bytes.Contains(waitMail(t, "valid.tm.test", l), []byte("Hello from Go.")) {
+		t.Fatal("content")
+	}
+}
+
+func TestResumption(t *testing.T) {
+	ctx := peersContext(t, ContextOptions{})
+	var sts [2]DeliveryStatus
+	var locals [2]string
+	for i := range sts {
+		var err error
+		locals[i], sts[i], err = deliverValid(ctx, fmt.Sprintf("resume%d", i), nil)
+		if err != nil || !sts[i].Delivered() || !sts[i].TLS || !sts[i].CertVerified || sts[i].MXHost != "mx-valid.tm.test" {
+			t.Fatalf("delivery %d: %v %+v", i, err, sts[i])
+		}
+	}
+	if sts[0].TLSResumed || !sts[1].TLSResumed || sts[1].TLSVersion != sts[0].TLSVersion {
+		t.Fatalf("resumed: first %v (%s), second %v (%s)", sts[0].TLSResumed, sts[0].TLSVersion,
+			sts[1].TLSResumed, sts[1].TLSVersion)
+	}
+	for i, want := range []bool{false, true} {
+		var m map[string]interface{}
+		if err := json.Unmarshal([]byte(sts[i].JSON()), &m); err != nil {
+			t.Fatal(err)
+		}
+		if m["tls-resumed"] != want {
+			t.Fatalf("delivery %d: json tls-resumed %v", i, m["tls-resumed"])
+		}
+	}
+	for _, l := range locals {
+		waitMail(t, "valid.tm.test", l)
+	}
+}
+
+// ReloadCA: CAFile a copy of the test CA: verified; reloaded, verified again
+// (and not resumed: the reload forgot the sessions the old store verified);
+// replaced by a file with no certificate, or removed, ReloadCA fails with
+// ErrCAFile and the test CA stays in use.
+func TestReloadCA(t *testing.T) {
+	needPeers(t)
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	copyFile(t, os.Getenv("TM_TEST_CA"), ca)
+	ctx := peersContext(t, ContextOptions{CAFile: ca})
+	if _, st, err := deliverValid(ctx, "reload0", nil); err != nil || !st.TLS || !st.CertVerified {
+		t.Fatalf("before: %v %+v", err, st)
+	}
+	if err := ctx.ReloadCA(); err != nil {
+		t.Fatal(err)
+	}
+	if _, st, err := deliverValid(ctx, "reload1", nil); err != nil || !st.TLS || !st.CertVerified || st.TLSResumed {
+		t.Fatalf("after a reload: %v %+v", err, st)
+	}
+
+	writeFile(t, ca, []byte("no certificate here\n"))
+	err := ctx.ReloadCA()
+	var te *Error
+	if !errors.Is(err, ErrCAFile) || !errors.As(err, &te) || te.Code != -16 {
+		t.Fatalf("reload from a file without a certificate: %v", err)
+	}
+	l, st, err := deliverValid(ctx, "reloadfail", &Policy{RequireTLS: On})
+	if err != nil || !st.Delivered() || !st.TLS || !st.CertVerified {
+		t.Fatalf("after a failed reload: %v %+v", err, st)
+	}
+	waitMail(t, "valid.tm.test", l)
+
+	if err := os.Remove(ca); err != nil {
+		t.Fatal(err)
+	}
+	if err := ctx.ReloadCA(); !errors.Is(err, ErrCAFile) {
+		t.Fatalf("reload from no file: %v", err)
+	}
+	if _, st, err := deliverValid(ctx, "reloadgone", &Policy{RequireTLS: On}); err != nil || !st.TLS || !st.CertVerified {
+		t.Fatalf("after a reload from no file: %v %+v", err, st)
+	}
+}
+
+// ReloadCA on one goroutine while others deliver with the context: every
+// delivery verified, and Close afterwards succeeds.
+func TestReloadCADuringDeliveries(t *testing.T) {
+	ctx := peersContext(t, ContextOptions{})
+	var wg sync.WaitGroup
+	errs := make([]error, 6)
+	for i := range errs {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			for j := 0; j < 2; j++ {
+				_, st, err := deliverValid(ctx, fmt.Sprintf("relconc%d-%d", i, j), &Policy{RequireTLS: On})
+				if err == nil && (!st.TLS || !st.CertVerified) {
+					err = fmt.Errorf("not verified: %+v", st)
+				}
+				if err != nil {
+					errs[i] = err
+					return
+				}
+			}
+		}(i)
+	}
+	for i := 0; i < 5; i++ {
+		if err := ctx.ReloadCA(); err != nil {
+			t.Error(err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("goroutine %d: %v", i, err)
+		}
 	}
 }
 

@@ -96,6 +96,40 @@ class StructLayout(unittest.TestCase):
         with self.assertRaises(ImportError):
             _ffi.check_structure(_ffi.tm_policy, "tm_no_such_struct")
 
+    def test_new_fields_are_checked(self):
+        # tls_resumed ends tm_delivery_status and ca_path tm_context_options,
+        # where the library has them.
+        layout = _ffi.library_layout()
+        self.assertEqual(layout["tm_delivery_status"][1][-1][0], "tls_resumed")
+        self.assertEqual(_ffi.tm_delivery_status._fields_[-1][0], "tls_resumed")
+        self.assertEqual(layout["tm_context_options"][1][-1][0], "ca_path")
+        self.assertEqual(_ffi.tm_context_options._fields_[-1][0], "ca_path")
+        # A binding without them (the layout before) is refused at import.
+        # Without tls_resumed the status may even keep its size (on LP64 the
+        # int fits in what was tail padding): only the field-by-field check
+        # sees it.
+        for cls, c_name, missing in ((_ffi.tm_delivery_status, "tm_delivery_status",
+                                      "tls_resumed"),
+                                     (_ffi.tm_context_options, "tm_context_options", "ca_path")):
+            with self.subTest(c_name):
+                old = type("scratch", (ctypes.Structure,), {"_fields_": cls._fields_[:-1]})
+                why = _ffi.structure_mismatch(old, c_name, layout)
+                self.assertIsNotNone(why)
+                self.assertIn("lacks " + missing, why)
+                with self.assertRaises(ImportError):
+                    _ffi.check_structure(old, c_name, layout)
+
+    def test_context_options_version_2(self):
+        self.assertEqual(_ffi.TM_CONTEXT_OPTIONS_VERSION, 2)
+        o = _ffi.tm_context_options()
+        o.ca_path = b"/nonexistent"
+        self.assertEqual(_ffi.lib.tm_context_options_init(ctypes.byref(o), 2), 0)
+        self.assertEqual(o.version, 2)
+        self.assertIsNone(o.ca_path)  # reset like every other field
+        # Version 1 (no ca_path) is still accepted; 3 is not known.
+        self.assertEqual(_ffi.lib.tm_context_options_init(ctypes.byref(o), 1), 0)
+        self.assertEqual(_ffi.lib.tm_context_options_init(ctypes.byref(o), 3), -1)
+
     def test_parse_layout(self):
         self.assertEqual(_ffi.parse_layout("tm_x 8 a@0:4 b@4:4\ntm_y 4 c@0:4\n"),
                          {"tm_x": (8, [("a", 0, 4), ("b", 4, 4)]), "tm_y": (4, [("c", 0, 4)])})
@@ -187,6 +221,29 @@ class Errors(unittest.TestCase):
             tlsmail.Context(ca_file="/nonexistent/ca.pem")
         self.assertEqual(cm.exception.code, tlsmail.ErrorCode.ECAFILE)
 
+    def test_bad_ca_path(self):
+        # A directory without a CA certificate, or none at all: ECAFILE at
+        # creation (ca_path reaches the library; the system store is not
+        # used instead).  str and PathLike are both taken.
+        with tempfile.TemporaryDirectory() as d:
+            (Path(d) / "junk.pem").write_text("not a certificate\n")
+            for path in (d, Path(d), Path(d) / "missing"):
+                with self.subTest(str(path)):
+                    with self.assertRaises(tlsmail.CAFileError) as cm:
+                        tlsmail.Context(ca_path=path)
+                    self.assertEqual(cm.exception.code, tlsmail.ErrorCode.ECAFILE)
+        with self.assertRaises(TypeError):
+            tlsmail.Context(ca_path=42)  # type: ignore[arg-type]
+        with self.assertRaises(tlsmail.InvalidArgument):
+            tlsmail.Context(ca_path="/tmp/a\0b")
+
+    def test_reload_ca_system_store_and_closed(self):
+        self.ctx.reload_ca()  # the system store, read again
+        c = tlsmail.Context()
+        c.close()
+        with self.assertRaises(tlsmail.SessionStateError):
+            c.reload_ca()
+
     def test_bad_option(self):
         with self.assertRaises(tlsmail.InvalidArgument):
             tlsmail.Context(port=-1)
@@ -210,9 +267,12 @@ class Errors(unittest.TestCase):
 
 class StatusJson(unittest.TestCase):
     def test_empty_status(self):
-        d = tlsmail.DeliveryStatus().as_dict()
+        st = tlsmail.DeliveryStatus()
+        self.assertIs(st.tls_resumed, False)
+        d = st.as_dict()
         self.assertEqual(d["result"], "none")
         self.assertIs(d["tls"], False)
+        self.assertIs(d["tls-resumed"], False)
         self.assertEqual(d["recipients"], [])
 
     def test_status_from_c_round_trip(self):
@@ -224,6 +284,7 @@ class StatusJson(unittest.TestCase):
         raw.message = b'queued "as" \x01X\xff'
         raw.tls = 1
         raw.cert_verified = 1
+        raw.tls_resumed = 1
         raw.mx_host = b"mx.example.org"
         raw.mx_port = 25
         raw.rcpt_count = 1
@@ -239,10 +300,12 @@ class StatusJson(unittest.TestCase):
         self.assertEqual(st.recipients[0].address, "you@example.org")
         self.assertTrue(st.recipients[0].delivered)
         self.assertEqual((st.rcpt_count, st.rcpt_delivered, st.transactions), (1, 1, 1))
+        self.assertIs(st.tls_resumed, True)
         d = json.loads(st.to_json())  # control chars and bad UTF-8 escaped
         self.assertEqual(d["result"], "delivered")
         self.assertEqual(d["code"], 250)
         self.assertIs(d["certificate-verified"], True)
+        self.assertIs(d["tls-resumed"], True)
         self.assertEqual(d["mx-host"], "mx.example.org")
         self.assertEqual(d["recipients"][0]["address"], "you@example.org")
         self.assertEqual(len(d["recipients"]), 1)
@@ -341,6 +404,23 @@ def _wait_mail(domain: str, local: str, timeout: float = 10.0) -> bytes:
 def _mail_count(domain: str, local: str) -> int:
     d = Path(os.environ["TM_TEST_MAILDIR"]) / domain / local / "new"
     return len(list(d.iterdir())) if d.is_dir() else 0
+
+
+def _peers_context(**kw) -> tlsmail.Context:
+    """A Context for the peers; the test CA as ca_file unless the caller
+    names a trust store (ca_file and/or ca_path)."""
+    if "ca_file" not in kw and "ca_path" not in kw:
+        kw["ca_file"] = os.environ["TM_TEST_CA"]
+    return tlsmail.Context(dns_server=os.environ["TM_TEST_DNS"],
+                           port=int(os.environ["TM_TEST_PORT"]), helo_name="client.tm.test",
+                           command_timeout_ms=10000, **kw)
+
+
+def _replace_file(path: Path, data: bytes) -> None:
+    """Writes path through a rename, as a certificate rotation would."""
+    tmp = path.with_name(path.name + ".new")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
 
 
 class Delivery(unittest.TestCase):
@@ -573,6 +653,105 @@ class Delivery(unittest.TestCase):
             st = c.deliver("sender@tm.test", _local("log") + "@valid.tm.test", BODY)
         self.assertTrue(st.delivered, st)
         self.assertTrue(any("EHLO" in m or "ehlo" in m.lower() for _, m in lines), lines[:5])
+
+    def test_ca_path_directory(self):
+        # ca_path alone: a directory holding a copy of the test CA.
+        with tempfile.TemporaryDirectory() as d:
+            (Path(d) / "tlsmail-test-ca.pem").write_bytes(
+                Path(os.environ["TM_TEST_CA"]).read_bytes())
+            (Path(d) / "README").write_text("not a certificate: skipped\n")
+            with _peers_context(ca_path=Path(d)) as c:
+                local = _local("capath")
+                st = c.deliver("sender@tm.test", local + "@valid.tm.test", BODY,
+                               policy=tlsmail.Policy(require_tls=True))
+        self.assertTrue(st.delivered, st)
+        self.assertTrue(st.tls)
+        self.assertTrue(st.cert_verified)
+        self.assertEqual(st.tls_failure, tlsmail.TLSFailure.NONE)
+        self.assertEqual(st.mx_host, "mx-valid.tm.test")
+        self.assertIn(b"Hello from Python.", _wait_mail("valid.tm.test", local))
+
+    def test_second_delivery_resumes(self):
+        # Two deliveries with one (fresh) context to the same host: a
+        # full handshake, then a resumed session, verified both times.
+        with _peers_context() as c:
+            locals_ = [_local("resume%d" % i) for i in range(2)]
+            first, second = [c.deliver("sender@tm.test", l + "@valid.tm.test", BODY)
+                             for l in locals_]
+        for st in (first, second):
+            self.assertTrue(st.delivered, st)
+            self.assertTrue(st.tls and st.cert_verified, st)
+            self.assertEqual(st.mx_host, "mx-valid.tm.test")
+        self.assertIs(first.tls_resumed, False)
+        self.assertIs(second.tls_resumed, True)
+        self.assertEqual(second.tls_version, first.tls_version)
+        self.assertIs(first.as_dict()["tls-resumed"], False)
+        self.assertIs(second.as_dict()["tls-resumed"], True)
+        for local in locals_:
+            _wait_mail("valid.tm.test", local)
+
+    def test_reload_ca(self):
+        # ca_file a copy of the test CA: verified; reloaded, verified
+        # again (and not resumed: the reload forgot the sessions the old
+        # store verified); replaced by a file with no certificate, the
+        # reload raises CAFileError and the test CA stays in use.
+        with tempfile.TemporaryDirectory() as d:
+            ca = Path(d) / "ca.pem"
+            _replace_file(ca, Path(os.environ["TM_TEST_CA"]).read_bytes())
+            with _peers_context(ca_file=ca) as c:
+                st = c.deliver("sender@tm.test", _local("reload0") + "@valid.tm.test", BODY)
+                self.assertTrue(st.delivered and st.tls and st.cert_verified, st)
+                c.reload_ca()
+                st = c.deliver("sender@tm.test", _local("reload1") + "@valid.tm.test", BODY)
+                self.assertTrue(st.delivered and st.tls and st.cert_verified, st)
+                self.assertIs(st.tls_resumed, False)
+
+                _replace_file(ca, b"no certificate here\n")
+                with self.assertRaises(tlsmail.CAFileError) as cm:
+                    c.reload_ca()
+                self.assertEqual(cm.exception.code, tlsmail.ErrorCode.ECAFILE)
+                self.assertEqual(cm.exception.name, "ECAFILE")
+                local = _local("reloadfail")
+                st = c.deliver("sender@tm.test", local + "@valid.tm.test", BODY,
+                               policy=tlsmail.Policy(require_tls=True))
+                self.assertTrue(st.delivered, st)
+                self.assertTrue(st.tls and st.cert_verified, st)
+                _wait_mail("valid.tm.test", local)
+                ca.unlink()  # no file at all: the same
+                with self.assertRaises(tlsmail.CAFileError):
+                    c.reload_ca()
+                st = c.deliver("sender@tm.test", _local("reloadgone") + "@valid.tm.test", BODY,
+                               policy=tlsmail.Policy(require_tls=True))
+                self.assertTrue(st.delivered and st.tls and st.cert_verified, st)
+
+    def test_reload_ca_during_deliveries(self):
+        # reload_ca() on one thread while others deliver with the context:
+        # every delivery verified, the context closes cleanly afterwards.
+        c = _peers_context()
+        results, errors = [], []
+        locals_ = [_local("relthr%d" % i) for i in range(6)]
+
+        def worker(local):
+            try:
+                for i in range(2):
+                    results.append(c.deliver("sender@tm.test", "%s%d@valid.tm.test" % (local, i),
+                                             BODY, policy=tlsmail.Policy(require_tls=True)))
+            except BaseException as e:  # noqa: B902 - reported below
+                errors.append(e)
+
+        threads = [threading.Thread(target=worker, args=(l,)) for l in locals_]
+        for t in threads:
+            t.start()
+        for _ in range(5):
+            c.reload_ca()
+            time.sleep(0.02)
+        for t in threads:
+            t.join()
+        c.close()
+        self.assertTrue(c.closed)
+        self.assertEqual(errors, [])
+        self.assertEqual(len(results), 12)
+        self.assertTrue(all(r.delivered and r.tls and r.cert_verified for r in results), results)
 
     def test_threads_share_context(self):
         results = []

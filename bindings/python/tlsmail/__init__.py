@@ -13,9 +13,10 @@ delivered, deferred, uncertain or bounced (look at ``status.result``; the
 library's error code is ``status.error``).  It **raises** a TlsmailError only
 when the call itself was wrong or could not run: invalid arguments or
 addresses (InvalidArgument, also a ValueError), out of memory, an unreadable
-CA file, a session used in the wrong state, a settings file with a syntax
-error, or an exception raised by your message reader (MessageReadError, with
-your exception as ``__cause__``).  Session.open() and Session.starttls() have
+or empty trust store (CAFileError, also from Context.reload_ca()), a session
+used in the wrong state, a settings file with a syntax error, or an
+exception raised by your message reader (MessageReadError, with your
+exception as ``__cause__``).  Session.open() and Session.starttls() have
 no message outcome to return, so when they fail they raise DeliveryError
 (TLSRequired for TM_ETLSREQUIRED) carrying the status.
 
@@ -189,7 +190,9 @@ class OutOfMemory(TlsmailError, MemoryError):
 
 
 class CAFileError(TlsmailError):
-    """TM_ECAFILE: the CA file (or system store) could not be read or parsed."""
+    """TM_ECAFILE: the trust store (ca_file, ca_path or the system store)
+    could not be read or held no certificate; raised by Context() and
+    Context.reload_ca() (after which the store in use stays)."""
 
 
 class SessionStateError(TlsmailError):
@@ -319,7 +322,10 @@ class DeliveryStatus:
     tm_message.rcpt_status); ``rcpt_count`` and ``rcpt_delivered`` ...
     ``rcpt_bounced`` count them by result; ``transactions`` is the number of
     SMTP transactions the message took (more than one when the server
-    limited recipients per transaction).
+    limited recipients per transaction).  ``tls_resumed`` is True when the
+    TLS session was resumed (a session ticket or ID, a TLS 1.3 PSK) instead
+    of fully handshaken; ``cert_verified`` is then what the full handshake
+    that made the session found, never more.
     """
     result: Result = Result.NONE
     error: int = 0
@@ -351,6 +357,7 @@ class DeliveryStatus:
     rcpt_uncertain: int = 0
     rcpt_bounced: int = 0
     transactions: int = 0
+    tls_resumed: bool = False
     _raw: Optional[_ffi.tm_delivery_status] = field(default=None, repr=False, compare=False)
     _raw_rcpts: Any = field(default=None, repr=False, compare=False)
 
@@ -392,7 +399,8 @@ class DeliveryStatus:
             floor=_enum(Floor, st.floor), recipients=rcpts, rcpt_count=st.rcpt_count,
             rcpt_delivered=st.rcpt_delivered, rcpt_deferred=st.rcpt_deferred,
             rcpt_uncertain=st.rcpt_uncertain, rcpt_bounced=st.rcpt_bounced,
-            transactions=st.transactions, _raw=st, _raw_rcpts=rcpt_array if n else None)
+            transactions=st.transactions, tls_resumed=bool(st.tls_resumed), _raw=st,
+            _raw_rcpts=rcpt_array if n else None)
 
     def to_json(self) -> str:
         """The status as one JSON object, written by tm_status_json()."""
@@ -451,6 +459,10 @@ class Context:
 
     Every option left None takes the library's default (system CA store,
     host name for EHLO, port 25, system resolver, RFC 5321 timeouts).
+    ``ca_file`` is a PEM bundle of trusted CAs, ``ca_path`` a directory of
+    PEM or DER CA certificates, one per file (as OpenSSL's -CApath; files
+    that do not parse are skipped); given both, both are trusted; given
+    neither, the system store is.  reload_ca() reads them again.
     ``timeout`` (seconds) sets command_timeout_ms; the ``*_timeout_ms``
     keywords set one timeout each.  ``log`` is called as log(level, line) on
     the thread running a call, for levels up to ``log_level``.
@@ -461,6 +473,7 @@ class Context:
     """
 
     def __init__(self, *, ca_file: Optional[Union[str, os.PathLike]] = None,
+                 ca_path: Optional[Union[str, os.PathLike]] = None,
                  helo_name: Optional[str] = None, dns_server: Optional[str] = None,
                  port: Optional[int] = None, timeout: Optional[float] = None,
                  command_timeout_ms: Optional[int] = None,
@@ -482,6 +495,7 @@ class Context:
         o = _ffi.tm_context_options()
         _lib.tm_context_options_init(ctypes.byref(o), _ffi.TM_CONTEXT_OPTIONS_VERSION)
         o.ca_file = _b(os.fspath(ca_file) if ca_file is not None else None, "ca_file")
+        o.ca_path = _b(os.fspath(ca_path) if ca_path is not None else None, "ca_path")
         o.helo_name = _b(helo_name, "helo_name")
         o.dns_server = _b(dns_server, "dns_server")
         if timeout is not None and command_timeout_ms is not None:
@@ -563,6 +577,22 @@ class Context:
                 self._ptr = None
         except Exception:
             pass
+
+    # -- trust store --------------------------------------------------------
+
+    def reload_ca(self) -> None:
+        """tm_context_reload_ca(): reads the trust store again from where the
+        context was told (ca_file, ca_path, or the system store), for when
+        certificates rotate.  Safe while other threads deliver with this
+        context: a handshake under way finishes with the store it began
+        with, every later one uses the new store, and no TLS session
+        verified under the old store is resumed.  Releases the GIL.
+
+        Raises CAFileError when nothing is readable or no certificate was
+        found (the old store then stays in use), OutOfMemory, or
+        SessionStateError when the context is closed.
+        """
+        _check(self._call(_lib.tm_context_reload_ca))
 
     # -- delivery -----------------------------------------------------------
 

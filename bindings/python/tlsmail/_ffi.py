@@ -27,7 +27,7 @@ TM_OFF = -1
 # library, which reads and writes only the fields of that version).
 TM_POLICY_VERSION = 1
 TM_STATUS_VERSION = 2
-TM_CONTEXT_OPTIONS_VERSION = 1
+TM_CONTEXT_OPTIONS_VERSION = 2  # 2 added ca_path
 TM_MESSAGE_VERSION = 2
 TM_SESSION_OPTIONS_VERSION = 1
 
@@ -38,7 +38,7 @@ TM_TEXT_MAX = 512
 TM_RCPT_TEXT_MAX = 256
 TM_ENHANCED_MAX = 16
 TM_STATUS_JSON_MAX = 16384
-TM_RCPT_JSON_MAX = 3200
+TM_RCPT_JSON_MAX = 3328
 
 SONAME_MAJOR = 1  # the soversion (libtlsmail.so.N) this binding was written for
 VERSION_MAJOR = 0  # the library version (tm_version_number() >> 16) it expects
@@ -97,6 +97,7 @@ class tm_delivery_status(ctypes.Structure):
         ("rcpt_uncertain", ctypes.c_uint),
         ("rcpt_bounced", ctypes.c_uint),
         ("transactions", ctypes.c_uint),
+        ("tls_resumed", ctypes.c_int),
     ]
 
 
@@ -131,6 +132,7 @@ class tm_context_options(ctypes.Structure):
         ("log", tm_log_fn),
         ("log_arg", ctypes.c_void_p),
         ("log_level", ctypes.c_int),
+        ("ca_path", ctypes.c_char_p),  # version 2
     ]
 
 
@@ -230,6 +232,7 @@ _PROTOTYPES = [
     ("tm_context_options_init", _c.c_int, [_P(tm_context_options), _c.c_uint]),
     ("tm_context_new", _c.c_int, [_P(_vp), _P(tm_context_options)]),
     ("tm_context_free", None, [_vp]),
+    ("tm_context_reload_ca", _c.c_int, [_vp]),
     ("tm_message_init", _c.c_int, [_P(tm_message), _c.c_uint]),
     ("tm_session_options_init", _c.c_int, [_P(tm_session_options), _c.c_uint]),
     ("tm_session_open", _c.c_int,
