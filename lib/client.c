@@ -198,17 +198,43 @@ static void txn_check_end(tm_client *c)
 
 /* ---- transactions: what may be written next ----------------------------------- */
 
-/* The MAIL FROM parameters (RFC 1870 SIZE, RFC 6152 BODY, RFC 6531). */
-static void mail_params(const tm_client *c, char *out, size_t size)
+/* Decimal digits of n at the end of buf[0..20), returning where they start
+ * (no formatting machinery on the per-message path). */
+static char *decimal(char buf[20], size_t n)
+{
+    char *p = buf + 20;
+
+    do {
+        *--p = (char)('0' + n % 10);
+        n /= 10;
+    } while (n > 0);
+    return p;
+}
+
+static char *append(char *dst, const char *src, size_t n)
+{
+    memcpy(dst, src, n);
+    return dst + n;
+}
+
+/* The MAIL FROM parameters (RFC 1870 SIZE, RFC 6152 BODY, RFC 6531);
+ * out has room for 64. */
+static void mail_params(const tm_client *c, char *out)
 {
     const tm_txn *t = c->txn;
-    char size_s[32] = "";
+    char digits[20], *p = out, *d;
 
-    if ((c->caps.flags & TM_CAP_SIZE) && t->data)
-        snprintf(size_s, sizeof size_s, " SIZE=%zu", t->size);
-    snprintf(out, size, ">%s%s%s", size_s,
-             (t->has_8bit || !t->data) && (c->caps.flags & TM_CAP_8BITMIME) ? " BODY=8BITMIME" : "",
-             t->utf8 ? " SMTPUTF8" : "");
+    *p++ = '>';
+    if ((c->caps.flags & TM_CAP_SIZE) && t->data) {
+        d = decimal(digits, t->size);
+        p = append(p, " SIZE=", 6);
+        p = append(p, d, (size_t)(digits + sizeof digits - d));
+    }
+    if ((t->has_8bit || !t->data) && (c->caps.flags & TM_CAP_8BITMIME))
+        p = append(p, " BODY=8BITMIME", 14);
+    if (t->utf8)
+        p = append(p, " SMTPUTF8", 9);
+    *p = '\0';
 }
 
 /*
@@ -216,15 +242,20 @@ static void mail_params(const tm_client *c, char *out, size_t size)
  * whole content go in the same write as MAIL and RCPT, so a message costs
  * one round trip.  Only when the whole envelope is still in the buffer and
  * the encoded content fits after it; returns 0 to use DATA instead.
+ *
+ * The content is encoded once, in its final place, leaving room for the
+ * longest header before it; the header then goes right before it and the
+ * envelope (a few dozen bytes) moves up to meet it, so the output starts a
+ * little into the buffer (wpos) and the content is never moved.
  */
+#define BDAT_HEADER_MAX (sizeof "BDAT  LAST\r\n" - 1 + 20)
 static int stage_bdat(tm_client *c)
 {
     tm_txn *t = c->txn;
-    const size_t reserve = 32;
-    size_t cmd_end = c->wlen, data_pos = cmd_end + reserve, consumed = 0, produced = 0;
-    char hdr[32];
+    const size_t reserve = BDAT_HEADER_MAX;
+    size_t cmd_end = c->wlen, data_pos = cmd_end + reserve, consumed = 0, produced = 0, hl, shift;
+    char hdr[BDAT_HEADER_MAX], digits[20], *d, *h;
     tm_body body;
-    int hl;
 
     if (c->wpos != 0 || data_pos + 64 >= sizeof c->wbuf || t->size > sizeof c->wbuf)
         return 0;
@@ -235,11 +266,17 @@ static int stage_bdat(tm_client *c)
         consumed != t->size)
         return 0;
     produced += tm__body_finish(&body, c->wbuf + data_pos + produced);
-    hl = snprintf(hdr, sizeof hdr, "BDAT %zu LAST\r\n", produced);
-    memcpy(c->wbuf + cmd_end, hdr, (size_t)hl);
-    memmove(c->wbuf + cmd_end + hl, c->wbuf + data_pos, produced);
-    c->wlen = cmd_end + (size_t)hl + produced;
-    c->queued_total += (size_t)hl + produced;
+    d = decimal(digits, produced);
+    h = append(hdr, "BDAT ", 5);
+    h = append(h, d, (size_t)(digits + sizeof digits - d));
+    h = append(h, " LAST\r\n", 7);
+    hl = (size_t)(h - hdr);
+    shift = reserve - hl;
+    memmove(c->wbuf + shift, c->wbuf, cmd_end);
+    memcpy(c->wbuf + data_pos - hl, hdr, hl);
+    c->wpos = shift;
+    c->wlen = data_pos + produced;
+    c->queued_total += hl + produced;
     expect(c, TM_X_BDAT, 0);
     c->content_mark = c->queued_total;
     /* With one recipient no 452 can ask for a further transaction, so the
@@ -258,8 +295,8 @@ static void fill_txn(tm_client *c)
 
     for (;;) {
         if (c->emit == E_MAIL) {
-            char params[96];
-            mail_params(c, params, sizeof params);
+            char params[64];
+            mail_params(c, params);
             if (room(c) < command_len("MAIL FROM:<", t->from, params))
                 return;
             put_command(c, TM_X_MAIL, 0, "MAIL FROM:<", t->from, params);

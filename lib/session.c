@@ -204,9 +204,19 @@ static int check_message(const tm_message *m, const char *domain, int *utf8)
 static void scan_content(const unsigned char *p, size_t n, int *has_nul, int *has_8bit)
 {
     size_t i = 0;
-    uint64_t hi = 0;
+    uint64_t hi = 0, h0 = 0, h1 = 0, h2 = 0, h3 = 0;
 
     *has_nul = n > 0 && memchr(p, 0, n) != NULL;
+    /* Four independent words per step: a quarter of the loop overhead. */
+    for (; i + 32 <= n; i += 32) {
+        uint64_t w[4];
+        memcpy(w, p + i, 32);
+        h0 |= w[0];
+        h1 |= w[1];
+        h2 |= w[2];
+        h3 |= w[3];
+    }
+    hi = h0 | h1 | h2 | h3;
     for (; i + 8 <= n; i += 8) {
         uint64_t w;
         memcpy(&w, p + i, 8);

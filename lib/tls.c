@@ -42,8 +42,10 @@
  * that made it found (its verification flags: TLS 1.3 PSK resumption
  * reports 0, and serialised sessions do not always keep them) and the
  * generation of the trust store that judged it, so a reloaded store never
- * resumes a session the old one verified.  A small table with
- * least-recently-stored eviction; entries expire.
+ * resumes a session the old one verified.  A small table, the oldest
+ * evicted first.  An entry's age counts from the full handshake: sessions
+ * resumed (and TLS 1.3 tickets received on them) keep that age, so no
+ * verification is trusted for longer than TM_TLS_CACHE_TTL_MS.
  */
 #define TM_TLS_CACHE_SIZE 64
 #define TM_TLS_CACHE_TTL_MS (30 * 60 * 1000)
@@ -53,7 +55,7 @@ typedef struct tm_tls_cached {
     char key[TM_TLS_KEY_MAX];
     unsigned long gen;   /* trust store generation */
     uint32_t flags;      /* verification result of the full handshake */
-    int64_t stored;
+    int64_t verified_at; /* when that full handshake was: the entry's age */
     unsigned char *data; /* mbedtls_ssl_session_save() output */
     size_t len;
 } tm_tls_cached;
@@ -92,6 +94,7 @@ struct tm_tls {
     uint32_t flags;      /* verification result of the last handshake */
     int offered;         /* a cached session was offered */
     uint32_t offered_flags; /* ... and what its full handshake found */
+    int64_t offered_at;  /* ... and when */
     int verified_now;    /* the chain was verified in this handshake */
     int resumed;         /* the handshake resumed the offered session */
     int ticket;          /* a TLS 1.3 ticket arrived on this connection */
@@ -121,10 +124,13 @@ static void describe(int ret, char *err, size_t errlen)
 }
 
 /*
- * Key exchange groups, cheapest first as measured on each mbedTLS (bench
- * --mode crypto, docs/performance.md): secp256r1 costs less than X25519 in
- * mbedTLS's own code (2.28 and 3.6 alike), P-384 more than both.  A server
- * that takes our first share does no HelloRetryRequest.
+ * Key exchange groups, cheapest first as measured on each mbedTLS (one
+ * client ECDHE, key pair and shared secret, bench --mode crypto-ops under
+ * callgrind; docs/performance.md).  3.6: secp256r1 11.2 M instructions,
+ * X25519 15.6 M, secp384r1 20.2 M (3.x has precomputed P-256 tables).
+ * 2.28: X25519 15.7 M, secp256r1 16.6 M (its tables are rebuilt per
+ * handshake), secp384r1 28.7 M.  The server takes the first it supports,
+ * in the share we sent: no HelloRetryRequest.
  */
 #if defined(TM_MBEDTLS3)
 static const uint16_t groups[] = {
@@ -135,10 +141,10 @@ static const uint16_t groups[] = {
 };
 #else
 static const mbedtls_ecp_group_id curves[] = {
-    MBEDTLS_ECP_DP_SECP256R1,
 #if defined(MBEDTLS_ECP_DP_CURVE25519_ENABLED)
     MBEDTLS_ECP_DP_CURVE25519,
 #endif
+    MBEDTLS_ECP_DP_SECP256R1,
     MBEDTLS_ECP_DP_SECP384R1,
     MBEDTLS_ECP_DP_NONE,
 };
@@ -166,52 +172,70 @@ static const uint16_t sig_algs[] = {
 #endif
 
 /*
- * Cipher suites: the library's default list, with the cheapest record
- * protection first.  ChaCha20-Poly1305 is faster than AES-GCM in mbedTLS
- * on x86-64 even with AES-NI (2.28 and 3.6, measured by bench --mode
- * crypto), AES-128 cheaper than AES-256; among TLS 1.2 suites the RSA ones
- * first, for the cheaper signature to verify.  Suites not named keep the
- * library's order behind these, so no server loses TLS by the reorder.
+ * Cipher suites, cheapest record protection first: ChaCha20-Poly1305 is
+ * cheaper than AES-GCM in mbedTLS on x86-64 even with AES-NI (16 KiB
+ * record: 2.28 565 k vs 757 k instructions, 3.6 457 k vs 552 k; its GCM
+ * works a block at a time), AES-128 cheaper than AES-256; in TLS 1.2 the
+ * RSA suites first (an RSA signature verifies 12 to 33 times faster than
+ * an ECDSA one).  Then what any MX still speaks: AES-CBC with ECDHE, DHE
+ * and RSA key exchange, so no server loses TLS to the short list.  Not
+ * mbedTLS's ~130 suites: each costs a lookup in every ClientHello, and
+ * CCM, ARIA, Camellia and PSK suites are offered by no MTA.  Only the
+ * suites the linked mbedTLS has are kept.
  */
-static int suite_rank(int id)
-{
-    static const int preferred[] = {
+static const int wanted_suites[] = {
 #if defined(TM_MBEDTLS3) && defined(MBEDTLS_SSL_PROTO_TLS1_3)
-        MBEDTLS_TLS1_3_CHACHA20_POLY1305_SHA256,
-        MBEDTLS_TLS1_3_AES_128_GCM_SHA256,
-        MBEDTLS_TLS1_3_AES_256_GCM_SHA384,
+    MBEDTLS_TLS1_3_CHACHA20_POLY1305_SHA256,
+    MBEDTLS_TLS1_3_AES_128_GCM_SHA256,
+    MBEDTLS_TLS1_3_AES_256_GCM_SHA384,
 #endif
-        MBEDTLS_TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
-        MBEDTLS_TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
-        MBEDTLS_TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
-        MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
-        MBEDTLS_TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
-        MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
-    };
-    size_t i;
+    MBEDTLS_TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+    MBEDTLS_TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+    MBEDTLS_TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+    MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+    MBEDTLS_TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+    MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+    MBEDTLS_TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA256,
+    MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256,
+    MBEDTLS_TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA384,
+    MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA384,
+    MBEDTLS_TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA,
+    MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA,
+    MBEDTLS_TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA,
+    MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA,
+    MBEDTLS_TLS_DHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+    MBEDTLS_TLS_DHE_RSA_WITH_AES_128_GCM_SHA256,
+    MBEDTLS_TLS_DHE_RSA_WITH_AES_256_GCM_SHA384,
+    MBEDTLS_TLS_DHE_RSA_WITH_AES_128_CBC_SHA256,
+    MBEDTLS_TLS_DHE_RSA_WITH_AES_256_CBC_SHA256,
+    MBEDTLS_TLS_DHE_RSA_WITH_AES_128_CBC_SHA,
+    MBEDTLS_TLS_DHE_RSA_WITH_AES_256_CBC_SHA,
+    MBEDTLS_TLS_RSA_WITH_AES_128_GCM_SHA256,
+    MBEDTLS_TLS_RSA_WITH_AES_256_GCM_SHA384,
+    MBEDTLS_TLS_RSA_WITH_AES_128_CBC_SHA256,
+    MBEDTLS_TLS_RSA_WITH_AES_256_CBC_SHA256,
+    MBEDTLS_TLS_RSA_WITH_AES_128_CBC_SHA,
+    MBEDTLS_TLS_RSA_WITH_AES_256_CBC_SHA,
+};
 
-    for (i = 0; i < sizeof preferred / sizeof preferred[0]; i++)
-        if (preferred[i] == id)
-            return (int)i;
-    return (int)i;
-}
-
-#define TM_TLS_SUITES_MAX 256
+#define TM_TLS_SUITES_MAX (sizeof wanted_suites / sizeof wanted_suites[0] + 1)
 static int suites[TM_TLS_SUITES_MAX];
 static pthread_once_t suites_once = PTHREAD_ONCE_INIT;
 
-/* Stable: the library's order among suites of equal rank. */
 static void suites_init(void)
 {
     const int *all = mbedtls_ssl_list_ciphersuites();
     size_t n = 0, i, j;
 
-    for (i = 0; all[i] != 0 && n < TM_TLS_SUITES_MAX - 1; i++) {
-        int id = all[i], r = suite_rank(id);
-        for (j = n; j > 0 && suite_rank(suites[j - 1]) > r; j--)
-            suites[j] = suites[j - 1];
-        suites[j] = id;
-        n++;
+    for (i = 0; i < TM_TLS_SUITES_MAX - 1; i++) {
+        for (j = 0; all[j] != 0 && all[j] != wanted_suites[i]; j++)
+            ;
+        if (all[j] != 0)
+            suites[n++] = wanted_suites[i];
+    }
+    if (n == 0) { /* a build without any of them: the library's own list */
+        for (j = 0; all[j] != 0 && n < TM_TLS_SUITES_MAX - 1; j++)
+            suites[n++] = all[j];
     }
     suites[n] = 0;
 }
@@ -558,7 +582,7 @@ static void cache_offer(tm_tls *t)
         tm_tls_cached *c = &cfg->cache[i];
         if (!c->data || strcmp(c->key, t->key) != 0)
             continue;
-        if (now - c->stored > TM_TLS_CACHE_TTL_MS || c->gen != t->trust->gen) {
+        if (now - c->verified_at > TM_TLS_CACHE_TTL_MS || c->gen != t->trust->gen) {
             tm__free(c->data);
             c->data = NULL;
             break;
@@ -567,6 +591,7 @@ static void cache_offer(tm_tls *t)
             mbedtls_ssl_set_session(&t->ssl, &sess) == 0) {
             t->offered = 1;
             t->offered_flags = c->flags;
+            t->offered_at = c->verified_at;
         }
         break;
     }
@@ -623,9 +648,9 @@ static void cache_save(tm_tls *t)
                 if (!c->data) {
                     slot = i;
                     oldest = INT64_MIN;
-                } else if (c->stored < oldest) {
+                } else if (c->verified_at < oldest) {
                     slot = i;
-                    oldest = c->stored;
+                    oldest = c->verified_at;
                 }
             }
             tm__free(cfg->cache[slot].data);
@@ -634,7 +659,7 @@ static void cache_save(tm_tls *t)
             cfg->cache[slot].len = len;
             cfg->cache[slot].gen = t->trust->gen;
             cfg->cache[slot].flags = t->flags;
-            cfg->cache[slot].stored = tm__now_ms();
+            cfg->cache[slot].verified_at = t->resumed ? t->offered_at : tm__now_ms();
             buf = NULL;
         }
         pthread_mutex_unlock(&cfg->lock);
@@ -660,8 +685,9 @@ void tm__tls_cache_save(tm_tls *t)
     t->keep = 1;
     /* A TLS 1.3 session is worth keeping only with a ticket: without one
      * mbedTLS would still offer TLS 1.3 alone next time.  Tickets arrive
-     * after the handshake (tls_read saves each). */
-    if (!is_tls13(t) || t->ticket)
+     * after the handshake (tls_read saves each).  A resumed TLS 1.2 session
+     * is the cached one already: not exported and parsed again. */
+    if (is_tls13(t) ? t->ticket : !t->resumed)
         cache_save(t);
 }
 
