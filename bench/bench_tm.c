@@ -26,6 +26,9 @@
  *   encode   tm__body_encode GB/s vs memcpy GB/s on a --mib MiB buffer
  *   crypto   the mbedTLS operations a full TLS 1.2 ECDHE-ECDSA handshake
  *            cannot avoid, timed alone (the CPU floor of mode "new")
+ *   crypto-ops  every key exchange group, signature, certificate and record
+ *            cipher one by one, to choose orders by (--ec-dir, --rsa-dir;
+ *            --op NAME --iters N for callgrind)
  * --threads T runs reused/new/resume in T threads sharing one tm_context,
  * each with its own sessions, --count messages in total.  With --threads
  * (even --threads 1) every worker is a created thread; without it the loop
@@ -46,12 +49,17 @@
 #include <time.h>
 
 #include <mbedtls/version.h>
+#include <mbedtls/cipher.h>
 #include <mbedtls/ctr_drbg.h>
 #include <mbedtls/ecdh.h>
 #include <mbedtls/ecdsa.h>
 #include <mbedtls/entropy.h>
 #include <mbedtls/pk.h>
+#include <mbedtls/rsa.h>
 #include <mbedtls/x509_crt.h>
+#if MBEDTLS_VERSION_NUMBER >= 0x03000000
+#include <psa/crypto.h>
+#endif
 
 #include "internal.h"
 #include "tlsmail.h"
@@ -272,8 +280,9 @@ static const char *json_safe(char *s)
 
 typedef struct args {
     const char *host, *addr, *ca, *dns, *mode, *helo, *leaf;
+    const char *ec_dir, *rsa_dir, *op; /* crypto-ops */
     unsigned int port;
-    long count, size, threads, mib, reps;
+    long count, size, threads, mib, reps, iters;
     int threads_given; /* --threads on the command line: workers are created threads */
     double max_seconds; /* the loop stops early after this long */
 } args;
@@ -283,7 +292,9 @@ static void usage(void)
     fprintf(stderr,
             "usage: bench_tm --host NAME --port N --ca FILE --dns IP:PORT [--addr IP]\n"
             "                --count N --mode reused|new|resume|plain|memory|encode|crypto\n"
-            "                [--size BYTES] [--threads T] [--mib M] [--reps R]\n");
+            "                [--size BYTES] [--threads T] [--mib M] [--reps R]\n"
+            "       bench_tm --mode crypto-ops [--ec-dir DIR] [--rsa-dir DIR] [--reps R]\n"
+            "                [--op NAME [--iters N]]\n");
     exit(64);
 }
 
@@ -339,12 +350,20 @@ static void parse_args(args *a, int argc, char **argv)
             a->reps = atol(v);
         else if (!strcmp(k, "--max-seconds"))
             a->max_seconds = atof(v);
+        else if (!strcmp(k, "--ec-dir"))
+            a->ec_dir = v;
+        else if (!strcmp(k, "--rsa-dir"))
+            a->rsa_dir = v;
+        else if (!strcmp(k, "--op"))
+            a->op = v;
+        else if (!strcmp(k, "--iters"))
+            a->iters = atol(v);
         else
             usage();
         i++;
     }
     if (a->count < 1 || a->size < 0 || a->threads < 1 || a->threads > 64 || a->mib < 1 ||
-        a->reps < 1)
+        a->reps < 1 || a->iters < 0 || (a->iters > 0 && !a->op))
         usage();
 }
 
@@ -852,6 +871,7 @@ static double crypto_time(crypto_fn fn, void *arg, long reps)
 typedef struct crypto_ctx {
     mbedtls_ctr_drbg_context drbg;
     mbedtls_ecp_group grp;
+    mbedtls_ecp_group_id id;     /* the group of grp and peer */
     mbedtls_ecp_point peer;      /* the server's ephemeral public point */
     mbedtls_pk_context key;      /* a P-256 key, as in the server's certificate */
     unsigned char hash[32], sig[MBEDTLS_ECDSA_MAX_LEN];
@@ -860,24 +880,33 @@ typedef struct crypto_ctx {
     const char *name;
 } crypto_ctx;
 
-/* The client's half of ECDHE: a key pair, then the shared secret. */
+/* The client's half of ECDHE: a key pair, then the shared secret, in a
+ * group loaded for the call as each handshake loads it: 2.28 has no static
+ * tables for P-256 and caches the fixed-base precomputation in the group,
+ * so a group reused across calls made P-256 look ~15% cheaper than what a
+ * handshake pays (and cheaper than X25519, which it is not on 2.28). */
 static int ecdhe_client(void *arg)
 {
     crypto_ctx *c = arg;
+    mbedtls_ecp_group grp;
     mbedtls_mpi d, z;
     mbedtls_ecp_point q;
     int rc;
 
+    mbedtls_ecp_group_init(&grp);
     mbedtls_mpi_init(&d);
     mbedtls_mpi_init(&z);
     mbedtls_ecp_point_init(&q);
-    rc = mbedtls_ecdh_gen_public(&c->grp, &d, &q, mbedtls_ctr_drbg_random, &c->drbg);
+    rc = mbedtls_ecp_group_load(&grp, c->id);
     if (rc == 0)
-        rc = mbedtls_ecdh_compute_shared(&c->grp, &z, &c->peer, &d, mbedtls_ctr_drbg_random,
+        rc = mbedtls_ecdh_gen_public(&grp, &d, &q, mbedtls_ctr_drbg_random, &c->drbg);
+    if (rc == 0)
+        rc = mbedtls_ecdh_compute_shared(&grp, &z, &c->peer, &d, mbedtls_ctr_drbg_random,
                                          &c->drbg);
     mbedtls_mpi_free(&d);
     mbedtls_mpi_free(&z);
     mbedtls_ecp_point_free(&q);
+    mbedtls_ecp_group_free(&grp);
     return rc;
 }
 
@@ -907,6 +936,7 @@ static int crypto_group(crypto_ctx *c, mbedtls_ecp_group_id id)
     mbedtls_ecp_group_init(&c->grp);
     mbedtls_ecp_point_init(&c->peer);
     mbedtls_mpi_init(&d);
+    c->id = id;
     rc = mbedtls_ecp_group_load(&c->grp, id);
     if (rc == 0)
         rc = mbedtls_ecdh_gen_public(&c->grp, &d, &c->peer, mbedtls_ctr_drbg_random, &c->drbg);
@@ -977,6 +1007,484 @@ static int crypto(const args *a)
     return failed;
 }
 
+/* ---- crypto operations one by one (mode crypto-ops) -------------------------- */
+
+/*
+ * Each mbedTLS operation a TLS client pays for, alone, on the linked
+ * version: the client's ECDHE per group (the TLS 1.2 path, mbedtls_ecdh_*
+ * with the server's ServerECDHParams; on 3.x also the TLS 1.3 path, PSA
+ * generate + export + raw agreement + destroy), signature verification
+ * (ECDSA P-256, RSA-2048 PKCS#1 v1.5 and PSS; SHA-256), certificate parse
+ * and chain verification (leaf + CA, EC and RSA: --ec-dir / --rsa-dir, each
+ * a tests/peers/certs.py directory with ca.pem, valid.pem, valid.key), and
+ * AEAD encryption of 16 KiB records (mbedtls_cipher_auth_encrypt_ext, what
+ * the record layer calls without MBEDTLS_USE_PSA_CRYPTO; on 3.x also
+ * psa_aead_encrypt).  Timing: thread CPU, median of --reps x 20 calls.
+ * With --op NAME --iters N the one operation runs N times inside
+ * crypto_op_loop() and nothing is timed: for
+ *   valgrind --tool=callgrind --toggle-collect=crypto_op_loop bench_tm ...
+ * whose total Ir / N is the instruction count of one call.
+ */
+#define OPS_RECORD 16384
+
+typedef struct ecdh_op {
+    mbedtls_ecp_group_id id;
+    mbedtls_ctr_drbg_context *drbg;
+    unsigned char params[160]; /* the server's ServerECDHParams */
+    size_t params_len;
+} ecdh_op;
+
+/* What a TLS 1.2 client does with the ServerKeyExchange's ECDHE part:
+ * read the params (group, point), make its key pair, compute the secret. */
+static int op_ecdh_legacy(void *arg)
+{
+    ecdh_op *e = arg;
+    mbedtls_ecdh_context ctx;
+    const unsigned char *p = e->params;
+    unsigned char pub[160], z[80];
+    size_t olen;
+    int rc;
+
+    mbedtls_ecdh_init(&ctx);
+    rc = mbedtls_ecdh_read_params(&ctx, &p, e->params + e->params_len);
+    if (rc == 0)
+        rc = mbedtls_ecdh_make_public(&ctx, &olen, pub, sizeof pub, mbedtls_ctr_drbg_random,
+                                      e->drbg);
+    if (rc == 0)
+        rc = mbedtls_ecdh_calc_secret(&ctx, &olen, z, sizeof z, mbedtls_ctr_drbg_random, e->drbg);
+    mbedtls_ecdh_free(&ctx);
+    return rc;
+}
+
+static int ecdh_op_setup(ecdh_op *e, mbedtls_ecp_group_id id, mbedtls_ctr_drbg_context *drbg)
+{
+    mbedtls_ecdh_context srv;
+    int rc;
+
+    e->id = id;
+    e->drbg = drbg;
+    mbedtls_ecdh_init(&srv);
+    rc = mbedtls_ecdh_setup(&srv, id);
+    if (rc == 0)
+        rc = mbedtls_ecdh_make_params(&srv, &e->params_len, e->params, sizeof e->params,
+                                      mbedtls_ctr_drbg_random, drbg);
+    mbedtls_ecdh_free(&srv);
+    return rc;
+}
+
+#if MBEDTLS_VERSION_NUMBER >= 0x03000000
+typedef struct psa_ecdh_op {
+    psa_key_type_t type;
+    size_t bits;
+    unsigned char peer[PSA_EXPORT_PUBLIC_KEY_MAX_SIZE];
+    size_t peer_len;
+} psa_ecdh_op;
+
+static psa_status_t psa_ecdh_key(const psa_ecdh_op *e, psa_key_id_t *key)
+{
+    psa_key_attributes_t at = PSA_KEY_ATTRIBUTES_INIT;
+
+    psa_set_key_usage_flags(&at, PSA_KEY_USAGE_DERIVE);
+    psa_set_key_algorithm(&at, PSA_ALG_ECDH);
+    psa_set_key_type(&at, e->type);
+    psa_set_key_bits(&at, e->bits);
+    return psa_generate_key(&at, key);
+}
+
+/* What a TLS 1.3 client does (ssl_tls13_generic.c, ssl_tls13_keys.c):
+ * psa_generate_key + psa_export_public_key for the key share, then
+ * psa_raw_key_agreement with the server's share and psa_destroy_key. */
+static int op_ecdh_psa(void *arg)
+{
+    psa_ecdh_op *e = arg;
+    psa_key_id_t key;
+    unsigned char pub[PSA_EXPORT_PUBLIC_KEY_MAX_SIZE], z[PSA_RAW_KEY_AGREEMENT_OUTPUT_MAX_SIZE];
+    size_t olen;
+    psa_status_t st = psa_ecdh_key(e, &key);
+
+    if (st != PSA_SUCCESS)
+        return -1;
+    st = psa_export_public_key(key, pub, sizeof pub, &olen);
+    if (st == PSA_SUCCESS)
+        st = psa_raw_key_agreement(PSA_ALG_ECDH, key, e->peer, e->peer_len, z, sizeof z, &olen);
+    psa_destroy_key(key);
+    return st == PSA_SUCCESS ? 0 : -1;
+}
+
+static int psa_ecdh_setup(psa_ecdh_op *e, psa_key_type_t type, size_t bits)
+{
+    psa_key_id_t key;
+    psa_status_t st;
+
+    e->type = type;
+    e->bits = bits;
+    st = psa_ecdh_key(e, &key);
+    if (st != PSA_SUCCESS)
+        return -1;
+    st = psa_export_public_key(key, e->peer, sizeof e->peer, &e->peer_len);
+    psa_destroy_key(key);
+    return st == PSA_SUCCESS ? 0 : -1;
+}
+
+typedef struct psa_aead_op {
+    psa_key_id_t key;
+    psa_algorithm_t alg;
+    unsigned char *in, *out;
+    unsigned char nonce[12], ad[13];
+} psa_aead_op;
+
+static int op_aead_psa(void *arg)
+{
+    psa_aead_op *a = arg;
+    size_t olen;
+
+    return psa_aead_encrypt(a->key, a->alg, a->nonce, sizeof a->nonce, a->ad, sizeof a->ad, a->in,
+                            OPS_RECORD, a->out, OPS_RECORD + 16, &olen) == PSA_SUCCESS
+               ? 0
+               : -1;
+}
+
+static void psa_aead_free(psa_aead_op *a)
+{
+    psa_destroy_key(a->key);
+    free(a->in);
+    free(a->out);
+}
+
+static int psa_aead_setup(psa_aead_op *a, psa_key_type_t type, size_t bits, psa_algorithm_t alg)
+{
+    psa_key_attributes_t at = PSA_KEY_ATTRIBUTES_INIT;
+    unsigned char key[32];
+
+    memset(key, 0x3c, sizeof key);
+    memset(a->nonce, 0x11, sizeof a->nonce);
+    memset(a->ad, 0x17, sizeof a->ad);
+    a->alg = alg;
+    a->in = calloc(1, OPS_RECORD);
+    a->out = calloc(1, OPS_RECORD + 16);
+    if (!a->in || !a->out)
+        return -1;
+    psa_set_key_usage_flags(&at, PSA_KEY_USAGE_ENCRYPT);
+    psa_set_key_algorithm(&at, alg);
+    psa_set_key_type(&at, type);
+    psa_set_key_bits(&at, bits);
+    return psa_import_key(&at, key, bits / 8, &a->key) == PSA_SUCCESS ? 0 : -1;
+}
+#endif
+
+typedef struct sig_op {
+    mbedtls_pk_context pk;
+    int pss;
+    unsigned char hash[32];
+    unsigned char sig[MBEDTLS_PK_SIGNATURE_MAX_SIZE];
+    size_t sig_len;
+} sig_op;
+
+/* The CertificateVerify / ServerKeyExchange check (and the check of a
+ * certificate's signature): mbedtls_pk_verify, or _ext for PSS with the
+ * options TLS 1.3 passes (MGF1 = the hash, salt = the hash's length). */
+static int op_verify(void *arg)
+{
+    sig_op *s = arg;
+
+    if (s->pss) {
+        const mbedtls_pk_rsassa_pss_options o = { MBEDTLS_MD_SHA256, 32 };
+        return mbedtls_pk_verify_ext(MBEDTLS_PK_RSASSA_PSS, &o, &s->pk, MBEDTLS_MD_SHA256, s->hash,
+                                     sizeof s->hash, s->sig, s->sig_len);
+    }
+    return mbedtls_pk_verify(&s->pk, MBEDTLS_MD_SHA256, s->hash, sizeof s->hash, s->sig,
+                             s->sig_len);
+}
+
+/* A key from key_file, else (EC only) a fresh P-256 key; then a signature
+ * over a fixed hash to verify. */
+static int sig_setup(sig_op *s, const char *key_file, int rsa, int pss,
+                     mbedtls_ctr_drbg_context *drbg)
+{
+    int rc;
+
+    mbedtls_pk_init(&s->pk);
+    s->pss = pss;
+    memset(s->hash, 0x5a, sizeof s->hash);
+    if (key_file)
+#if MBEDTLS_VERSION_NUMBER >= 0x03000000
+        rc = mbedtls_pk_parse_keyfile(&s->pk, key_file, NULL, mbedtls_ctr_drbg_random, drbg);
+#else
+        rc = mbedtls_pk_parse_keyfile(&s->pk, key_file, NULL);
+#endif
+    else if (rsa)
+        return -1; /* no RSA key generation here: it takes seconds */
+    else {
+        rc = mbedtls_pk_setup(&s->pk, mbedtls_pk_info_from_type(MBEDTLS_PK_ECKEY));
+        if (rc == 0)
+            rc = mbedtls_ecp_gen_key(MBEDTLS_ECP_DP_SECP256R1, mbedtls_pk_ec(s->pk),
+                                     mbedtls_ctr_drbg_random, drbg);
+    }
+    if (rc != 0)
+        return rc;
+    if (mbedtls_pk_get_type(&s->pk) != (rsa ? MBEDTLS_PK_RSA : MBEDTLS_PK_ECKEY))
+        return -1;
+    if (pss) {
+        mbedtls_rsa_context *r = mbedtls_pk_rsa(s->pk);
+#if MBEDTLS_VERSION_NUMBER >= 0x03000000
+        rc = mbedtls_rsa_set_padding(r, MBEDTLS_RSA_PKCS_V21, MBEDTLS_MD_SHA256);
+        if (rc == 0)
+            rc = mbedtls_rsa_rsassa_pss_sign(r, mbedtls_ctr_drbg_random, drbg, MBEDTLS_MD_SHA256,
+                                             32, s->hash, s->sig);
+#else
+        mbedtls_rsa_set_padding(r, MBEDTLS_RSA_PKCS_V21, MBEDTLS_MD_SHA256);
+        rc = mbedtls_rsa_rsassa_pss_sign(r, mbedtls_ctr_drbg_random, drbg, MBEDTLS_RSA_PRIVATE,
+                                         MBEDTLS_MD_SHA256, 32, s->hash, s->sig);
+#endif
+        s->sig_len = mbedtls_pk_get_len(&s->pk);
+        return rc;
+    }
+    return mbedtls_pk_sign(&s->pk, MBEDTLS_MD_SHA256, s->hash, sizeof s->hash, s->sig,
+#if MBEDTLS_VERSION_NUMBER >= 0x03000000
+                           sizeof s->sig,
+#endif
+                           &s->sig_len, mbedtls_ctr_drbg_random, drbg);
+}
+
+typedef struct chain_op {
+    mbedtls_x509_crt ca, leaf;
+    const char *name;
+} chain_op;
+
+static int op_chain(void *arg)
+{
+    chain_op *c = arg;
+    uint32_t flags = 0;
+    int rc = mbedtls_x509_crt_verify(&c->leaf, &c->ca, NULL, c->name, &flags, NULL, NULL);
+    return rc == 0 && flags == 0 ? 0 : -1;
+}
+
+/* What the client does with the server's Certificate message: parse the
+ * leaf's DER (copied, as mbedTLS does) and free it. */
+static int op_parse(void *arg)
+{
+    chain_op *c = arg;
+    mbedtls_x509_crt crt;
+    int rc;
+
+    mbedtls_x509_crt_init(&crt);
+    rc = mbedtls_x509_crt_parse_der(&crt, c->leaf.raw.p, c->leaf.raw.len);
+    mbedtls_x509_crt_free(&crt);
+    return rc;
+}
+
+static int chain_setup(chain_op *c, const char *dir, const char *name)
+{
+    char path[4096];
+
+    mbedtls_x509_crt_init(&c->ca);
+    mbedtls_x509_crt_init(&c->leaf);
+    c->name = name;
+    if (!dir)
+        return -1;
+    snprintf(path, sizeof path, "%s/ca.pem", dir);
+    if (mbedtls_x509_crt_parse_file(&c->ca, path) != 0)
+        return -1;
+    snprintf(path, sizeof path, "%s/valid.pem", dir);
+    if (mbedtls_x509_crt_parse_file(&c->leaf, path) != 0)
+        return -1;
+    return op_chain(c);
+}
+
+typedef struct aead_op {
+    mbedtls_cipher_context_t ctx;
+    unsigned char *buf; /* OPS_RECORD + the tag, encrypted in place as the record layer does */
+    unsigned char iv[12], ad[13];
+} aead_op;
+
+static int op_aead(void *arg)
+{
+    aead_op *a = arg;
+    size_t olen;
+
+    return mbedtls_cipher_auth_encrypt_ext(&a->ctx, a->iv, sizeof a->iv, a->ad, sizeof a->ad,
+                                           a->buf, OPS_RECORD, a->buf, OPS_RECORD + 16, &olen, 16);
+}
+
+static int aead_setup(aead_op *a, mbedtls_cipher_type_t type, int bits)
+{
+    unsigned char key[32];
+    int rc;
+
+    memset(key, 0x3c, sizeof key);
+    memset(a->iv, 0x11, sizeof a->iv);
+    memset(a->ad, 0x17, sizeof a->ad);
+    mbedtls_cipher_init(&a->ctx);
+    a->buf = calloc(1, OPS_RECORD + 16);
+    if (!a->buf)
+        return -1;
+    rc = mbedtls_cipher_setup(&a->ctx, mbedtls_cipher_info_from_type(type));
+    if (rc == 0)
+        rc = mbedtls_cipher_setkey(&a->ctx, key, bits, MBEDTLS_ENCRYPT);
+    return rc;
+}
+
+typedef struct crypto_op {
+    const char *name;
+    int (*fn)(void *);
+    void *arg;
+    int bytes; /* a record op: MB/s too */
+    int ready; /* set up without error */
+} crypto_op;
+
+/* The measured loop for callgrind (--toggle-collect=crypto_op_loop). */
+__attribute__((noinline)) int crypto_op_loop(const crypto_op *op, long n);
+__attribute__((noinline)) int crypto_op_loop(const crypto_op *op, long n)
+{
+    long i;
+
+    for (i = 0; i < n; i++)
+        if (op->fn(op->arg) != 0)
+            return -1;
+    return 0;
+}
+
+/* Times the operations (--op: that one only); 1 if one failed that was set
+ * up, or that needs no --ec-dir / --rsa-dir (those rows are null without). */
+static int crypto_ops_time(const args *a, const crypto_op *ops, size_t n)
+{
+    size_t i;
+    int failed = 0, first = 1;
+
+    printf("{\"client\": \"libtlsmail\", \"mode\": \"crypto-ops\", \"backend\": \"%s\", "
+           "\"reps\": %ld, \"us_per_call\": {",
+           tm_tls_backend(), a->reps);
+    for (i = 0; i < n; i++) {
+        double us;
+        if (a->op && strcmp(ops[i].name, a->op))
+            continue;
+        us = ops[i].ready ? crypto_time(ops[i].fn, ops[i].arg, a->reps) : -1.0;
+        if (us < 0 && (ops[i].ready || (strncmp(ops[i].name, "x509", 4) &&
+                                        !strstr(ops[i].name, "rsa"))))
+            failed = 1;
+        if (us < 0)
+            printf("%s\"%s\": null", first ? "" : ", ", ops[i].name);
+        else if (ops[i].bytes)
+            printf("%s\"%s\": %.2f, \"%s_mbs\": %.1f", first ? "" : ", ", ops[i].name, us,
+                   ops[i].name, (double)OPS_RECORD / us);
+        else
+            printf("%s\"%s\": %.2f", first ? "" : ", ", ops[i].name, us);
+        first = 0;
+    }
+    printf("}, \"error\": \"%s\"}\n", failed ? "an mbedTLS call failed" : "");
+    return failed;
+}
+
+static int crypto_ops(const args *a)
+{
+    static const unsigned char pers[] = "bench_tm crypto-ops";
+    mbedtls_entropy_context ent;
+    mbedtls_ctr_drbg_context drbg;
+    ecdh_op e_x25519, e_p256, e_p384;
+    sig_op sg[3];   /* ECDSA P-256, RSA PKCS#1 v1.5, RSA PSS */
+    chain_op ch[2]; /* EC, RSA */
+    aead_op ae[3];  /* AES-128-GCM, AES-256-GCM, ChaCha20-Poly1305 */
+    char ec_key[4096], rsa_key[4096];
+#if MBEDTLS_VERSION_NUMBER >= 0x03000000
+    psa_ecdh_op p_x25519, p_p256, p_p384;
+    psa_aead_op pa[3];
+#endif
+    crypto_op ops[24];
+    size_t n = 0, i;
+    int failed = 0, found = 0;
+
+    memset(ae, 0, sizeof ae);
+    mbedtls_entropy_init(&ent);
+    mbedtls_ctr_drbg_init(&drbg);
+#if MBEDTLS_VERSION_NUMBER >= 0x03000000
+    memset(pa, 0, sizeof pa);
+    if (psa_crypto_init() != PSA_SUCCESS)
+        return 1;
+#endif
+    if (mbedtls_ctr_drbg_seed(&drbg, mbedtls_entropy_func, &ent, pers, sizeof pers - 1) != 0)
+        return 1;
+    snprintf(ec_key, sizeof ec_key, "%s/valid.key", a->ec_dir ? a->ec_dir : "");
+    snprintf(rsa_key, sizeof rsa_key, "%s/valid.key", a->rsa_dir ? a->rsa_dir : "");
+#define OP(nm, f, ar, by, setup) \
+    do { \
+        ops[n].name = nm; \
+        ops[n].fn = f; \
+        ops[n].arg = ar; \
+        ops[n].bytes = by; \
+        ops[n].ready = (setup) == 0; \
+        n++; \
+    } while (0)
+    OP("ecdhe_x25519", op_ecdh_legacy, &e_x25519, 0,
+       ecdh_op_setup(&e_x25519, MBEDTLS_ECP_DP_CURVE25519, &drbg));
+    OP("ecdhe_p256", op_ecdh_legacy, &e_p256, 0,
+       ecdh_op_setup(&e_p256, MBEDTLS_ECP_DP_SECP256R1, &drbg));
+    OP("ecdhe_p384", op_ecdh_legacy, &e_p384, 0,
+       ecdh_op_setup(&e_p384, MBEDTLS_ECP_DP_SECP384R1, &drbg));
+#if MBEDTLS_VERSION_NUMBER >= 0x03000000
+    OP("psa_ecdhe_x25519", op_ecdh_psa, &p_x25519, 0,
+       psa_ecdh_setup(&p_x25519, PSA_KEY_TYPE_ECC_KEY_PAIR(PSA_ECC_FAMILY_MONTGOMERY), 255));
+    OP("psa_ecdhe_p256", op_ecdh_psa, &p_p256, 0,
+       psa_ecdh_setup(&p_p256, PSA_KEY_TYPE_ECC_KEY_PAIR(PSA_ECC_FAMILY_SECP_R1), 256));
+    OP("psa_ecdhe_p384", op_ecdh_psa, &p_p384, 0,
+       psa_ecdh_setup(&p_p384, PSA_KEY_TYPE_ECC_KEY_PAIR(PSA_ECC_FAMILY_SECP_R1), 384));
+#endif
+    OP("verify_ecdsa_p256", op_verify, &sg[0], 0,
+       sig_setup(&sg[0], a->ec_dir ? ec_key : NULL, 0, 0, &drbg));
+    OP("verify_rsa2048_pkcs1", op_verify, &sg[1], 0,
+       sig_setup(&sg[1], a->rsa_dir ? rsa_key : NULL, 1, 0, &drbg));
+    OP("verify_rsa2048_pss", op_verify, &sg[2], 0,
+       sig_setup(&sg[2], a->rsa_dir ? rsa_key : NULL, 1, 1, &drbg));
+    OP("x509_parse_ec", op_parse, &ch[0], 0, chain_setup(&ch[0], a->ec_dir, a->host));
+    OP("x509_chain_ec", op_chain, &ch[0], 0, ch[0].leaf.raw.p ? 0 : -1);
+    OP("x509_parse_rsa", op_parse, &ch[1], 0, chain_setup(&ch[1], a->rsa_dir, a->host));
+    OP("x509_chain_rsa", op_chain, &ch[1], 0, ch[1].leaf.raw.p ? 0 : -1);
+    OP("aead_aes128gcm_16k", op_aead, &ae[0], 1, aead_setup(&ae[0], MBEDTLS_CIPHER_AES_128_GCM, 128));
+    OP("aead_aes256gcm_16k", op_aead, &ae[1], 1, aead_setup(&ae[1], MBEDTLS_CIPHER_AES_256_GCM, 256));
+    OP("aead_chachapoly_16k", op_aead, &ae[2], 1,
+       aead_setup(&ae[2], MBEDTLS_CIPHER_CHACHA20_POLY1305, 256));
+#if MBEDTLS_VERSION_NUMBER >= 0x03000000
+    OP("psa_aead_aes128gcm_16k", op_aead_psa, &pa[0], 1,
+       psa_aead_setup(&pa[0], PSA_KEY_TYPE_AES, 128, PSA_ALG_GCM));
+    OP("psa_aead_aes256gcm_16k", op_aead_psa, &pa[1], 1,
+       psa_aead_setup(&pa[1], PSA_KEY_TYPE_AES, 256, PSA_ALG_GCM));
+    OP("psa_aead_chachapoly_16k", op_aead_psa, &pa[2], 1,
+       psa_aead_setup(&pa[2], PSA_KEY_TYPE_CHACHA20, 256, PSA_ALG_CHACHA20_POLY1305));
+#endif
+#undef OP
+    if (a->iters > 0) {
+        /* One operation, untimed, for callgrind. */
+        for (i = 0; i < n; i++)
+            if (a->op && !strcmp(ops[i].name, a->op)) {
+                found = 1;
+                failed = !ops[i].ready || crypto_op_loop(&ops[i], a->iters) != 0;
+            }
+        printf("{\"client\": \"libtlsmail\", \"mode\": \"crypto-ops\", \"backend\": \"%s\", "
+               "\"op\": \"%s\", \"iters\": %ld, \"ok\": %s}\n",
+               tm_tls_backend(), a->op ? a->op : "", a->iters, found && !failed ? "true" : "false");
+        failed = !found || failed;
+    } else {
+        failed = crypto_ops_time(a, ops, n);
+    }
+    for (i = 0; i < 3; i++) {
+        mbedtls_cipher_free(&ae[i].ctx);
+        free(ae[i].buf);
+        mbedtls_pk_free(&sg[i].pk);
+#if MBEDTLS_VERSION_NUMBER >= 0x03000000
+        psa_aead_free(&pa[i]);
+#endif
+    }
+    for (i = 0; i < 2; i++) {
+        mbedtls_x509_crt_free(&ch[i].ca);
+        mbedtls_x509_crt_free(&ch[i].leaf);
+    }
+    mbedtls_ctr_drbg_free(&drbg);
+    mbedtls_entropy_free(&ent);
+#if MBEDTLS_VERSION_NUMBER >= 0x03000000
+    mbedtls_psa_crypto_free();
+#endif
+    return failed;
+}
+
 int main(int argc, char **argv)
 {
     args a;
@@ -986,6 +1494,8 @@ int main(int argc, char **argv)
         return encode(&a);
     if (!strcmp(a.mode, "crypto"))
         return crypto(&a);
+    if (!strcmp(a.mode, "crypto-ops"))
+        return crypto_ops(&a);
     if (!a.ca || !a.dns || !a.port)
         usage();
     if (!strcmp(a.mode, "memory")) {
