@@ -42,6 +42,9 @@ typedef char v2_extends_v1_at_its_end[sizeof(old_message_v1) == offsetof(tm_mess
                                           ? 1
                                           : -1];
 
+/* tm_context_options version 1 (0.2.0 before ca_path): ends at log_level. */
+#define OPTIONS_V1_SIZE offsetof(tm_context_options, ca_path)
+
 static tm_context *ctx;
 static int refusing_fd = -1;
 static unsigned int refusing_port_num;
@@ -322,6 +325,37 @@ static void init_functions_honour_the_version(void **state)
     assert_int_equal(tm_session_options_init(NULL, TM_SESSION_OPTIONS_VERSION), TM_EINVAL);
 }
 
+/* A v1 caller's options: init writes nothing past them, and
+ * tm_context_new reads nothing past them (a ca_path-shaped pointer to
+ * garbage right behind would otherwise make it fail with TM_ECAFILE). */
+static void v1_context_options_are_accepted(void **state)
+{
+    unsigned char *b;
+    tm_context_options *o;
+    tm_context *c = NULL;
+    (void)state;
+
+    b = guarded(OPTIONS_V1_SIZE);
+    assert_int_equal(tm_context_options_init((tm_context_options *)b, 1), TM_OK);
+    guard_intact(b, OPTIONS_V1_SIZE);
+    free(b);
+
+    /* The block is sized for the current version so that the bytes behind
+     * v1's end can hold what a ca_path would be: a path that does not exist. */
+    o = calloc(1, sizeof *o);
+    assert_non_null(o);
+    assert_int_equal(tm_context_options_init(o, 1), TM_OK);
+    o->helo_name = "client.tm.test";
+    o->ca_path = "/nonexistent/ca/path";
+    assert_int_equal(tm_context_new(&c, o), TM_OK);
+    tm_context_free(c);
+    /* As version 2 the same options name that directory: refused. */
+    o->version = 2;
+    assert_int_equal(tm_context_new(&c, o), TM_ECAFILE);
+    assert_null(c);
+    free(o);
+}
+
 static void option_versions_out_of_range_are_refused(void **state)
 {
     tm_context_options co = TM_CONTEXT_OPTIONS_INIT;
@@ -370,6 +404,7 @@ int main(void)
         cmocka_unit_test(zero_policy_is_the_default),
         cmocka_unit_test(init_functions_honour_the_version),
         cmocka_unit_test(option_versions_out_of_range_are_refused),
+        cmocka_unit_test(v1_context_options_are_accepted),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
