@@ -200,23 +200,23 @@ static int check_message(const tm_message *m, const char *domain, int *utf8)
     return TM_OK;
 }
 
-/* Scans in-memory content once: NUL bytes, 8-bit bytes. */
+/* Scans in-memory content once: NUL bytes, 8-bit bytes.  The OR of 32
+ * bytes at a time in a vector (GCC and clang vector extensions: SSE2
+ * registers on x86-64, whatever the target has elsewhere). */
+typedef uint64_t tm_v4 __attribute__((vector_size(32)));
 static void scan_content(const unsigned char *p, size_t n, int *has_nul, int *has_8bit)
 {
     size_t i = 0;
-    uint64_t hi = 0, h0 = 0, h1 = 0, h2 = 0, h3 = 0;
+    uint64_t hi = 0;
+    tm_v4 acc = { 0, 0, 0, 0 };
 
     *has_nul = n > 0 && memchr(p, 0, n) != NULL;
-    /* Four independent words per step: a quarter of the loop overhead. */
     for (; i + 32 <= n; i += 32) {
-        uint64_t w[4];
-        memcpy(w, p + i, 32);
-        h0 |= w[0];
-        h1 |= w[1];
-        h2 |= w[2];
-        h3 |= w[3];
+        tm_v4 w;
+        memcpy(&w, p + i, 32);
+        acc |= w;
     }
-    hi = h0 | h1 | h2 | h3;
+    hi = acc[0] | acc[1] | acc[2] | acc[3];
     for (; i + 8 <= n; i += 8) {
         uint64_t w;
         memcpy(&w, p + i, 8);
