@@ -1,7 +1,7 @@
 #!/bin/sh
 # Runs the unit tests, every hostile-server test program (suite 'hostile':
 # starttls, replies, connection, certificates, content, recipients,
-# sessions, mx-hostile, alloc-failure) and (scaled down) the load test
+# sessions, resumption, mx-hostile, alloc-failure) and (scaled down) the load test
 # under valgrind memcheck:
 #
 #   tests/valgrind.sh BUILD_DIR

@@ -7,7 +7,8 @@
  *
  * The programs that use it are grouped by behaviour (tests/starttls,
  * tests/replies, tests/connection, tests/certificates, tests/content,
- * tests/recipients, tests/sessions, tests/mx, tests/load); see tests/README.md.
+ * tests/recipients, tests/sessions, tests/resumption, tests/mx, tests/load);
+ * see tests/README.md.
  *
  * Environment:
  *   TM_HOSTILE_FILTER=glob   run only the matching tests (cmocka filter)

@@ -14,7 +14,13 @@ Script (JSON):
      "linger": 0.3,          # after the last connection, keep counting
                              # unexpected connections this long (seconds)
      "accept_timeout": 60}   # max wait for each scripted connection
-A connection entry may also be {"steps": [...]}.
+A connection entry may also be {"steps": [...]}, with optionally
+    "optional": true    the client may or may not make this connection: it
+                        is awaited "accept_timeout" seconds (default: the
+                        script's "linger"); when it does not come, it and
+                        the entries after it are not served (optional ones
+                        count in "optional_unused", others as missing)
+    "accept_timeout": s this connection's own wait
 
 Steps (executed in order; optional "timeout" on every reading step):
     {"send": "220 hi\\r\\n"}            latin-1 string, sent as is
@@ -32,7 +38,8 @@ Steps (executed in order; optional "timeout" on every reading step):
     {"sleep": 1.5}
     {"starttls": true}                  TLS handshake (server side), optional
                                         "cert", "key", "min_version",
-                                        "max_version" ("TLSv1.2"/"TLSv1.3")
+                                        "max_version" ("TLSv1.2"/"TLSv1.3"),
+                                        "hold_tickets" (below)
     {"tls_garbage": "HTTP/1.0 400 Bad\\r\\n\\r\\n"}  answer the ClientHello
                                         with raw bytes, then close
                                         ("close": false keeps it open)
@@ -58,7 +65,28 @@ In "auto", QUIT gets 221 and a close (with close_notify inside TLS);
 STARTTLS gets 220 + handshake when "STARTTLS" is in caps (503 inside TLS,
 502 when not offered, 454 without a certificate); EHLO inside TLS does not
 list STARTTLS; a failed handshake ends the auto step.  "auto" also accepts
-"cert", "key", "min_version", "max_version" for its STARTTLS.
+"cert", "key", "min_version", "max_version" and "hold_tickets" for its
+STARTTLS.
+
+"hold_tickets": true (starttls and auto steps): after a TLS 1.3 handshake,
+the records the TLS engine wrote once the handshake was done (OpenSSL's
+NewSessionTicket messages) are not flushed; they go out in front of the
+next reply, in the same write (the reply to the client's EHLO in "auto"),
+and the server then reads as usual.  Events "held_tickets <n> bytes <r>
+records" and "sent held_tickets <n> bytes with <m> bytes of reply in one
+write: '<reply's first line>'".  After a TLS 1.2 handshake nothing is held
+(the server's last flight may still be unsent): event "hold_tickets
+ignored: TLSv1.2".
+
+Session resumption: one server process keeps one TLS context per
+certificate and version range, so a client can resume (session ticket or
+ID, TLS 1.3 PSK) a session of an earlier connection to the same process;
+a new process never knows an old session.  A resumed handshake gives the
+event "tls_resumed" (after "tls_ok") and "tls_resumed": true in the record.
+What the ClientHello of a handshake the server plays (starttls, auto)
+offered for resumption is the event "offered_session" with "psk" (TLS 1.3 pre_shared_key), "session_ticket" (a non-empty TLS 1.2
+ticket) or "none", then the legacy session ID's length (which alone says
+nothing: TLS 1.3 clients send a random one).
 
 Connections are served one at a time, in accept order.  Connections beyond
 the script (accepted during "linger", or still queued at exit) are counted
@@ -71,15 +99,20 @@ SIGTERM/SIGINT stop the server early; it still writes the record
 Record (JSON, ensure_ascii, byte strings as latin-1):
     {"connections": [{"index", "peer", "received", "received_plain",
       "received_tls", "received_after_tls_failure", "lines", "data",
-      "events", "tls_version", "tls_cipher", "sni"}],
+      "events", "tls_version", "tls_cipher", "sni", "tls_resumed"}],
      "unexpected_connections": n, "missing_connections": n,
-     "lifetime_expired": bool, "terminated": bool, "scripted_connections": n}
+     "optional_unused": n, "lifetime_expired": bool, "terminated": bool,
+     "scripted_connections": n}
 Events (strings; tests match prefixes):
     client_closed, client_reset, client_close_notify, tls_error <why>,
     server_closed, server_reset, timeout <step>, eof <step>,
     mismatch expected 'X' got 'Y', bare_lf_line: <line>, line_too_long <n>,
     pipelined_before_tls: <bytes>, non_tls_after_starttls: <bytes>,
-    sni <name>|sni (none), tls_ok <version> <cipher>, tls_failed <why>,
+    sni <name>|sni (none), tls_ok <version> <cipher>, tls_resumed,
+    tls_failed <why>, held_tickets <n> bytes <r> records,
+    sent held_tickets <n> bytes with <m> bytes of reply in one write: '<line>',
+    hold_tickets ignored: <version>,
+    offered_session <psk|session_ticket|none>... (session_id <n> bytes),
     client_hello <n> bytes, sent tls_garbage, sent tls_alert,
     read_until_close <n> bytes, read_bytes <n> bytes, steps_skipped <n>,
     error <step>: <exc>,
@@ -126,6 +159,53 @@ def latin1(b):
 def text(s):
     """Any str, made representable in latin-1 (the record's byte model)."""
     return str(s).encode("latin-1", "replace").decode("latin-1")
+
+
+def tls_records(data):
+    """Number of whole TLS records in data."""
+    n = i = 0
+    while i + 5 <= len(data):
+        i += 5 + struct.unpack("!H", bytes(data[i + 3:i + 5]))[0]
+        if i <= len(data):
+            n += 1
+    return n
+
+
+def client_hello_offers(data):
+    """What a ClientHello (the first TLS record in data) offers for session
+    resumption: a list of "psk" / "session_ticket" and the length of its
+    session ID; None while the record is incomplete; ([], -1) when it is
+    not a ClientHello."""
+    if len(data) < 5:
+        return None
+    rlen = struct.unpack("!H", bytes(data[3:5]))[0]
+    if len(data) < 5 + rlen:
+        return None
+    h = bytes(data[5:5 + rlen])
+    try:
+        if data[0] != 0x16 or h[0] != 1:
+            return [], -1
+        h = h[4:4 + int.from_bytes(h[1:4], "big")]
+        i = 2 + 32
+        sid = h[i]
+        i += 1 + sid
+        i += 2 + struct.unpack("!H", h[i:i + 2])[0]   # cipher suites
+        i += 1 + h[i]                                   # compression methods
+        offers = []
+        if i + 2 <= len(h):
+            end = i + 2 + struct.unpack("!H", h[i:i + 2])[0]
+            i += 2
+            while i + 4 <= end:
+                t, n = struct.unpack("!HH", h[i:i + 4])
+                i += 4
+                if t == 41:
+                    offers.append("psk")
+                elif t == 35 and n > 0:
+                    offers.append("session_ticket")
+                i += n
+        return offers, sid
+    except (IndexError, struct.error):
+        return [], -1
 
 
 def step_bytes(v):
@@ -206,7 +286,10 @@ class Conn:
         self.received_fail = bytearray()
         self.rec = {"index": index, "peer": text(peer), "lines": [], "data": [],
                     "events": [], "tls_version": None, "tls_cipher": None,
-                    "sni": None, "started": round(time.monotonic() - server.t0, 3)}
+                    "sni": None, "tls_resumed": False,
+                    "started": round(time.monotonic() - server.t0, 3)}
+        self.held = None           # TLS records held back ("hold_tickets")
+        self.held_reply = ""       # first line of the reply they went with
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
@@ -273,13 +356,25 @@ class Conn:
     # ---- application layer ----------------------------------------------
     def send(self, data):
         if self.phase == "tls":
+            if self.held is not None:
+                self.held_reply = latin1(bytes(data).split(b"\r\n", 1)[0][:200])
             self.sslobj.write(data)
-            self.flush_tls()
+            self.flush_tls(release=True)
         else:
             self.raw_send(data)
 
-    def flush_tls(self):
+    def flush_tls(self, release=False):
+        """Send what the TLS engine wrote.  Records held back by
+        "hold_tickets" stay held unless `release`; then they go first, in
+        the same write."""
+        if self.held is not None and not release:
+            return
         out = self.bio_out.read()
+        if self.held is not None:
+            held, self.held = self.held, None
+            self.event("sent held_tickets %d bytes with %d bytes of reply in one write: %r"
+                       % (len(held), len(out), self.held_reply))
+            out = held + out
         if out:
             self.raw_send(out)
 
@@ -403,12 +498,13 @@ class Conn:
             self.event("pipelined_before_tls: %s" % latin1(self.buf))
             self.buf.clear()  # never handed to the TLS engine
 
-    def starttls(self, ctx, deadline):
+    def starttls(self, ctx, deadline, hold_tickets=False):
         self.check_pipelined()
         self.bio_in = ssl.MemoryBIO()
         self.bio_out = ssl.MemoryBIO()
         self.sslobj = ctx.wrap_bio(self.bio_in, self.bio_out, server_side=True)
         first = True
+        hello = bytearray()  # the ClientHello, until parsed
         self.srv.current = self
         try:
             while True:
@@ -427,8 +523,24 @@ class Conn:
                         self.event("non_tls_after_starttls: %s" % latin1(raw[:512]))
                         self.record_in(raw, "plain")
                     first = False
+                    if hello is not None:
+                        hello += raw
+                        got = client_hello_offers(hello)
+                        if got is not None:
+                            hello = None
+                            if got[1] >= 0:
+                                self.event("offered_session %s (session_id %d bytes)"
+                                           % (" ".join(got[0]) or "none", got[1]))
                     self.bio_in.write(raw)
-            self.flush_tls()
+            if hold_tickets and self.sslobj.version() == "TLSv1.3":
+                # What the engine wrote after the handshake: the tickets.
+                held = self.bio_out.read()
+                self.held = held
+                self.event("held_tickets %d bytes %d records" % (len(held), tls_records(held)))
+            else:
+                if hold_tickets:
+                    self.event("hold_tickets ignored: %s" % self.sslobj.version())
+                self.flush_tls()
         except (ssl.SSLError, OSError, TimeoutError, ConnectionError, ValueError) as e:
             try:
                 self.flush_tls()  # our alert, if any
@@ -442,6 +554,9 @@ class Conn:
         c = self.sslobj.cipher()
         self.rec["tls_cipher"] = c[0] if c else None
         self.event("tls_ok %s %s" % (self.sslobj.version(), self.rec["tls_cipher"]))
+        if self.sslobj.session_reused:
+            self.rec["tls_resumed"] = True
+            self.event("tls_resumed")
         return True
 
     def read_client_hello(self, deadline):
@@ -481,7 +596,7 @@ class Conn:
             except (ssl.SSLError, OSError):
                 pass
             try:
-                self.flush_tls()
+                self.flush_tls(release=True)
             except OSError:
                 pass
         try:
@@ -593,7 +708,7 @@ def do_starttls(c, step):
     a = c.srv.args
     ctx = c.srv.tls_context(step.get("cert", a.cert), step.get("key", a.key),
                             step.get("min_version"), step.get("max_version"))
-    c.starttls(ctx, step_deadline(step, 10.0))
+    c.starttls(ctx, step_deadline(step, 10.0), bool(step.get("hold_tickets")))
     return True
 
 
@@ -721,7 +836,8 @@ class Auto:
                     c.send(r)
                     if not r.startswith(b"220"):
                         continue
-                    if not c.starttls(ctx, time.monotonic() + idle):
+                    if not c.starttls(ctx, time.monotonic() + idle,
+                                      bool(self.step.get("hold_tickets"))):
                         return True
             else:
                 c.send(b"502 5.5.2 Error: command not recognized\r\n")
@@ -853,6 +969,10 @@ def accept_one(srv, lsock, until):
         return s, "%s:%d" % (peer[0], peer[1])
 
 
+def is_optional(entry):
+    return isinstance(entry, dict) and bool(entry.get("optional"))
+
+
 def main():
     ap = argparse.ArgumentParser(description="scriptable hostile SMTP server (loopback only)")
     ap.add_argument("--listen", required=True)
@@ -869,6 +989,7 @@ def main():
     with open(args.script, "r", encoding="utf-8") as f:
         script = json.load(f)
     conns = script.get("connections", []) if isinstance(script, dict) else script
+    conns = conns if isinstance(conns, list) else []
     linger = float(script.get("linger", 0.3)) if isinstance(script, dict) else 0.3
     accept_timeout = (float(script.get("accept_timeout", args.lifetime))
                       if isinstance(script, dict) else args.lifetime)
@@ -881,7 +1002,7 @@ def main():
 
     srv = Server(args, script)
     record = {"connections": [], "unexpected_connections": 0, "missing_connections": 0,
-              "lifetime_expired": False, "terminated": False,
+              "optional_unused": 0, "lifetime_expired": False, "terminated": False,
               "scripted_connections": len(conns)}
 
     def on_signal(signum, frame):
@@ -894,9 +1015,16 @@ def main():
         write_atomic(args.port_file, "%d\n" % lsock.getsockname()[1])
         for i, entry in enumerate(conns):
             steps = entry.get("steps", []) if isinstance(entry, dict) else entry
-            got = accept_one(srv, lsock, time.monotonic() + accept_timeout)
+            wait = accept_timeout
+            if isinstance(entry, dict) and "accept_timeout" in entry:
+                wait = float(entry["accept_timeout"])
+            elif is_optional(entry):
+                wait = linger
+            got = accept_one(srv, lsock, time.monotonic() + wait)
             if got is None:
-                record["missing_connections"] = len(conns) - i
+                unused = sum(1 for e in conns[i:] if is_optional(e))
+                record["optional_unused"] = unused
+                record["missing_connections"] = len(conns) - i - unused
                 break
             c = Conn(srv, got[0], got[1], i)
             serve_connection(c, steps if isinstance(steps, list) else [])
@@ -930,8 +1058,10 @@ def main():
                 c.hard_close()
             record["connections"].append(c.finish_record())
         if record["lifetime_expired"] or record["terminated"]:
-            served = len(record["connections"])
-            record["missing_connections"] = max(0, len(conns) - served)
+            rest = conns[len(record["connections"]):]
+            unused = sum(1 for e in rest if is_optional(e))
+            record["optional_unused"] = unused
+            record["missing_connections"] = len(rest) - unused
         # Count extra connections still waiting in the backlog.
         lsock.setblocking(False)
         for _ in range(1000):
