@@ -120,6 +120,94 @@ int tm__dns_parse_addr(const unsigned char *msg, int len, int type, unsigned int
     return n;
 }
 
+/* The name at the end of the CNAME chain the answer gives for `name`
+ * (followed at most 8 links, in any order), into name itself. */
+static int follow_cnames(ns_msg *h, char *name, size_t size)
+{
+    int count = ns_msg_count(*h, ns_s_an), links, i, moved;
+
+    for (links = 0; links < 8; links++) {
+        moved = 0;
+        for (i = 0; i < count; i++) {
+            char target[NS_MAXDNAME];
+            ns_rr rr;
+
+            if (ns_parserr(h, ns_s_an, i, &rr) < 0)
+                return TM_EDNS;
+            if (ns_rr_type(rr) != ns_t_cname || ns_rr_class(rr) != ns_c_in ||
+                !tm__domain_equal(ns_rr_name(rr), name))
+                continue;
+            if (ns_name_uncompress(ns_msg_base(*h), ns_msg_end(*h), ns_rr_rdata(rr), target,
+                                   sizeof target) < 0 ||
+                strlen(target) >= size)
+                return TM_EDNS;
+            tm__strlcpy(name, target, size);
+            moved = 1;
+            break;
+        }
+        if (!moved)
+            return TM_OK;
+    }
+    return TM_EDNS; /* a longer chain, or a loop */
+}
+
+int tm__dns_parse_tlsa(const unsigned char *msg, int len, tm_tlsa *out, int max, int *unusable,
+                       int *ad)
+{
+    char name[NS_MAXDNAME];
+    ns_msg h;
+    ns_rr q;
+    int i, n = 0, count;
+
+    *unusable = 0;
+    *ad = 0;
+    if (!msg || len <= 0 || ns_initparse(msg, len, &h) < 0 || ns_msg_count(h, ns_s_qd) != 1 ||
+        ns_parserr(&h, ns_s_qd, 0, &q) < 0)
+        return TM_EDNS;
+    *ad = ns_msg_getflag(h, ns_f_ad) != 0;
+    tm__strlcpy(name, ns_rr_name(q), sizeof name);
+    if (follow_cnames(&h, name, sizeof name) != TM_OK)
+        return TM_EDNS;
+    count = ns_msg_count(h, ns_s_an);
+    for (i = 0; i < count; i++) {
+        const unsigned char *rd;
+        size_t rdlen, dlen;
+        ns_rr rr;
+
+        if (ns_parserr(&h, ns_s_an, i, &rr) < 0)
+            return TM_EDNS;
+        if (ns_rr_type(rr) != ns_t_tlsa || ns_rr_class(rr) != ns_c_in ||
+            !tm__domain_equal(ns_rr_name(rr), name))
+            continue;
+        rd = ns_rr_rdata(rr);
+        rdlen = ns_rr_rdlen(rr);
+        if (rdlen < 3)
+            return TM_EDNS;
+        dlen = rdlen - 3;
+        if ((rd[0] != 2 && rd[0] != 3) || rd[1] > 1 || rd[2] > 2 || dlen == 0 ||
+            (rd[2] == 1 && dlen != 32) || (rd[2] == 2 && dlen != 64)) {
+            ++*unusable;
+            continue;
+        }
+        if (n >= max)
+            continue;
+        out[n].usage = rd[0];
+        out[n].selector = rd[1];
+        out[n].mtype = rd[2];
+        out[n].full = rd[2] == 0;
+        if (rd[2] == 0) {
+            if (tm__sha512(rd + 3, dlen, out[n].data) != TM_OK)
+                return TM_EDNS;
+            out[n].len = 64;
+        } else {
+            memcpy(out[n].data, rd + 3, dlen);
+            out[n].len = (unsigned char)dlen;
+        }
+        n++;
+    }
+    return n;
+}
+
 /* A private resolver state pointed at the context's server, if any. */
 static int resolver_open(const tm_context *ctx, res_state rs, int64_t deadline)
 {

@@ -347,6 +347,8 @@ int tm__tls_config_new(struct tm_tls_config **out, const char *ca_file, const ch
 int tm__tls_reload_ca(struct tm_tls_config *cfg, char *err, size_t errlen);
 void tm__tls_config_free(struct tm_tls_config *cfg);
 const char *tm__tls_backend_name(void);
+/* SHA-512 of data (TLSA matching type 0 and 2). */
+int tm__sha512(const void *data, size_t len, unsigned char out[64]);
 /* Fills buf from the context's random generator (thread-safe). */
 int tm__tls_random(struct tm_tls_config *cfg, void *buf, size_t len);
 
@@ -626,6 +628,31 @@ int tm__dns_mx(const tm_context *ctx, const char *domain, tm_mx *out, int max, i
  * unusable addresses skipped.  Same returns.
  */
 int tm__dns_parse_mx(const unsigned char *msg, int len, tm_mx *out, int max, int *null_mx);
+
+/* A TLSA record (RFC 6698) usable for SMTP (RFC 7672 3.1): usage DANE-TA
+ * (2) or DANE-EE (3), selector 0 (certificate) or 1 (SubjectPublicKeyInfo),
+ * matching type 0 (full), 1 (SHA-256) or 2 (SHA-512).  For matching type 0
+ * the data kept is the SHA-512 of the full association data (len 64,
+ * full = 1): matching then compares digests, which keeps the record a
+ * fixed size whatever the certificate's. */
+#define TM_TLSA_DATA_MAX 64
+typedef struct tm_tlsa {
+    unsigned char usage, selector, mtype, full;
+    unsigned char len;
+    unsigned char data[TM_TLSA_DATA_MAX];
+} tm_tlsa;
+
+/*
+ * tm__dns_parse_tlsa: the TLSA records of msg[0..len) at the question's
+ * name or at the end of the CNAME chain the answer section gives for it
+ * (RFC 7671 7).  Usable records go to out (at most max); *unusable counts
+ * the others (PKIX usages, unknown selector or matching type, a digest of
+ * the wrong length, empty data).  *ad is the header's AD bit, to be
+ * believed only from a trusted validating resolver.  Returns how many
+ * were stored, or TM_EDNS for a malformed message.
+ */
+int tm__dns_parse_tlsa(const unsigned char *msg, int len, tm_tlsa *out, int max, int *unusable,
+                       int *ad);
 int tm__dns_parse_addr(const unsigned char *msg, int len, int type, unsigned int port,
                        tm_addr *out, int max);
 

@@ -30,6 +30,7 @@
 #include <mbedtls/entropy.h>
 #include <mbedtls/error.h>
 #include <mbedtls/net_sockets.h>
+#include <mbedtls/sha512.h>
 #include <mbedtls/ssl.h>
 #include <mbedtls/x509_crt.h>
 
@@ -952,6 +953,15 @@ static void tls_close(tm_transport *tr)
     t->deadline = tm__now_ms();
     (void)mbedtls_ssl_close_notify(&t->ssl);
     t->inner = NULL;
+}
+
+int tm__sha512(const void *data, size_t len, unsigned char out[64])
+{
+#if defined(TM_MBEDTLS3)
+    return mbedtls_sha512(data, len, out, 0) == 0 ? TM_OK : TM_EIO;
+#else
+    return mbedtls_sha512_ret(data, len, out, 0) == 0 ? TM_OK : TM_EIO;
+#endif
 }
 
 int tm__tls_random(struct tm_tls_config *cfg, void *buf, size_t len)

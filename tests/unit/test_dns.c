@@ -291,6 +291,193 @@ static void cname_then_a(void **state)
     assert_int_equal(tm__dns_parse_addr(m.b, m.len, 1, 25, out, 2), 1);
 }
 
+/* ---- TLSA (RFC 6698, usable for SMTP per RFC 7672) ----------------------- */
+
+/* A TLSA record at the question's name: usage selector mtype + data. */
+static void tlsa(msg *m, unsigned usage, unsigned sel, unsigned mtype, const unsigned char *d,
+                 size_t n)
+{
+    rr(m, 52, (unsigned)(3 + n));
+    put8(m, usage);
+    put8(m, sel);
+    put8(m, mtype);
+    memcpy(m->b + m->len, d, n);
+    m->len += (int)n;
+}
+
+static void set_ad(msg *m)
+{
+    m->b[3] |= 0x20;
+}
+
+static void tlsa_usable_and_unusable(void **state)
+{
+    unsigned char d32[32], d64[64], full[300];
+    tm_tlsa out[8];
+    msg m;
+    int unusable, ad;
+    (void)state;
+
+    memset(d32, 0xab, sizeof d32);
+    memset(d64, 0xcd, sizeof d64);
+    memset(full, 0x30, sizeof full);
+    begin(&m, "_25._tcp.mx.example.org", 52, 9);
+    tlsa(&m, 3, 1, 1, d32, 32);    /* DANE-EE SPKI SHA-256: usable */
+    tlsa(&m, 2, 0, 2, d64, 64);    /* DANE-TA cert SHA-512: usable */
+    tlsa(&m, 3, 0, 0, full, 300);  /* DANE-EE full certificate: usable, kept as SHA-512 */
+    tlsa(&m, 1, 1, 1, d32, 32);    /* PKIX-EE: unusable for SMTP */
+    tlsa(&m, 0, 0, 1, d32, 32);    /* PKIX-TA: unusable */
+    tlsa(&m, 3, 2, 1, d32, 32);    /* unknown selector */
+    tlsa(&m, 3, 1, 3, d32, 32);    /* unknown matching type */
+    tlsa(&m, 3, 1, 1, d32, 31);    /* SHA-256 of the wrong length */
+    tlsa(&m, 3, 1, 2, d32, 32);    /* SHA-512 of the wrong length */
+    assert_int_equal(tm__dns_parse_tlsa(m.b, m.len, out, 8, &unusable, &ad), 3);
+    assert_int_equal(unusable, 6);
+    assert_int_equal(ad, 0);
+    assert_int_equal(out[0].usage, 3);
+    assert_int_equal(out[0].selector, 1);
+    assert_int_equal(out[0].mtype, 1);
+    assert_int_equal(out[0].full, 0);
+    assert_int_equal(out[0].len, 32);
+    assert_memory_equal(out[0].data, d32, 32);
+    assert_int_equal(out[1].usage, 2);
+    assert_int_equal(out[1].len, 64);
+    assert_memory_equal(out[1].data, d64, 64);
+    assert_int_equal(out[2].mtype, 0);
+    assert_int_equal(out[2].full, 1);
+    assert_int_equal(out[2].len, 64);
+    {
+        unsigned char h[64];
+        assert_int_equal(tm__sha512(full, sizeof full, h), TM_OK);
+        assert_memory_equal(out[2].data, h, 64);
+    }
+    /* max bounds what is stored; the count of unusable ones is the same. */
+    assert_int_equal(tm__dns_parse_tlsa(m.b, m.len, out, 1, &unusable, &ad), 1);
+    assert_int_equal(unusable, 6);
+}
+
+static void tlsa_ad_bit(void **state)
+{
+    unsigned char d32[32] = { 1 };
+    tm_tlsa out[2];
+    msg m;
+    int unusable, ad;
+    (void)state;
+
+    begin(&m, "_25._tcp.mx.example.org", 52, 1);
+    tlsa(&m, 3, 1, 1, d32, 32);
+    set_ad(&m);
+    assert_int_equal(tm__dns_parse_tlsa(m.b, m.len, out, 2, &unusable, &ad), 1);
+    assert_int_equal(ad, 1);
+    /* No answer (NODATA), AD set: 0 records, ad 1. */
+    begin(&m, "_25._tcp.mx.example.org", 52, 0);
+    set_ad(&m);
+    assert_int_equal(tm__dns_parse_tlsa(m.b, m.len, out, 2, &unusable, &ad), 0);
+    assert_int_equal(ad, 1);
+    assert_int_equal(unusable, 0);
+}
+
+/* A CNAME record from the name at `owner_at` (an offset) to `target`. */
+static int cname_at(msg *m, unsigned owner_at, const char *target)
+{
+    msg t = { { 0 }, 0 };
+    int at;
+
+    put_name(&t, target);
+    put16(m, 0xc000 | owner_at);
+    put16(m, 5);
+    put16(m, 1);
+    put16(m, 0);
+    put16(m, 300);
+    put16(m, (unsigned)t.len);
+    at = m->len;
+    memcpy(m->b + m->len, t.b, (size_t)t.len);
+    m->len += t.len;
+    return at;
+}
+
+/* A TLSA record whose owner is the name at `owner_at`. */
+static void tlsa_at(msg *m, unsigned owner_at, const unsigned char *d32)
+{
+    put16(m, 0xc000 | owner_at);
+    put16(m, 52);
+    put16(m, 1);
+    put16(m, 0);
+    put16(m, 300);
+    put16(m, 35);
+    put8(m, 3);
+    put8(m, 1);
+    put8(m, 1);
+    memcpy(m->b + m->len, d32, 32);
+    m->len += 32;
+}
+
+static void tlsa_after_cname_chain(void **state)
+{
+    unsigned char a[32], b[32];
+    tm_tlsa out[4];
+    msg m;
+    int unusable, ad, t1, t2;
+    (void)state;
+
+    memset(a, 0xaa, sizeof a);
+    memset(b, 0xbb, sizeof b);
+    /* _25._tcp.alias -> _25._tcp.mid -> _25._tcp.mx; records at the end of
+     * the chain count, a record at the question's own name does not (it
+     * cannot coexist with a CNAME), nor one at an intermediate name. */
+    begin(&m, "_25._tcp.alias.example.org", 52, 5);
+    t1 = cname_at(&m, 12, "_25._tcp.mid.example.org");
+    t2 = cname_at(&m, (unsigned)t1, "_25._tcp.mx.example.org");
+    tlsa_at(&m, (unsigned)t2, a);
+    tlsa_at(&m, (unsigned)t1, b);
+    tlsa_at(&m, 12, b);
+    assert_int_equal(tm__dns_parse_tlsa(m.b, m.len, out, 4, &unusable, &ad), 1);
+    assert_memory_equal(out[0].data, a, 32);
+
+    /* Out of order: the TLSA first, then the CNAMEs. */
+    begin(&m, "_25._tcp.alias.example.org", 52, 2);
+    tlsa_at(&m, 12, b); /* at the alias: not the end of the chain */
+    cname_at(&m, 12, "_25._tcp.mx.example.org");
+    assert_int_equal(tm__dns_parse_tlsa(m.b, m.len, out, 4, &unusable, &ad), 0);
+}
+
+static void tlsa_cname_loop_and_malformed(void **state)
+{
+    tm_tlsa out[2];
+    msg m;
+    int unusable, ad, t1;
+    (void)state;
+
+    /* a -> b -> a: a loop is malformed. */
+    begin(&m, "_25._tcp.a.example.org", 52, 2);
+    t1 = cname_at(&m, 12, "_25._tcp.b.example.org");
+    cname_at(&m, (unsigned)t1, "_25._tcp.a.example.org");
+    assert_int_equal(tm__dns_parse_tlsa(m.b, m.len, out, 2, &unusable, &ad), TM_EDNS);
+
+    /* RDATA shorter than usage, selector and matching type. */
+    begin(&m, "_25._tcp.mx.example.org", 52, 1);
+    rr(&m, 52, 2);
+    put16(&m, 0x0301);
+    assert_int_equal(tm__dns_parse_tlsa(m.b, m.len, out, 2, &unusable, &ad), TM_EDNS);
+
+    /* RDATA length past the end of the message. */
+    begin(&m, "_25._tcp.mx.example.org", 52, 1);
+    rr(&m, 52, 200);
+    put8(&m, 3);
+    assert_int_equal(tm__dns_parse_tlsa(m.b, m.len, out, 2, &unusable, &ad), TM_EDNS);
+
+    /* No question: malformed for this parser. */
+    m.len = 0;
+    put16(&m, 0x1234);
+    put16(&m, 0x8180);
+    put16(&m, 0);
+    put16(&m, 0);
+    put16(&m, 0);
+    put16(&m, 0);
+    assert_int_equal(tm__dns_parse_tlsa(m.b, m.len, out, 2, &unusable, &ad), TM_EDNS);
+    assert_int_equal(tm__dns_parse_tlsa(NULL, 0, out, 2, &unusable, &ad), TM_EDNS);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -306,6 +493,10 @@ int main(void)
         cmocka_unit_test(aaaa_records),
         cmocka_unit_test(bad_a_length),
         cmocka_unit_test(cname_then_a),
+        cmocka_unit_test(tlsa_usable_and_unusable),
+        cmocka_unit_test(tlsa_ad_bit),
+        cmocka_unit_test(tlsa_after_cname_chain),
+        cmocka_unit_test(tlsa_cname_loop_and_malformed),
     };
     return cmocka_run_group_tests_name("dns", tests, NULL, NULL);
 }
