@@ -191,11 +191,43 @@ TM_EXTERN const char *tm_policy_source_name(int source);
 typedef enum tm_floor {
     TM_FLOOR_NONE = 0,     /* no floor */
     TM_FLOOR_TLS = 1,      /* require_tls forced on */
-    TM_FLOOR_VERIFIED = 2  /* require_tls on and skip_verify off */
+    TM_FLOOR_VERIFIED = 2, /* require_tls on and skip_verify off */
+    TM_FLOOR_DANE = 3      /* only over TLS that TLSA records authenticated
+                              (DANE, RFC 7672; Postfix's "dane-only"): MX
+                              hosts without usable TLSA records are not
+                              used, and with DANE off nothing is delivered */
 } tm_floor;
 
-/* "none", "tls", "verified". */
+/* "none", "tls", "verified", "dane". */
 TM_EXTERN const char *tm_floor_name(int floor);
+
+/* What DANE (RFC 7672) made of the MX host (tm_delivery_status.dane). */
+typedef enum tm_dane {
+    TM_DANE_OFF = 0,           /* DANE is off: no trusted DNSSEC resolver */
+    TM_DANE_INSECURE = 1,      /* the MX, address or TLSA records are not
+                                  DNSSEC-signed: the normal policy applied */
+    TM_DANE_NO_TLSA = 2,       /* signed, and the host publishes no TLSA */
+    TM_DANE_VERIFIED = 3,      /* a TLSA record authenticated the server */
+    TM_DANE_TLSA_UNUSABLE = 4, /* signed TLSA records, none usable for SMTP:
+                                  TLS was mandatory, not authenticated */
+    TM_DANE_FAILED = 5         /* usable TLSA records and no TLS they
+                                  authenticate (missing, refused, failed,
+                                  mismatch), or the lookup failed DNSSEC
+                                  validation: the host was not used */
+} tm_dane;
+
+/* "off", "insecure", "no-tlsa", "verified", "tlsa-unusable", "failed". */
+TM_EXTERN const char *tm_dane_name(int dane);
+
+/* What authenticated the server (tm_delivery_status.cert_verified_by). */
+typedef enum tm_verified_by {
+    TM_VERIFIED_BY_NONE = 0, /* nothing: cert_verified is 0 */
+    TM_VERIFIED_BY_PKIX = 1, /* a chain to a trusted CA, and the host name */
+    TM_VERIFIED_BY_DANE = 2  /* a TLSA record (dane_tlsa says which) */
+} tm_verified_by;
+
+/* "", "pkix", "dane". */
+TM_EXTERN const char *tm_verified_by_name(int by);
 
 /* ------------------------------------------------------------------------
  * Delivery status
@@ -302,11 +334,15 @@ typedef struct tm_delivery_status {
     unsigned int rcpt_bounced;
     unsigned int transactions;
     int tls_resumed;
+    int dane;                  /* tm_dane */
+    int mx_dnssec;
+    int cert_verified_by;      /* tm_verified_by */
+    char dane_tlsa[16];
 } tm_delivery_status;
 
 #define TM_STATUS_INIT                                                                      \
     { TM_STATUS_VERSION, 0, 0, 0, "", "", "", 0, 0, 0, "", "", "", "", "", 0, 0, 0.0, 0,     \
-      TM_POLICY_INIT, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
+      TM_POLICY_INIT, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, "" }
 /* Sets *status to an empty status of struct version `version` (pass
  * TM_STATUS_VERSION): result TM_RESULT_NONE.  TM_EINVAL for NULL or an
  * unknown version. */
@@ -332,7 +368,8 @@ TM_EXTERN const char *tm_abi_layout(void);
  *    "description": "...", "tls": true, "certificate-verified": true,
  *    "mx-host": "...", "mx-address": "...", "mx-port": 25,
  *    "tls-version": "TLSv1.2", "tls-cipher": "...", "tls-error": "",
- *    "tls-resumed": false,
+ *    "tls-resumed": false, "dane": "verified", "dane-tlsa": "3 1 1",
+ *    "mx-dnssec": true, "certificate-verified-by": "dane",
  *    "attempt-no": 1, "session-seconds": 0.012, "utf8": false,
  *    "policy": {"require-tls": true, "require-tls-from": "message",
  *               "skip-verify": false, "skip-verify-from": "default",
@@ -397,6 +434,28 @@ typedef void (*tm_log_fn)(void *arg, int level, const char *message);
  * port             SMTP port of MX hosts (default 25).
  * dns_server       "IP" or "IP:PORT" of the DNS server to ask instead of
  *                  the system resolver's (MX lookup).
+ *
+ * DNSSEC and DANE (RFC 7672; see docs/dane.md).  (Version 2.)
+ * dnssec_resolver  "IP" or "IP:PORT" (IPv4) of a DNSSEC-validating resolver
+ *                  the host trusts (on this machine or over a path no one
+ *                  can tamper with).  Every lookup then goes to it
+ *                  (dns_server is not used), asking for DNSSEC (the DO bit),
+ *                  and its AD bit is believed: DANE is on.
+ * dnssec_trust_resolver  TM_ON: the resolver the context asks anyway
+ *                  (dns_server, else the system's, /etc/resolv.conf)
+ *                  validates and is trusted: DANE is on with it (Postfix's
+ *                  smtp_dns_support_level = dnssec).
+ * dane             TM_OFF: DANE off even with a trusted resolver.  Without
+ *                  a trusted resolver DANE is off, the AD bit of answers is
+ *                  never believed, and delivery is exactly as without DANE.
+ *
+ * With DANE on, an MX host taken from a DNSSEC-secure MX RRset (or the
+ * domain itself, or the explicit host, when its address records are
+ * secure) that publishes usable TLSA records (DANE-TA or DANE-EE) gets
+ * TLS that those records authenticate, or nothing: no plaintext, no
+ * skip_verify, whatever the policy; the host is skipped otherwise, and
+ * with no host left the message is deferred.  A TLSA lookup that fails
+ * validation leaves the host unused.  Unsigned zones get the normal policy.
  * connect_timeout_ms   TCP connect (default 30000)
  * greeting_timeout_ms  initial 220 (default 300000)
  * ehlo_timeout_ms      EHLO/HELO, STARTTLS, RSET, NOOP (default 300000)
@@ -436,9 +495,12 @@ typedef struct tm_context_options {
     void *log_arg;
     int log_level; /* highest tm_log_level passed to log (default ERROR) */
     const char *ca_path; /* version 2 */
+    const char *dnssec_resolver; /* version 2 */
+    int dnssec_trust_resolver;   /* version 2 */
+    int dane;                    /* version 2 */
 } tm_context_options;
 
-#define TM_CONTEXT_OPTIONS_INIT { TM_CONTEXT_OPTIONS_VERSION, NULL, NULL, NULL, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, NULL, NULL, 0, NULL }
+#define TM_CONTEXT_OPTIONS_INIT { TM_CONTEXT_OPTIONS_VERSION, NULL, NULL, NULL, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, NULL, NULL, 0, NULL, NULL, 0, 0 }
 /* Sets *options to the defaults of struct version `version` (pass
  * TM_CONTEXT_OPTIONS_VERSION).  TM_EINVAL for NULL or an unknown version. */
 TM_EXTERN int tm_context_options_init(tm_context_options *options, unsigned int version);
@@ -652,8 +714,11 @@ TM_EXTERN int tm_deliver(tm_context *ctx, const tm_message *message, const tm_po
  *     message policy (tm_deliver's `policy`, tm_starttls's `policy`) if the
  *     flag is set (!= 0), else the sending domain's setting if set, else off;
  *     then the recipient domain's floor: TM_FLOOR_TLS forces require_tls on,
- *     TM_FLOOR_VERIFIED forces require_tls on and skip_verify off.  Nothing
- *     weakens a floor.
+ *     TM_FLOOR_VERIFIED and TM_FLOOR_DANE force require_tls on and
+ *     skip_verify off, and TM_FLOOR_DANE uses only hosts with usable TLSA
+ *     records.  Nothing weakens a floor.  DANE, where a host publishes
+ *     usable TLSA records, is stronger than any of these and applies
+ *     whatever they say.
  *
  * The tables live in the context.  Every function below is thread-safe and
  * may run while deliveries run on other threads: readers do not block each
@@ -693,7 +758,7 @@ TM_EXTERN int tm_settings_list(tm_context *ctx, char *buf, size_t size);
  *     recipient bank.example floor=verified
  *
  * Keys: require_tls, skip_verify, keep_unverified_tls (yes/no/unset) for
- * `sending`; floor (none/tls/verified) for `recipient`.  A later line for
+ * `sending`; floor (none/tls/verified/dane) for `recipient`.  A later line for
  * the same domain replaces the earlier one.
  *
  * tm_settings_load parses the whole file first and applies it only when it

@@ -193,6 +193,10 @@ static const abi_entry abi_table[] = {
     FIELD(tm_delivery_status, rcpt_bounced),
     FIELD(tm_delivery_status, transactions),
     FIELD(tm_delivery_status, tls_resumed),
+    FIELD(tm_delivery_status, dane),
+    FIELD(tm_delivery_status, mx_dnssec),
+    FIELD(tm_delivery_status, cert_verified_by),
+    FIELD(tm_delivery_status, dane_tlsa),
 
     STRUCT(tm_context_options),
     FIELD(tm_context_options, version),
@@ -218,6 +222,9 @@ static const abi_entry abi_table[] = {
     FIELD(tm_context_options, log_arg),
     FIELD(tm_context_options, log_level),
     FIELD(tm_context_options, ca_path),
+    FIELD(tm_context_options, dnssec_resolver),
+    FIELD(tm_context_options, dnssec_trust_resolver),
+    FIELD(tm_context_options, dane),
 
     STRUCT(tm_message),
     FIELD(tm_message, version),

@@ -260,6 +260,11 @@ void tm__status_set_host(tm_delivery_status *st, const char *host, const char *a
 void tm__status_set_tls(tm_delivery_status *st, int tls, int verified, int resumed, int failure,
                         const char *error, const char *version, const char *cipher);
 void tm__status_set_policy(tm_delivery_status *st, const tm_resolved *r);
+/* The DANE outcome (tm_dane), whether the MX RRset was secure, what
+ * authenticated the server (kept only when cert_verified, so set the TLS
+ * outcome first) and the matching TLSA record as "u s m". */
+void tm__status_set_dane(tm_delivery_status *st, int dane, int mx_dnssec, int verified_by,
+                         const char *tlsa);
 void tm__status_set_utf8(tm_delivery_status *st, int utf8);
 /* The whole message ends as `result` with `error`, and how long it took. */
 void tm__status_finish(tm_delivery_status *st, int error, int64_t start_ms);
@@ -379,6 +384,36 @@ const char *tm__tls_cipher(const tm_tls *t);
  * key after any failure, and the connection is never saved again. */
 void tm__tls_cache_save(tm_tls *t);
 void tm__tls_cache_drop(tm_tls *t);
+
+/*
+ * DANE (RFC 7672) for the next handshake of t: tlsa[0..n) are the host's
+ * usable TLSA records, names[0..nnames) the reference identifiers a
+ * DANE-TA chain must match (RFC 7672 3.2.2).  n == 0 (or tlsa NULL): PKIX
+ * as usual.  The arrays must live until the handshake is over.  With
+ * records, only they can authenticate the server: the verify callback
+ * clears mbedTLS's verdict when one matches and sets
+ * MBEDTLS_X509_BADCERT_NOT_TRUSTED when none does, so that
+ * tm__tls_verified() speaks for DANE alone.  Such handshakes never resume
+ * or cache a session.
+ */
+void tm__tls_set_dane(tm_tls *t, const tm_tlsa *tlsa, int n, const char *const *names,
+                      int nnames);
+/* After the handshake: the index of the TLSA record that authenticated the
+ * server, or -1. */
+int tm__tls_dane_matched(const tm_tls *t);
+
+/*
+ * The DANE check of the verify callback, on a chain given as PEM text
+ * (leaf first, then the certificates as a server sends them), for the
+ * unit tests.  DANE-EE (3): the leaf's certificate (selector 0) or public
+ * key (1), whatever its names and dates.  DANE-TA (2): a certificate of
+ * the chain (or its key) that the leaf chains up to, valid dates, and a
+ * leaf name matching one of names[].  Returns the index of the record
+ * that matched, TM_ETLS when none did, TM_EINVAL when the chain does not
+ * parse, TM_ENOMEM.
+ */
+int tm__dane_check_chain(const tm_tlsa *tlsa, int n, const char *const *names, int nnames,
+                         const char *pem, size_t len);
 
 /* ======================================================================
  * Floor 3: client.c - the SMTP client engine
@@ -655,6 +690,16 @@ int tm__dns_parse_tlsa(const unsigned char *msg, int len, tm_tlsa *out, int max,
                        int *ad);
 int tm__dns_parse_addr(const unsigned char *msg, int len, int type, unsigned int port,
                        tm_addr *out, int max);
+
+/* The header of a DNS answer: its RCODE and AD bit (believed only from a
+ * trusted validating resolver).  TM_OK, or TM_EDNS when len < 12. */
+int tm__dns_header(const unsigned char *msg, int len, int *rcode, int *ad);
+
+/* DNSSEC state of a lookup with DANE on. */
+enum { TM_DNSSEC_INSECURE = 0, TM_DNSSEC_SECURE = 1 };
+
+/* Most TLSA records kept per host (more are ignored). */
+#define TM_TLSA_MAX 8
 
 /* One entry of the settings tables (settings.c). */
 typedef struct tm_setting {

@@ -74,14 +74,14 @@ void tm__policy_resolve(const tm_policy *message, const tm_policy *domain, int f
         message->keep_unverified_tls, domain->keep_unverified_tls, &out->keep_unverified_tls_source);
     out->floor = TM_FLOOR_NONE;
     /* A floor is never weakened by a higher level. */
-    if (floor == TM_FLOOR_TLS || floor == TM_FLOOR_VERIFIED) {
+    if (floor == TM_FLOOR_TLS || floor == TM_FLOOR_VERIFIED || floor == TM_FLOOR_DANE) {
         out->floor = floor;
         if (!out->policy.require_tls) {
             out->policy.require_tls = 1;
             out->require_tls_source = TM_SOURCE_RECIPIENT_FLOOR;
         }
     }
-    if (floor == TM_FLOOR_VERIFIED && out->policy.skip_verify) {
+    if ((floor == TM_FLOOR_VERIFIED || floor == TM_FLOOR_DANE) && out->policy.skip_verify) {
         out->policy.skip_verify = 0;
         out->skip_verify_source = TM_SOURCE_RECIPIENT_FLOOR;
     }

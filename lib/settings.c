@@ -167,7 +167,7 @@ TM_EXTERN int tm_recipient_floor_set(tm_context *ctx, const char *domain, int fl
     tm_setting e;
 
     memset(&e, 0, sizeof e);
-    if (!ctx || floor < TM_FLOOR_NONE || floor > TM_FLOOR_VERIFIED ||
+    if (!ctx || floor < TM_FLOOR_NONE || floor > TM_FLOOR_DANE ||
         normalise(domain, e.name, sizeof e.name) != TM_OK)
         return TM_EINVAL;
     if (floor == TM_FLOOR_NONE) {
@@ -338,6 +338,8 @@ static int parse_line(char *line, tm_setting *e, int *have)
                 e->floor = TM_FLOOR_TLS;
             else if (strcmp(val, "verified") == 0)
                 e->floor = TM_FLOOR_VERIFIED;
+            else if (strcmp(val, "dane") == 0)
+                e->floor = TM_FLOOR_DANE;
             else
                 return TM_ESYNTAX;
         } else {

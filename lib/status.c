@@ -86,8 +86,40 @@ TM_EXTERN const char *tm_floor_name(int floor)
         return "tls";
     case TM_FLOOR_VERIFIED:
         return "verified";
+    case TM_FLOOR_DANE:
+        return "dane";
     default:
         return "none";
+    }
+}
+
+TM_EXTERN const char *tm_dane_name(int dane)
+{
+    switch (dane) {
+    case TM_DANE_INSECURE:
+        return "insecure";
+    case TM_DANE_NO_TLSA:
+        return "no-tlsa";
+    case TM_DANE_VERIFIED:
+        return "verified";
+    case TM_DANE_TLSA_UNUSABLE:
+        return "tlsa-unusable";
+    case TM_DANE_FAILED:
+        return "failed";
+    default:
+        return "off";
+    }
+}
+
+TM_EXTERN const char *tm_verified_by_name(int by)
+{
+    switch (by) {
+    case TM_VERIFIED_BY_PKIX:
+        return "pkix";
+    case TM_VERIFIED_BY_DANE:
+        return "dane";
+    default:
+        return "";
     }
 }
 
@@ -217,6 +249,17 @@ void tm__status_set_tls(tm_delivery_status *st, int tls, int verified, int resum
     tm__strlcpy(st->tls_error, error, sizeof(st->tls_error));
     tm__strlcpy(st->tls_version, tls ? version : NULL, sizeof(st->tls_version));
     tm__strlcpy(st->tls_cipher, tls ? cipher : NULL, sizeof(st->tls_cipher));
+}
+
+void tm__status_set_dane(tm_delivery_status *st, int dane, int mx_dnssec, int verified_by,
+                         const char *tlsa)
+{
+    if (st == NULL)
+        return;
+    st->dane = dane;
+    st->mx_dnssec = mx_dnssec;
+    st->cert_verified_by = st->cert_verified ? verified_by : TM_VERIFIED_BY_NONE;
+    tm__strlcpy(st->dane_tlsa, dane == TM_DANE_VERIFIED ? tlsa : NULL, sizeof(st->dane_tlsa));
 }
 
 void tm__status_set_policy(tm_delivery_status *st, const tm_resolved *r)
@@ -469,6 +512,14 @@ TM_EXTERN int tm_status_json(const tm_delivery_status *status, const tm_rcpt_sta
     PUT_FIELD(&j, ", \"tls-cipher\": ", status->tls_cipher);
     PUT_FIELD(&j, ", \"tls-error\": ", status->tls_error);
     puts_(&j, status->tls_resumed ? ", \"tls-resumed\": true" : ", \"tls-resumed\": false");
+    puts_(&j, ", \"dane\": \"");
+    puts_(&j, tm_dane_name(status->dane));
+    puts_(&j, "\"");
+    PUT_FIELD(&j, ", \"dane-tlsa\": ", status->dane_tlsa);
+    puts_(&j, status->mx_dnssec ? ", \"mx-dnssec\": true" : ", \"mx-dnssec\": false");
+    puts_(&j, ", \"certificate-verified-by\": \"");
+    puts_(&j, tm_verified_by_name(status->cert_verified_by));
+    puts_(&j, "\"");
     puts_(&j, ", \"attempt-no\": ");
     put_uint(&j, status->attempt_no);
 
