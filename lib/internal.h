@@ -338,6 +338,19 @@ void tm__net_ntop(const struct sockaddr *sa, char *buf, size_t size);
 int tm__net_parse_addr(const char *text, unsigned int default_port, struct sockaddr_storage *ss,
                        socklen_t *len);
 
+/* A TLSA record (RFC 6698) usable for SMTP (RFC 7672 3.1): usage DANE-TA
+ * (2) or DANE-EE (3), selector 0 (certificate) or 1 (SubjectPublicKeyInfo),
+ * matching type 0 (full), 1 (SHA-256) or 2 (SHA-512).  For matching type 0
+ * the data kept is the SHA-512 of the full association data (len 64,
+ * full = 1): matching then compares digests, which keeps the record a
+ * fixed size whatever the certificate's. */
+#define TM_TLSA_DATA_MAX 64
+typedef struct tm_tlsa {
+    unsigned char usage, selector, mtype, full;
+    unsigned char len;
+    unsigned char data[TM_TLSA_DATA_MAX];
+} tm_tlsa;
+
 /* The TLS transport (tls.c).  The configuration (trust store, RNG,
  * session cache) lives in the context; a tm_tls per session is set up
  * once and reused for each connection. */
@@ -664,18 +677,6 @@ int tm__dns_mx(const tm_context *ctx, const char *domain, tm_mx *out, int max, i
  */
 int tm__dns_parse_mx(const unsigned char *msg, int len, tm_mx *out, int max, int *null_mx);
 
-/* A TLSA record (RFC 6698) usable for SMTP (RFC 7672 3.1): usage DANE-TA
- * (2) or DANE-EE (3), selector 0 (certificate) or 1 (SubjectPublicKeyInfo),
- * matching type 0 (full), 1 (SHA-256) or 2 (SHA-512).  For matching type 0
- * the data kept is the SHA-512 of the full association data (len 64,
- * full = 1): matching then compares digests, which keeps the record a
- * fixed size whatever the certificate's. */
-#define TM_TLSA_DATA_MAX 64
-typedef struct tm_tlsa {
-    unsigned char usage, selector, mtype, full;
-    unsigned char len;
-    unsigned char data[TM_TLSA_DATA_MAX];
-} tm_tlsa;
 
 /*
  * tm__dns_parse_tlsa: the TLSA records of msg[0..len) at the question's
