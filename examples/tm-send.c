@@ -44,6 +44,16 @@ static void usage(FILE *f)
           "  --no-require-tls, --no-skip-verify, --no-keep-unverified-tls\n"
           "                         switch the flag off for this message, whatever the\n"
           "                         sending domain's setting (a recipient floor still wins)\n"
+          "  --dnssec-resolver IP[:PORT]\n"
+          "                         a DNSSEC-validating resolver you trust: every lookup goes\n"
+          "                         to it and DANE (RFC 7672) is on\n"
+          "  --dnssec-trust-resolver  trust the AD bit of the resolver in use (--dns, else\n"
+          "                         the system's): DANE is on\n"
+          "  --no-dane              DANE off, even with a trusted resolver\n"
+          "  --floor none|tls|verified|dane\n"
+          "                         the least TLS for the recipient domain in this run (as a\n"
+          "                         `recipient` line of --settings; dane: only DANE-authenticated\n"
+          "                         TLS)\n"
           "  --ca-file FILE         trust these CA certificates instead of the system store\n"
           "  --helo NAME            name announced in EHLO (default: this host's name)\n"
           "  --timeout SECONDS      per-command timeout (defaults follow RFC 5321)\n"
@@ -162,6 +172,11 @@ static void print_summary(const tm_delivery_status *st, const tm_rcpt_status *rc
         printf("tls-version: %s\ntls-cipher: %s\n", st->tls_version, st->tls_cipher);
     if (st->tls_error[0])
         printf("tls-error: %s\n", st->tls_error);
+    if (st->dane != TM_DANE_OFF)
+        printf("dane: %s%s%s\nmx-dnssec: %s\n", tm_dane_name(st->dane), st->dane_tlsa[0] ? " " : "",
+               st->dane_tlsa, st->mx_dnssec ? "true" : "false");
+    if (st->cert_verified)
+        printf("certificate-verified-by: %s\n", tm_verified_by_name(st->cert_verified_by));
     printf("policy: require-tls=%s (%s) skip-verify=%s (%s) keep-unverified-tls=%s (%s) "
            "recipient-floor=%s\n",
            st->policy.require_tls ? "yes" : "no", tm_policy_source_name(st->require_tls_source),
@@ -179,7 +194,8 @@ static void print_summary(const tm_delivery_status *st, const tm_rcpt_status *rc
 int main(int argc, char **argv)
 {
     enum { O_MX = 256, O_PORT, O_DNS, O_REQ, O_SKIP, O_KEEP, O_NO_REQ, O_NO_SKIP, O_NO_KEEP, O_CA,
-           O_HELO, O_TIMEOUT, O_JSON, O_VERBOSE, O_VERSION, O_HELP, O_SETTINGS, O_SENDING };
+           O_HELO, O_TIMEOUT, O_JSON, O_VERBOSE, O_VERSION, O_HELP, O_SETTINGS, O_SENDING,
+           O_DNSSEC, O_TRUST, O_NO_DANE, O_FLOOR };
     static const struct option longopts[] = {
         { "from", required_argument, NULL, 'f' },
         { "to", required_argument, NULL, 't' },
@@ -201,6 +217,10 @@ int main(int argc, char **argv)
         { "help", no_argument, NULL, O_HELP },
         { "settings", required_argument, NULL, O_SETTINGS },
         { "sending-domain", required_argument, NULL, O_SENDING },
+        { "dnssec-resolver", required_argument, NULL, O_DNSSEC },
+        { "dnssec-trust-resolver", no_argument, NULL, O_TRUST },
+        { "no-dane", no_argument, NULL, O_NO_DANE },
+        { "floor", required_argument, NULL, O_FLOOR },
         { NULL, 0, NULL, 0 },
     };
     const char **to = NULL;
@@ -212,7 +232,7 @@ int main(int argc, char **argv)
     tm_message msg = TM_MESSAGE_INIT;
     tm_delivery_status st;
     tm_context *ctx = NULL;
-    int flag;
+    int flag, floor = -1;
     const char *from = NULL, *file = NULL, *settings = NULL, *sending = NULL;
     char *mx = NULL;
     int json = 0, opt, rc, fd = -1, ret = EX_SOFTWARE_;
@@ -315,6 +335,30 @@ int main(int argc, char **argv)
         case O_SENDING:
             sending = optarg;
             break;
+        case O_DNSSEC:
+            co.dnssec_resolver = optarg;
+            break;
+        case O_TRUST:
+            co.dnssec_trust_resolver = TM_ON;
+            break;
+        case O_NO_DANE:
+            co.dane = TM_OFF;
+            break;
+        case O_FLOOR:
+            if (strcmp(optarg, "none") == 0)
+                floor = TM_FLOOR_NONE;
+            else if (strcmp(optarg, "tls") == 0)
+                floor = TM_FLOOR_TLS;
+            else if (strcmp(optarg, "verified") == 0)
+                floor = TM_FLOOR_VERIFIED;
+            else if (strcmp(optarg, "dane") == 0)
+                floor = TM_FLOOR_DANE;
+            else {
+                fprintf(stderr, "tm-send: bad --floor %s (none, tls, verified or dane)\n", optarg);
+                ret = EX_USAGE_;
+                goto out;
+            }
+            break;
         case O_VERBOSE:
             co.log = log_stderr;
             co.log_level = TM_LOG_DEBUG;
@@ -398,6 +442,15 @@ int main(int argc, char **argv)
                 fprintf(stderr, "tm-send: %s:%d: %s\n", settings, line, tm_strerror(rc));
             else
                 fprintf(stderr, "tm-send: %s: %s\n", settings, tm_strerror(rc));
+            ret = EX_USAGE_;
+            goto out;
+        }
+    }
+    if (floor >= 0) {
+        const char *domain = strrchr(to[0], '@');
+        rc = domain ? tm_recipient_floor_set(ctx, domain + 1, floor) : TM_EADDRESS;
+        if (rc != TM_OK) {
+            fprintf(stderr, "tm-send: --floor for %s: %s\n", to[0], tm_strerror(rc));
             ret = EX_USAGE_;
             goto out;
         }

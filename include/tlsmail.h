@@ -210,13 +210,16 @@ typedef enum tm_dane {
     TM_DANE_VERIFIED = 3,      /* a TLSA record authenticated the server */
     TM_DANE_TLSA_UNUSABLE = 4, /* signed TLSA records, none usable for SMTP:
                                   TLS was mandatory, not authenticated */
-    TM_DANE_FAILED = 5         /* usable TLSA records and no TLS they
+    TM_DANE_FAILED = 5,        /* usable TLSA records and no TLS they
                                   authenticate (missing, refused, failed,
                                   mismatch), or the lookup failed DNSSEC
                                   validation: the host was not used */
+    TM_DANE_PENDING = 6        /* usable TLSA records, TLS not tried yet
+                                  (the status of tm_session_open) */
 } tm_dane;
 
-/* "off", "insecure", "no-tlsa", "verified", "tlsa-unusable", "failed". */
+/* "off", "insecure", "no-tlsa", "verified", "tlsa-unusable", "failed",
+ * "pending". */
 TM_EXTERN const char *tm_dane_name(int dane);
 
 /* What authenticated the server (tm_delivery_status.cert_verified_by). */

@@ -84,6 +84,20 @@ int tm__session_connect(tm_session *s)
         a = tm__route_current(&s->route, s->ctx, deadline_of(s, s->ctx->to.connect), &rc);
         if (rc == TM_ENOMEM)
             return rc;
+        if (s->route.skipped_bogus) {
+            /* A TLSA lookup failed validation: that host is not used, and
+             * nothing but another host can take the message. */
+            s->route.skipped_bogus = 0;
+            tm__session_note_failure(s, TM_EDNS, NULL, "DNSSEC");
+            tm__strlcpy(s->fail.why, s->route.why, sizeof s->fail.why);
+            s->fail.host[0] = '\0';
+            tm__strlcpy(s->fail.enhanced, "4.7.5", sizeof s->fail.enhanced);
+            s->dane_left = TM_DANE_FAILED;
+            last = TM_EDNS;
+            if (!a)
+                continue;
+            rc = TM_OK;
+        }
         if (rc != TM_OK) {
             tm__strlcpy(s->host, tm__route_host(&s->route), sizeof s->host);
             s->address[0] = '\0';
@@ -146,8 +160,9 @@ static void set_tls_error(tm_session *s, int failure, const char *fmt, ...)
 
 /* One attempt at TLS on the current connection: what happened.
  * *resume_failed: the handshake failed while offering a cached session. */
-static tm_tls_event try_tls(tm_session *s, int *fatal, int *resume_failed)
+static tm_tls_event try_tls(tm_session *s, const tm_policy *p, int *fatal, int *resume_failed)
 {
+    const char *sni = s->host;
     tm_client *c = &s->client;
     char err[TM_TEXT_MAX], key[TM_HOST_MAX + TM_IPADDR_MAX + 32], reply[TM_TEXT_MAX];
     tm_transport *tls_tr;
@@ -202,10 +217,20 @@ static tm_tls_event try_tls(tm_session *s, int *fatal, int *resume_failed)
         return TM_EV_HANDSHAKE;
     }
     snprintf(key, sizeof key, "%s|%s|%u|%d%d%d", s->host, s->address, s->route.port,
-             s->resolved.policy.require_tls, s->resolved.policy.skip_verify,
-             s->resolved.policy.keep_unverified_tls);
-    rc = tm__tls_start(s->tls, &s->sock.base, s->host, key, deadline_of(s, s->ctx->to.tls),
-                       &tls_tr, err, sizeof err);
+             p->require_tls, p->skip_verify, p->keep_unverified_tls);
+    s->dane_tlsa[0] = '\0';
+    if (s->route.dane == TM_HD_USABLE) {
+        /* RFC 7672 3.2.2, 8.1: the TLSA base domain is the SNI and the
+         * first reference identifier, the MX host name the second. */
+        s->dane_names[0] = s->route.tlsa_base;
+        s->dane_names[1] = s->host;
+        tm__tls_set_dane(s->tls, s->route.tlsa, s->route.ntlsa, s->dane_names, 2);
+        sni = s->route.tlsa_base;
+    } else {
+        tm__tls_set_dane(s->tls, NULL, 0, NULL, 0);
+    }
+    rc = tm__tls_start(s->tls, &s->sock.base, sni, key, deadline_of(s, s->ctx->to.tls), &tls_tr,
+                       err, sizeof err);
     if (rc != TM_OK) {
         if (rc == TM_ENOMEM)
             *fatal = rc;
@@ -220,6 +245,10 @@ static tm_tls_event try_tls(tm_session *s, int *fatal, int *resume_failed)
      * this TLS until the policy has judged its certificate. */
     tm__client_tls_up(c);
     if (tm__tls_verified(s->tls)) {
+        int m = tm__tls_dane_matched(s->tls);
+        if (m >= 0 && m < s->route.ntlsa)
+            snprintf(s->dane_tlsa, sizeof s->dane_tlsa, "%u %u %u", s->route.tlsa[m].usage,
+                     s->route.tlsa[m].selector, s->route.tlsa[m].mtype);
         s->cert_verified = 1;
         s->tls_failure = TM_TLS_FAILURE_NONE;
         s->tls_error[0] = '\0';
@@ -274,17 +303,79 @@ static int reconnect_plain(tm_session *s)
     return rc;
 }
 
+/*
+ * The policy for the current host: the resolved one, raised by what DANE
+ * asks of the host (RFC 7672 2.2): usable TLSA records make TLS mandatory
+ * and authenticated by them alone, whatever the policy says; TLSA records
+ * none of which is usable make TLS mandatory, authenticated only when the
+ * policy asked for verified TLS.
+ */
+static void host_policy(const tm_session *s, tm_policy *p)
+{
+    *p = s->resolved.policy;
+    if (s->route.dane == TM_HD_USABLE) {
+        p->require_tls = 1;
+        p->skip_verify = 0;
+        p->keep_unverified_tls = 0;
+    } else if (s->route.dane == TM_HD_UNUSABLE) {
+        if (!p->require_tls)
+            p->skip_verify = 1;
+        p->require_tls = 1;
+    }
+}
+
+/* What DANE made of the current host, once its connection is settled. */
+int tm__session_dane(const tm_session *s)
+{
+    switch (s->route.dane) {
+    case TM_HD_INSECURE:
+        return TM_DANE_INSECURE;
+    case TM_HD_NO_TLSA:
+        return TM_DANE_NO_TLSA;
+    case TM_HD_UNUSABLE:
+        return TM_DANE_TLSA_UNUSABLE;
+    case TM_HD_USABLE:
+        if (!s->policy_applied)
+            return TM_DANE_PENDING;
+        return s->tls_active && s->cert_verified ? TM_DANE_VERIFIED : TM_DANE_FAILED;
+    case TM_HD_BOGUS:
+        return TM_DANE_FAILED;
+    default:
+        return TM_DANE_OFF;
+    }
+}
+
 /* Applies the truth table to the current connection until one satisfies
  * the policy: TM_OK, TM_ETLSREQUIRED, or the walk's last failure. */
 int tm__session_apply_policy(tm_session *s)
 {
-    const tm_policy *p = &s->resolved.policy;
+    tm_policy host;
+    const tm_policy *p = &host;
     int retried = 0;
 
     for (;;) {
         int fatal, resume_failed, rc;
-        tm_tls_event ev = try_tls(s, &fatal, &resume_failed);
-        tm_tls_action act = tm__policy_decide(p, ev);
+        tm_tls_event ev;
+        tm_tls_action act;
+
+        host_policy(s, &host);
+        if (s->resolved.floor == TM_FLOOR_DANE && s->route.dane != TM_HD_USABLE) {
+            /* Floor dane: only hosts whose TLSA records can authenticate
+             * them.  Nothing but EHLO and QUIT was said. */
+            set_tls_error(s, TM_TLS_FAILURE_NOT_TRIED,
+                          "recipient floor dane: %s has no usable TLSA records (DANE %s)",
+                          s->host, s->ctx->dane ? tm_dane_name(tm__session_dane(s)) : "off");
+            s->dane_left = tm__session_dane(s);
+            tm__session_quit(s);
+            tm__session_note_failure(s, TM_ETLSREQUIRED, NULL, "DANE not available from");
+            tm__route_next_host(&s->route);
+            rc = tm__session_connect(s);
+            if (rc != TM_OK)
+                return TM_ETLSREQUIRED;
+            continue;
+        }
+        ev = try_tls(s, p, &fatal, &resume_failed);
+        act = tm__policy_decide(p, ev);
 
         if (fatal != TM_OK)
             return fatal;
@@ -332,6 +423,7 @@ int tm__session_apply_policy(tm_session *s)
             break;
         case TM_ACT_NEXT_MX:
             tm__log(s->ctx, TM_LOG_INFO, "leaving %s: %s", s->host, s->tls_error);
+            s->dane_left = s->route.dane == TM_HD_USABLE ? TM_DANE_FAILED : tm__session_dane(s);
             /* After a failed handshake the connection is unusable: not even
              * a QUIT goes over it.  Under require_tls nothing but EHLO,
              * STARTTLS and QUIT is ever sent in plaintext. */

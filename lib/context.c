@@ -93,6 +93,18 @@ TM_EXTERN int tm_context_new(tm_context **out, const tm_context_options *given)
         ctx->have_dns_server = 1;
     }
 
+    /* DANE only with a resolver the host trusts to validate (its AD bit). */
+    if (o->dnssec_resolver) {
+        if (tm__net_parse_addr(o->dnssec_resolver, 53, &ctx->dns_server, &ctx->dns_server_len) !=
+                TM_OK ||
+            ctx->dns_server.ss_family != AF_INET) {
+            tm__free(ctx);
+            return TM_EINVAL;
+        }
+        ctx->have_dns_server = 1;
+    }
+    ctx->dane = (o->dnssec_resolver || TM_FLAG(o->dnssec_trust_resolver)) && o->dane >= 0;
+
     if (pthread_rwlock_init(&ctx->settings_lock, NULL) != 0) {
         tm__free(ctx);
         return TM_ENOMEM;

@@ -16,7 +16,7 @@
 
 #include "internal.h"
 
-#define TM_DNS_ANSWER_MAX 4096
+#define TM_DNS_ANSWER_MAX 8192 /* DNSSEC answers carry signatures */
 
 static int usable_v4(const unsigned char *a)
 {
@@ -208,7 +208,20 @@ int tm__dns_parse_tlsa(const unsigned char *msg, int len, tm_tlsa *out, int max,
     return n;
 }
 
-/* A private resolver state pointed at the context's server, if any. */
+int tm__dns_header(const unsigned char *msg, int len, int *rcode, int *ad)
+{
+    *rcode = 0;
+    *ad = 0;
+    if (!msg || len < NS_HFIXEDSZ)
+        return TM_EDNS;
+    *rcode = msg[3] & 0x0f;
+    *ad = (msg[3] & 0x20) != 0;
+    return TM_OK;
+}
+
+/* A private resolver state pointed at the context's server, if any; with
+ * DANE on, asking for DNSSEC (EDNS0 with the DO bit) and keeping the AD
+ * bit of answers (glibc 2.31 and later clear it without RES_TRUSTAD). */
 static int resolver_open(const tm_context *ctx, res_state rs, int64_t deadline)
 {
     int64_t left;
@@ -223,6 +236,12 @@ static int resolver_open(const tm_context *ctx, res_state rs, int64_t deadline)
         }
         memcpy(&rs->nsaddr_list[0], &ctx->dns_server, sizeof(struct sockaddr_in));
         rs->nscount = 1;
+    }
+    if (ctx->dane) {
+        rs->options |= RES_USE_EDNS0 | RES_USE_DNSSEC;
+#ifdef RES_TRUSTAD
+        rs->options |= RES_TRUSTAD;
+#endif
     }
     /* Bound the resolver's own retries by what is left of the deadline. */
     rs->retry = 2;
@@ -240,21 +259,27 @@ static int resolver_open(const tm_context *ctx, res_state rs, int64_t deadline)
 }
 
 /* Queries name/type.  Returns the answer length, 0 for "no such record"
- * (NODATA), TM_ENODOMAIN, or TM_EDNS. */
-static int query(res_state rs, const char *name, int type, unsigned char *ans, int anslen)
+ * (NODATA), TM_ENODOMAIN, or TM_EDNS.  *ad (may be NULL): the answer's AD
+ * bit, for an answer, a NODATA or an NXDOMAIN (0 for anything else). */
+static int query(res_state rs, const char *name, int type, unsigned char *ans, int anslen, int *ad)
 {
-    int n = res_nquery(rs, name, ns_c_in, type, ans, anslen);
+    int n, rcode, bit = 0;
 
+    memset(ans, 0, NS_HFIXEDSZ); /* no answer leaves no AD bit behind */
+    n = res_nquery(rs, name, ns_c_in, type, ans, anslen);
     if (n >= 0)
-        return n > anslen ? anslen : n;
-    switch (rs->res_h_errno) {
-    case HOST_NOT_FOUND:
-        return TM_ENODOMAIN;
-    case NO_DATA:
-        return 0;
-    default: /* TRY_AGAIN (SERVFAIL, timeout), NO_RECOVERY */
-        return TM_EDNS;
-    }
+        n = n > anslen ? anslen : n;
+    else if (rs->res_h_errno == HOST_NOT_FOUND)
+        n = TM_ENODOMAIN;
+    else if (rs->res_h_errno == NO_DATA)
+        n = 0;
+    else /* TRY_AGAIN (SERVFAIL, timeout), NO_RECOVERY */
+        n = TM_EDNS;
+    if (n != TM_EDNS)
+        tm__dns_header(ans, anslen, &rcode, &bit);
+    if (ad)
+        *ad = bit;
+    return n;
 }
 
 static int literal(const char *host, unsigned int port, tm_addr *out)
@@ -316,36 +341,93 @@ static int host_getaddrinfo(const char *host, unsigned int port, tm_addr *out, i
     return n;
 }
 
+/* The name at the end of the CNAME chain an answer gives for its
+ * question, into name (the question's name when there is none). */
+static void answer_target(const unsigned char *msg, int len, char *name, size_t size)
+{
+    ns_msg h;
+    ns_rr q;
+
+    if (ns_initparse(msg, len, &h) < 0 || ns_msg_count(h, ns_s_qd) != 1 ||
+        ns_parserr(&h, ns_s_qd, 0, &q) < 0 || strlen(ns_rr_name(q)) >= size)
+        return;
+    tm__strlcpy(name, ns_rr_name(q), size);
+    if (follow_cnames(&h, name, size) != TM_OK)
+        tm__strlcpy(name, ns_rr_name(q), size);
+}
+
 int tm__dns_host(const tm_context *ctx, const char *host, unsigned int port, tm_addr *out, int max,
-                int64_t deadline)
+                int64_t deadline, int *secure, char *target, size_t targetlen)
 {
     struct __res_state rs;
     unsigned char ans[TM_DNS_ANSWER_MAX];
-    int n, types[2] = { ns_t_a, ns_t_aaaa }, i, total = 0, failed = 0;
+    int n, types[2] = { ns_t_a, ns_t_aaaa }, i, total = 0, failed = 0, all_ad = 1, ad;
 
+    *secure = 0;
+    if (target)
+        tm__strlcpy(target, host, targetlen);
     if (max <= 0)
         return 0;
     n = literal(host, port, out);
     if (n >= 0)
         return n;
-    if (!ctx->have_dns_server)
+    if (!ctx->have_dns_server && !ctx->dane)
         return host_getaddrinfo(host, port, out, max);
 
     if (resolver_open(ctx, &rs, deadline) != TM_OK)
         return TM_EDNS;
-    for (i = 0; i < 2 && total < max; i++) {
-        n = query(&rs, host, types[i], ans, sizeof ans);
-        if (n > 0)
-            n = tm__dns_parse_addr(ans, n, types[i], port, out + total, max - total);
+    /* With DANE both families are asked (their DNSSEC state counts even
+     * when the first filled the table). */
+    for (i = 0; i < 2 && (total < max || ctx->dane); i++) {
+        int len = query(&rs, host, types[i], ans, sizeof ans, &ad);
+        n = len;
+        if (len > 0 && i == 0 && target)
+            answer_target(ans, len, target, targetlen);
+        if (len > 0 && total < max)
+            n = tm__dns_parse_addr(ans, len, types[i], port, out + total, max - total);
+        if (n == TM_EDNS || len < 0)
+            all_ad = 0;
         if (n == TM_EDNS)
             failed = 1;
+        if (len >= 0 && !ad)
+            all_ad = 0;
         if (n > 0)
             total += n;
     }
     res_nclose(&rs);
     if (total == 0 && failed)
         return TM_EDNS;
+    *secure = ctx->dane && all_ad && total > 0;
     return total;
+}
+
+int tm__dns_tlsa(const tm_context *ctx, const char *host, unsigned int port, tm_tlsa *out, int max,
+                 int64_t deadline, int *unusable, int *secure)
+{
+    struct __res_state rs;
+    unsigned char ans[TM_DNS_ANSWER_MAX];
+    char name[TM_HOST_MAX + 16];
+    int n, ad = 0, msg_ad;
+
+    *unusable = 0;
+    *secure = 0;
+    if (snprintf(name, sizeof name, "_%u._tcp.%s", port, host) >= (int)sizeof name)
+        return TM_EDNS;
+    if (resolver_open(ctx, &rs, deadline) != TM_OK)
+        return TM_EDNS;
+    n = query(&rs, name, ns_t_tlsa, ans, sizeof ans, &ad);
+    res_nclose(&rs);
+    if (n == TM_ENODOMAIN || n == 0) {
+        *secure = ctx->dane && ad;
+        return 0;
+    }
+    if (n < 0)
+        return TM_EDNS;
+    n = tm__dns_parse_tlsa(ans, n, out, max, unusable, &msg_ad);
+    if (n < 0)
+        return TM_EDNS;
+    *secure = ctx->dane && ad;
+    return n;
 }
 
 /* Shuffles runs of equal preference (RFC 5321 5.1: spread the load). */
@@ -381,13 +463,14 @@ static void sort_mx(const tm_context *ctx, tm_mx *mx, int n)
 }
 
 int tm__dns_mx(const tm_context *ctx, const char *domain, tm_mx *out, int max, int64_t deadline,
-               char *why, size_t whylen, char enhanced[TM_ENHANCED_MAX])
+               char *why, size_t whylen, char enhanced[TM_ENHANCED_MAX], int *secure)
 {
     struct __res_state rs;
     unsigned char ans[TM_DNS_ANSWER_MAX];
     tm_mx found[TM_MX_MAX * 2];
-    int n, null_mx = 0, i, j, kept = 0;
+    int n, null_mx = 0, i, j, kept = 0, ad = 0;
 
+    *secure = 0;
     why[0] = '\0';
     enhanced[0] = '\0';
     if (max <= 0)
@@ -397,8 +480,9 @@ int tm__dns_mx(const tm_context *ctx, const char *domain, tm_mx *out, int max, i
         snprintf(why, whylen, "resolver initialisation failed");
         return TM_EDNS;
     }
-    n = query(&rs, domain, ns_t_mx, ans, sizeof ans);
+    n = query(&rs, domain, ns_t_mx, ans, sizeof ans, &ad);
     res_nclose(&rs);
+    *secure = ctx->dane && ad;
     if (n > 0)
         n = tm__dns_parse_mx(ans, n, found, TM_MX_MAX * 2, &null_mx);
     if (n == TM_ENODOMAIN) {

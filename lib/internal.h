@@ -649,11 +649,23 @@ typedef struct tm_addr {
 
 /* Resolves host (a name or an IP literal) to at most max usable addresses
  * (IPv4 first, then IPv6; 0.0.0.0, ::, broadcast and multicast skipped),
- * with the given port.  Uses the context's DNS server when it names one,
- * else the system resolver (getaddrinfo).  Returns the count (> 0), 0 when
- * the name has no usable address, or TM_EDNS / TM_ENOMEM. */
+ * with the given port.  Uses the context's DNS server when it names one
+ * (or DANE is on), else the system resolver (getaddrinfo).  Returns the
+ * count (> 0), 0 when the name has no usable address, or TM_EDNS /
+ * TM_ENOMEM.  *secure: DANE is on and every address answer was
+ * DNSSEC-secure.  target (may be NULL): the name at the end of the CNAME
+ * chain of the A answer (host itself when there is none). */
 int tm__dns_host(const tm_context *ctx, const char *host, unsigned int port, tm_addr *out, int max,
-                 int64_t deadline);
+                 int64_t deadline, int *secure, char *target, size_t targetlen);
+
+/* The TLSA records at _port._tcp.host (RFC 7672 2.2): usable ones to out
+ * (at most max), the others counted in *unusable.  Returns the count (0
+ * for none, NXDOMAIN or NODATA), or TM_EDNS when the lookup failed
+ * (SERVFAIL, which a validating resolver gives for a bogus answer,
+ * timeout, malformed answer).  *secure: DANE is on and the answer (or the
+ * denial) was DNSSEC-secure. */
+int tm__dns_tlsa(const tm_context *ctx, const char *host, unsigned int port, tm_tlsa *out, int max,
+                 int64_t deadline, int *unusable, int *secure);
 
 /*
  * Finds the MX hosts of domain (RFC 5321 section 5.1): sorted by
@@ -661,10 +673,11 @@ int tm__dns_host(const tm_context *ctx, const char *host, unsigned int port, tm_
  * domain itself (implicit MX).  Returns the count (> 0), or TM_ENULLMX (null
  * MX, RFC 7505), TM_ENODOMAIN (NXDOMAIN), TM_EDNS (SERVFAIL, timeout,
  * malformed answer: never an A-record fallback), TM_ENOMEM; on failure why
- * gets a description and enhanced an RFC 3463 code.
+ * gets a description and enhanced an RFC 3463 code.  *secure: DANE is on
+ * and the MX RRset (or, for an implicit MX, the denial) was DNSSEC-secure.
  */
 int tm__dns_mx(const tm_context *ctx, const char *domain, tm_mx *out, int max, int64_t deadline,
-               char *why, size_t whylen, char enhanced[TM_ENHANCED_MAX]);
+               char *why, size_t whylen, char enhanced[TM_ENHANCED_MAX], int *secure);
 
 /*
  * Pure parsers of DNS answers (no I/O), used by the above and by the tests.
@@ -736,6 +749,7 @@ struct tm_context {
     tm_timeouts to;
     unsigned int max_mx, max_addresses;
     int have_dns_server;
+    int dane;            /* DANE on: a trusted validating resolver (AD believed) */
     struct sockaddr_storage dns_server; /* with port */
     socklen_t dns_server_len;
     tm_log_fn log;
@@ -755,6 +769,16 @@ struct tm_context {
  * when the host as a whole will not serve (421, a 5xx greeting, TLS that
  * the policy requires and the host cannot give).
  */
+/* What DANE asks of the current host (tm_route.dane). */
+enum {
+    TM_HD_OFF = 0,     /* DANE off */
+    TM_HD_INSECURE,    /* MX, address or TLSA records not DNSSEC-secure */
+    TM_HD_NO_TLSA,     /* secure, no TLSA records */
+    TM_HD_UNUSABLE,    /* secure TLSA records, none usable: TLS, not authenticated */
+    TM_HD_USABLE,      /* usable TLSA records: TLS they authenticate, or nothing */
+    TM_HD_BOGUS        /* a lookup failed validation: the host is not used */
+};
+
 typedef struct tm_route {
     tm_mx mx[TM_MX_MAX];
     int nmx, mx_i;
@@ -764,6 +788,14 @@ typedef struct tm_route {
     unsigned int attempts;
     int explicit_host;
     char address[TM_IPADDR_MAX];   /* the current address as text */
+    /* DANE (RFC 7672 2.2), found when the walk reaches a host. */
+    int mx_secure;                 /* the MX RRset was DNSSEC-secure */
+    int dane;                      /* TM_HD_* of the current host */
+    tm_tlsa tlsa[TM_TLSA_MAX];     /* its usable TLSA records */
+    int ntlsa;
+    char tlsa_base[TM_HOST_MAX];   /* the name they were found at (SNI) */
+    int skipped_bogus;             /* tm__route_current left a host: why says why */
+    char why[TM_TEXT_MAX];
 } tm_route;
 
 /* Fills the route from the domain's MX records (or the explicit host).
@@ -822,6 +854,13 @@ struct tm_session {
     int policy_applied;
     int quit_last;             /* tm_deliver: the connection's last transaction */
 
+    /* DANE: the outcome for the last host left, the record that
+     * authenticated the current connection ("u s m"), the reference
+     * identifiers handed to the TLS layer. */
+    int dane_left;
+    char dane_tlsa[16];
+    const char *dane_names[2];
+
     tm_failure fail;
     tm_drive drive;
     tm_txn txn;
@@ -843,5 +882,7 @@ int tm__session_connect(tm_session *s);
 /* STARTTLS and the truth table until a connection satisfies the policy:
  * TM_OK, TM_ETLSREQUIRED, or the walk's last failure. */
 int tm__session_apply_policy(tm_session *s);
+/* The tm_dane outcome of the current host and connection. */
+int tm__session_dane(const tm_session *s);
 
 #endif

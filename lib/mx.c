@@ -8,7 +8,15 @@
  * address of the same host; a host that as a whole will not serve (421, a
  * 5xx greeting, TLS the policy requires and the host cannot give) is left
  * for the next host.
+ *
+ * With DANE on (RFC 7672 2.2), a host reached is also looked up for TLSA
+ * records when its name came from a DNSSEC-secure MX RRset (or is the
+ * domain itself on an implicit MX, or the explicit host) and its address
+ * records are secure: at _port._tcp.<name at the end of its CNAME chain>,
+ * then, when that has none, at _port._tcp.<name>.  A lookup that fails
+ * validation leaves the host unused.
  */
+#include <stdio.h>
 #include <string.h>
 
 #include "internal.h"
@@ -29,11 +37,77 @@ int tm__route_init(tm_route *r, const tm_context *ctx, const char *domain, const
         r->nmx = 1;
         return TM_OK;
     }
-    n = tm__dns_mx(ctx, domain, r->mx, (int)ctx->max_mx, deadline, why, whylen, enhanced);
+    n = tm__dns_mx(ctx, domain, r->mx, (int)ctx->max_mx, deadline, why, whylen, enhanced,
+                   &r->mx_secure);
     if (n < 0)
         return n;
     r->nmx = n;
     return TM_OK;
+}
+
+/* The TLSA records of the current host, whose addresses are secure:
+ * sets r->dane, r->tlsa, r->tlsa_base. */
+static void find_tlsa(tm_route *r, const tm_context *ctx, const char *host, const char *target,
+                      int64_t deadline)
+{
+    const char *names[2];
+    int i, n, unusable = 0, secure = 0, nnames = 0;
+
+    names[nnames++] = target;
+    if (!tm__domain_equal(target, host))
+        names[nnames++] = host;
+    for (i = 0; i < nnames; i++) {
+        n = tm__dns_tlsa(ctx, names[i], r->port, r->tlsa, TM_TLSA_MAX, deadline, &unusable,
+                         &secure);
+        if (n < 0) {
+            r->dane = TM_HD_BOGUS;
+            snprintf(r->why, sizeof r->why,
+                     "TLSA lookup of _%u._tcp.%.200s failed (DNSSEC validation failure, "
+                     "SERVFAIL or timeout): host %.200s not used",
+                     r->port, names[i], host);
+            return;
+        }
+        if (!secure) {
+            r->dane = TM_HD_INSECURE;
+            return;
+        }
+        if (n > 0 || unusable > 0) {
+            r->ntlsa = n;
+            r->dane = n > 0 ? TM_HD_USABLE : TM_HD_UNUSABLE;
+            tm__strlcpy(r->tlsa_base, names[i], sizeof r->tlsa_base);
+            return;
+        }
+    }
+    r->dane = TM_HD_NO_TLSA;
+}
+
+/* Resolves the current host: its addresses and what DANE asks of it. */
+static int resolve(tm_route *r, const tm_context *ctx, int64_t deadline)
+{
+    const char *host = r->mx[r->mx_i].host;
+    char target[TM_HOST_MAX];
+    int n, secure = 0;
+
+    r->dane = TM_HD_OFF;
+    r->ntlsa = 0;
+    r->tlsa_base[0] = '\0';
+    n = tm__dns_host(ctx, host, r->port, r->addr, (int)ctx->max_addresses, deadline, &secure,
+                     target, sizeof target);
+    if (n <= 0 || !ctx->dane)
+        return n;
+    /* The explicit host, and the domain on an implicit MX, stand for
+     * themselves: their address records are what must be secure. */
+    if (r->explicit_host)
+        r->mx_secure = secure;
+    if (!r->mx_secure || !secure)
+        r->dane = TM_HD_INSECURE;
+    else
+        find_tlsa(r, ctx, host, target, deadline);
+    if (r->dane == TM_HD_BOGUS) {
+        r->skipped_bogus = 1;
+        return TM_EDNS;
+    }
+    return n;
 }
 
 const tm_addr *tm__route_current(tm_route *r, const tm_context *ctx, int64_t deadline, int *rc)
@@ -41,8 +115,7 @@ const tm_addr *tm__route_current(tm_route *r, const tm_context *ctx, int64_t dea
     *rc = TM_OK;
     while (r->mx_i < r->nmx) {
         if (!r->resolved) {
-            int n = tm__dns_host(ctx, r->mx[r->mx_i].host, r->port, r->addr,
-                                 (int)ctx->max_addresses, deadline);
+            int n = resolve(r, ctx, deadline);
             r->resolved = 1;
             r->addr_i = 0;
             r->naddr = n > 0 ? n : 0;

@@ -61,6 +61,9 @@ static int session_route(tm_session *s, const tm_session_options *o, tm_delivery
     if (rc != TM_OK) {
         tm__status_set_enhanced(st, enhanced);
         tm__status_describe(st, "%s", why);
+        /* A validating resolver answers SERVFAIL for a bogus MX RRset. */
+        if (rc == TM_EDNS && s->ctx->dane)
+            tm__status_set_dane(st, TM_DANE_FAILED, 0, TM_VERIFIED_BY_NONE, NULL);
     }
     return rc;
 }
@@ -77,6 +80,7 @@ static void status_failure(tm_session *s, tm_delivery_status *st, int rc)
     tm__status_set_code(st, f->code, f->enhanced, f->message); /* the failure's own reply */
     if (s->tls_failure != TM_TLS_FAILURE_NOT_TRIED)
         tm__status_set_tls(st, 0, 0, 0, s->tls_failure, s->tls_error, NULL, NULL);
+    tm__status_set_dane(st, s->dane_left, s->route.mx_secure, TM_VERIFIED_BY_NONE, NULL);
     if (rc == TM_ETLSREQUIRED)
         tm__status_describe(st, "TLS required, but no MX host of %s gave %s: %s",
                             s->route.explicit_host ? s->route.mx[0].host : s->domain,
@@ -93,6 +97,9 @@ static void status_connection(const tm_session *s, tm_delivery_status *st)
                        s->tls_active && tm__tls_resumed(s->tls), s->tls_failure, s->tls_error,
                        s->tls_active ? tm__tls_version(s->tls) : NULL,
                        s->tls_active ? tm__tls_cipher(s->tls) : NULL);
+    tm__status_set_dane(st, tm__session_dane(s), s->route.mx_secure,
+                        s->route.dane == TM_HD_USABLE ? TM_VERIFIED_BY_DANE : TM_VERIFIED_BY_PKIX,
+                        s->dane_tlsa);
 }
 
 /* The status of a session ready to send: the server's last word (EHLO),

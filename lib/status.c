@@ -106,6 +106,8 @@ TM_EXTERN const char *tm_dane_name(int dane)
         return "tlsa-unusable";
     case TM_DANE_FAILED:
         return "failed";
+    case TM_DANE_PENDING:
+        return "pending";
     default:
         return "off";
     }

@@ -30,6 +30,7 @@
 #include <mbedtls/entropy.h>
 #include <mbedtls/error.h>
 #include <mbedtls/net_sockets.h>
+#include <mbedtls/sha256.h>
 #include <mbedtls/sha512.h>
 #include <mbedtls/ssl.h>
 #include <mbedtls/x509_crt.h>
@@ -102,6 +103,13 @@ struct tm_tls {
     int keep;            /* the policy kept this connection: cache it */
     int dropped;         /* the session was dropped: never save it again */
     char key[TM_TLS_KEY_MAX]; /* cache key of this connection, "" = none */
+    /* DANE for the next handshake (tm__tls_set_dane): the host's usable
+     * TLSA records and the names a DANE-TA chain may match. */
+    const tm_tlsa *dane;
+    int ndane;
+    const char *const *dane_names;
+    int ndane_names;
+    int dane_match;      /* the record that authenticated the server, -1 */
 };
 
 #if defined(MBEDTLS_THREADING_C) == 0
@@ -704,14 +712,146 @@ int tm__tls_offered(const tm_tls *t)
 
 /* Called by mbedTLS for each certificate of the chain it verifies: only in
  * a full handshake, never on a resumed one. */
+/* ---- DANE (RFC 7672 3.1, RFC 6698 2.1) --------------------------------------- */
+
+static int sha256(const unsigned char *p, size_t len, unsigned char out[32])
+{
+#if defined(TM_MBEDTLS3)
+    return mbedtls_sha256(p, len, out, 0);
+#else
+    return mbedtls_sha256_ret(p, len, out, 0);
+#endif
+}
+
+/* Whether record r names certificate c: its whole DER (selector 0) or its
+ * SubjectPublicKeyInfo (1), in full (kept as a SHA-512, see tm_tlsa),
+ * SHA-256 or SHA-512. */
+static int tlsa_names_crt(const tm_tlsa *r, const mbedtls_x509_crt *c)
+{
+    const mbedtls_x509_buf *b = r->selector == 0 ? &c->raw : &c->pk_raw;
+    unsigned char d[64];
+    size_t dlen;
+
+    if (r->selector > 1 || !b->p || b->len == 0)
+        return 0;
+    if (r->mtype == 1) {
+        dlen = 32;
+        if (sha256(b->p, b->len, d) != 0)
+            return 0;
+    } else if (r->mtype == 0 || r->mtype == 2) {
+        dlen = 64;
+        if (tm__sha512(b->p, b->len, d) != TM_OK)
+            return 0;
+    } else {
+        return 0;
+    }
+    return r->len == dlen && memcmp(d, r->data, dlen) == 0;
+}
+
+/* DANE-TA: the leaf chains up to ta (a certificate the server sent) with
+ * valid dates, and carries one of the reference names (RFC 7672 3.2.2). */
+static int chains_to(mbedtls_x509_crt *leaf, const mbedtls_x509_crt *ta, const char *const *names,
+                     int nnames)
+{
+    mbedtls_x509_crt anchor;
+    int i, ok = 0;
+
+    mbedtls_x509_crt_init(&anchor);
+    if (mbedtls_x509_crt_parse_der(&anchor, ta->raw.p, ta->raw.len) == 0) {
+        for (i = 0; i < nnames && !ok; i++) {
+            uint32_t vflags = 0;
+            if (names[i] && names[i][0] &&
+                mbedtls_x509_crt_verify(leaf, &anchor, NULL, names[i], &vflags, NULL, NULL) == 0 &&
+                vflags == 0)
+                ok = 1;
+        }
+    }
+    mbedtls_x509_crt_free(&anchor);
+    return ok;
+}
+
+/* The first record of tlsa[0..n) that authenticates the chain the server
+ * presented (leaf first), or -1.  DANE-EE: the leaf, whatever its names
+ * and dates (RFC 7672 3.1.1).  DANE-TA: a certificate above the leaf. */
+static int dane_check(const tm_tlsa *tlsa, int n, const char *const *names, int nnames,
+                      mbedtls_x509_crt *leaf)
+{
+    int i;
+
+    for (i = 0; i < n; i++) {
+        const tm_tlsa *r = &tlsa[i];
+        const mbedtls_x509_crt *c;
+
+        if (r->usage == 3) {
+            if (tlsa_names_crt(r, leaf))
+                return i;
+        } else if (r->usage == 2) {
+            for (c = leaf->next; c; c = c->next)
+                if (tlsa_names_crt(r, c) && chains_to(leaf, c, names, nnames))
+                    return i;
+        }
+    }
+    return -1;
+}
+
+int tm__dane_check_chain(const tm_tlsa *tlsa, int n, const char *const *names, int nnames,
+                         const char *pem, size_t len)
+{
+    mbedtls_x509_crt chain;
+    unsigned char *buf;
+    int rc;
+
+    if (!pem || (n > 0 && !tlsa) || (nnames > 0 && !names))
+        return TM_EINVAL;
+    buf = tm__calloc(1, len + 1); /* PEM parsing wants the NUL counted */
+    if (!buf)
+        return TM_ENOMEM;
+    memcpy(buf, pem, len);
+    mbedtls_x509_crt_init(&chain);
+    if (mbedtls_x509_crt_parse(&chain, buf, len + 1) != 0 || !chain.raw.p) {
+        rc = TM_EINVAL;
+    } else {
+        rc = dane_check(tlsa, n, names, nnames, &chain);
+        if (rc < 0)
+            rc = TM_ETLS;
+    }
+    mbedtls_x509_crt_free(&chain);
+    tm__free(buf);
+    return rc;
+}
+
+void tm__tls_set_dane(tm_tls *t, const tm_tlsa *tlsa, int n, const char *const *names, int nnames)
+{
+    t->dane = n > 0 ? tlsa : NULL;
+    t->ndane = t->dane ? n : 0;
+    t->dane_names = names;
+    t->ndane_names = names ? nnames : 0;
+    t->dane_match = -1;
+}
+
+int tm__tls_dane_matched(const tm_tls *t)
+{
+    return t->ndane ? t->dane_match : -1;
+}
+
+/* Called by mbedTLS for each certificate of the chain it verifies, from
+ * the top down to the leaf (depth 0): only in a full handshake, never on
+ * a resumed one.  With TLSA records, mbedTLS's PKIX verdict is replaced:
+ * the certificates above the leaf pass, and at the leaf the TLSA records
+ * alone decide. */
 static int verify_cb(void *arg, mbedtls_x509_crt *crt, int depth, uint32_t *flags)
 {
     tm_tls *t = arg;
 
-    (void)crt;
-    (void)depth;
-    (void)flags;
     t->verified_now = 1;
+    if (t->ndane == 0)
+        return 0;
+    if (depth > 0) {
+        *flags = 0;
+        return 0;
+    }
+    t->dane_match = dane_check(t->dane, t->ndane, t->dane_names, t->ndane_names, crt);
+    *flags = t->dane_match >= 0 ? 0 : MBEDTLS_X509_BADCERT_NOT_TRUSTED;
     return 0;
 }
 
@@ -762,6 +902,7 @@ int tm__tls_start(tm_tls *t, tm_transport *inner, const char *hostname, const ch
     t->deadline = deadline;
     t->io_err = 0;
     t->offered = t->verified_now = t->resumed = t->ticket = t->keep = t->dropped = 0;
+    t->dane_match = -1;
     /* SNI and the name the certificate must match: the MX host name. */
     ret = mbedtls_ssl_set_hostname(&t->ssl, hostname);
     if (ret != 0) {
@@ -770,7 +911,9 @@ int tm__tls_start(tm_tls *t, tm_transport *inner, const char *hostname, const ch
     }
     mbedtls_ssl_set_bio(&t->ssl, t, bio_send, bio_recv, NULL);
     mbedtls_ssl_set_verify(&t->ssl, verify_cb, t);
-    tm__strlcpy(t->key, cache_key ? cache_key : "", sizeof t->key);
+    /* DANE: every handshake is a full one, judged by the TLSA records of
+     * now; nothing is offered or kept. */
+    tm__strlcpy(t->key, cache_key && !t->ndane ? cache_key : "", sizeof t->key);
     cache_offer(t);
 
     while ((ret = mbedtls_ssl_handshake(&t->ssl)) != 0) {
@@ -804,6 +947,11 @@ int tm__tls_start(tm_tls *t, tm_transport *inner, const char *hostname, const ch
     }
     if (t->flags == 0 && mbedtls_ssl_get_verify_result(&t->ssl) != 0)
         t->flags = mbedtls_ssl_get_verify_result(&t->ssl);
+    /* With TLSA records only they speak: a match authenticates whatever
+     * mbedTLS added after the chain (key usage checks), and no match is a
+     * failure whatever PKIX found. */
+    if (t->ndane)
+        t->flags = t->dane_match >= 0 ? 0 : (t->flags | MBEDTLS_X509_BADCERT_NOT_TRUSTED);
     *out = &t->base;
     return TM_OK;
 }
@@ -821,6 +969,11 @@ void tm__tls_verify_error(const tm_tls *t, char *buf, size_t size)
 
     if (t->flags == 0) {
         buf[0] = '\0';
+        return;
+    }
+    if (t->ndane) {
+        snprintf(buf, size, "DANE: no TLSA record of the host (%d usable) matches the "
+                            "certificate chain it presented", t->ndane);
         return;
     }
     n = mbedtls_x509_crt_verify_info(info, sizeof info, "", t->flags);
