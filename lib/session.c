@@ -81,7 +81,13 @@ static void status_failure(tm_session *s, tm_delivery_status *st, int rc)
     if (s->tls_failure != TM_TLS_FAILURE_NOT_TRIED)
         tm__status_set_tls(st, 0, 0, 0, s->tls_failure, s->tls_error, NULL, NULL);
     tm__status_set_dane(st, s->dane_left, s->route.mx_secure, TM_VERIFIED_BY_NONE, NULL);
-    if (rc == TM_ETLSREQUIRED)
+    if (rc == TM_ETLSREQUIRED && (s->dane_left == TM_DANE_FAILED ||
+                                  s->resolved.floor == TM_FLOOR_DANE))
+        tm__status_describe(st, "no MX host of %s gave TLS that its TLSA records (DANE) "
+                                "authenticate: %s",
+                            s->route.explicit_host ? s->route.mx[0].host : s->domain,
+                            s->tls_error);
+    else if (rc == TM_ETLSREQUIRED)
         tm__status_describe(st, "TLS required, but no MX host of %s gave %s: %s",
                             s->route.explicit_host ? s->route.mx[0].host : s->domain,
                             TM_FLAG(s->resolved.policy.skip_verify) ? "TLS" : "verified TLS",
