@@ -242,6 +242,7 @@ TM_EXTERN const char *tm_verified_by_name(int by);
 #define TM_TEXT_MAX 512       /* the server's reply text */
 #define TM_RCPT_TEXT_MAX 256  /* a recipient's reply text */
 #define TM_ENHANCED_MAX 16    /* "x.yyy.zzz" */
+#define TM_TLSA_TEXT_MAX 16   /* "3 1 1": a TLSA record's parameters */
 
 /*
  * The outcome for one recipient, written into the caller's array named in
@@ -278,9 +279,12 @@ typedef struct tm_rcpt_status {
  *                server said nothing.  description is the library's own
  *                explanation in words.
  * tls            1 if the message (or the session) travelled over TLS.
- * cert_verified  1 if the server's certificate chain reached a trusted CA,
- *                its dates were valid and it matched the MX host name, also
- *                when skip_verify meant it was not enforced.
+ * cert_verified  1 if the server was authenticated: its certificate chain
+ *                reached a trusted CA, its dates were valid and it matched
+ *                the MX host name (PKIX), also when skip_verify meant it
+ *                was not enforced; or, on a host with usable TLSA records,
+ *                a TLSA record matched (DANE), and then only that counts.
+ *                cert_verified_by says which.
  * tls_failure    tm_tls_failure: why TLS is not in use, when it is not.
  * tls_error      that reason in words (certificate verification failure
  *                details, the STARTTLS reply, the handshake error).
@@ -304,6 +308,15 @@ typedef struct tm_rcpt_status {
  *                ID, TLS 1.3 PSK from a ticket) rather than fully handshaken.
  *                cert_verified is then what the full handshake that made
  *                the session found, never more.
+ * dane           tm_dane: what DANE made of the host in mx_host (when the
+ *                delivery failed, of the last host tried).
+ * mx_dnssec      1 if DANE is on and the MX RRset was DNSSEC-secure (for an
+ *                implicit MX: the secure denial of MX records; for an
+ *                explicit host: its address records).
+ * cert_verified_by  tm_verified_by: PKIX or DANE when cert_verified is 1,
+ *                else TM_VERIFIED_BY_NONE.
+ * dane_tlsa      the TLSA record that authenticated the server as
+ *                "usage selector matching-type" (e.g. "3 1 1"), or "".
  */
 typedef struct tm_delivery_status {
     unsigned int version;
@@ -340,7 +353,7 @@ typedef struct tm_delivery_status {
     int dane;                  /* tm_dane */
     int mx_dnssec;
     int cert_verified_by;      /* tm_verified_by */
-    char dane_tlsa[16];
+    char dane_tlsa[TM_TLSA_TEXT_MAX];
 } tm_delivery_status;
 
 #define TM_STATUS_INIT                                                                      \
@@ -439,7 +452,8 @@ typedef void (*tm_log_fn)(void *arg, int level, const char *message);
  *                  the system resolver's (MX lookup).
  *
  * DNSSEC and DANE (RFC 7672; see docs/dane.md).  (Version 2.)
- * dnssec_resolver  "IP" or "IP:PORT" (IPv4) of a DNSSEC-validating resolver
+ * dnssec_resolver  "IP" or "IP:PORT" (IPv4; anything else is TM_EINVAL)
+ *                  of a DNSSEC-validating resolver
  *                  the host trusts (on this machine or over a path no one
  *                  can tamper with).  Every lookup then goes to it
  *                  (dns_server is not used), asking for DNSSEC (the DO bit),
@@ -448,7 +462,8 @@ typedef void (*tm_log_fn)(void *arg, int level, const char *message);
  *                  (dns_server, else the system's, /etc/resolv.conf)
  *                  validates and is trusted: DANE is on with it (Postfix's
  *                  smtp_dns_support_level = dnssec).
- * dane             TM_OFF: DANE off even with a trusted resolver.  Without
+ * dane             TM_OFF: DANE off even with a trusted resolver (0 and
+ *                  TM_ON: on when a resolver is trusted).  Without
  *                  a trusted resolver DANE is off, the AD bit of answers is
  *                  never believed, and delivery is exactly as without DANE.
  *

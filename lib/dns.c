@@ -385,9 +385,7 @@ int tm__dns_host(const tm_context *ctx, const char *host, unsigned int port, tm_
             answer_target(ans, len, target, targetlen);
         if (len > 0 && total < max)
             n = tm__dns_parse_addr(ans, len, types[i], port, out + total, max - total);
-        if (n == TM_EDNS || len < 0)
-            all_ad = 0;
-        if (n == TM_EDNS)
+        if (n == TM_EDNS || len == TM_EDNS)
             failed = 1;
         if (len >= 0 && !ad)
             all_ad = 0;
@@ -397,8 +395,29 @@ int tm__dns_host(const tm_context *ctx, const char *host, unsigned int port, tm_
     res_nclose(&rs);
     if (total == 0 && failed)
         return TM_EDNS;
-    *secure = ctx->dane && all_ad && total > 0;
+    /* A failed lookup is indeterminate, never "unsigned": with DANE on,
+     * an attacker who can make AAAA fail must not turn a host insecure. */
+    if (ctx->dane)
+        *secure = failed ? -1 : (all_ad && total > 0);
     return total;
+}
+
+int tm__dns_cname_secure(const tm_context *ctx, const char *host, int64_t deadline)
+{
+    struct __res_state rs;
+    unsigned char ans[TM_DNS_ANSWER_MAX];
+    char target[NS_MAXDNAME];
+    int n, ad = 0;
+
+    if (!ctx->dane || resolver_open(ctx, &rs, deadline) != TM_OK)
+        return 0;
+    n = query(&rs, host, ns_t_cname, ans, sizeof ans, &ad);
+    res_nclose(&rs);
+    if (n <= 0 || !ad)
+        return 0;
+    target[0] = '\0';
+    answer_target(ans, n, target, sizeof target);
+    return target[0] != '\0' && !tm__domain_equal(target, host);
 }
 
 int tm__dns_tlsa(const tm_context *ctx, const char *host, unsigned int port, tm_tlsa *out, int max,

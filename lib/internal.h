@@ -652,11 +652,16 @@ typedef struct tm_addr {
  * with the given port.  Uses the context's DNS server when it names one
  * (or DANE is on), else the system resolver (getaddrinfo).  Returns the
  * count (> 0), 0 when the name has no usable address, or TM_EDNS /
- * TM_ENOMEM.  *secure: DANE is on and every address answer was
- * DNSSEC-secure.  target (may be NULL): the name at the end of the CNAME
- * chain of the A answer (host itself when there is none). */
+ * TM_ENOMEM.  *secure, with DANE on: 1 when every address answer was
+ * DNSSEC-secure, -1 when a lookup failed (indeterminate: SERVFAIL, as a
+ * validating resolver answers bogus data, or a timeout), else 0; always
+ * 0 with DANE off.  target (may be NULL): the name at the end of the
+ * CNAME chain of the A answer (host itself when there is none). */
 int tm__dns_host(const tm_context *ctx, const char *host, unsigned int port, tm_addr *out, int max,
                  int64_t deadline, int *secure, char *target, size_t targetlen);
+/* With DANE on: whether host is a CNAME whose own record (the first link
+ * of its chain) is DNSSEC-secure. */
+int tm__dns_cname_secure(const tm_context *ctx, const char *host, int64_t deadline);
 
 /* The TLSA records at _port._tcp.host (RFC 7672 2.2): usable ones to out
  * (at most max), the others counted in *unusable.  Returns the count (0

@@ -53,9 +53,12 @@ static void find_tlsa(tm_route *r, const tm_context *ctx, const char *host, cons
     const char *names[2];
     int i, n, unusable = 0, secure = 0, nnames = 0;
 
-    names[nnames++] = target;
-    if (!tm__domain_equal(target, host))
-        names[nnames++] = host;
+    /* RFC 7672 2.2.2: the end of a chain signed end to end first, then
+     * the MX name; the first secure TLSA RRset decides, a failed lookup
+     * stops. */
+    if (target)
+        names[nnames++] = target;
+    names[nnames++] = host;
     for (i = 0; i < nnames; i++) {
         n = tm__dns_tlsa(ctx, names[i], r->port, r->tlsa, TM_TLSA_MAX, deadline, &unusable,
                          &secure);
@@ -67,18 +70,18 @@ static void find_tlsa(tm_route *r, const tm_context *ctx, const char *host, cons
                      r->port, names[i], host);
             return;
         }
-        if (!secure) {
-            r->dane = TM_HD_INSECURE;
-            return;
-        }
+        if (!secure)
+            continue; /* an unsigned name says nothing: the next one */
         if (n > 0 || unusable > 0) {
             r->ntlsa = n;
             r->dane = n > 0 ? TM_HD_USABLE : TM_HD_UNUSABLE;
             tm__strlcpy(r->tlsa_base, names[i], sizeof r->tlsa_base);
             return;
         }
+        r->dane = TM_HD_NO_TLSA; /* a secure denial, unless the next has some */
     }
-    r->dane = TM_HD_NO_TLSA;
+    if (r->dane != TM_HD_NO_TLSA)
+        r->dane = TM_HD_INSECURE;
 }
 
 /* Resolves the current host: its addresses and what DANE asks of it. */
@@ -98,11 +101,24 @@ static int resolve(tm_route *r, const tm_context *ctx, int64_t deadline)
     /* The explicit host, and the domain on an implicit MX, stand for
      * themselves: their address records are what must be secure. */
     if (r->explicit_host)
-        r->mx_secure = secure;
-    if (!r->mx_secure || !secure)
+        r->mx_secure = secure != 0; /* indeterminate is not unsigned */
+    if (!r->mx_secure) {
         r->dane = TM_HD_INSECURE;
-    else
-        find_tlsa(r, ctx, host, target, deadline);
+    } else if (secure < 0) {
+        /* Secure MX, address lookup failed: indeterminate, not unsigned. */
+        r->dane = TM_HD_BOGUS;
+        snprintf(r->why, sizeof r->why,
+                 "address lookup of %.200s failed (DNSSEC validation failure, SERVFAIL or "
+                 "timeout): host not used", host);
+    } else if (secure > 0) {
+        find_tlsa(r, ctx, host, tm__domain_equal(target, host) ? NULL : target, deadline);
+    } else if (!tm__domain_equal(target, host) && tm__dns_cname_secure(ctx, host, deadline)) {
+        /* A signed CNAME into an unsigned zone: the MX name is still
+         * signed, and its TLSA records count (RFC 7672 2.2.2). */
+        find_tlsa(r, ctx, host, NULL, deadline);
+    } else {
+        r->dane = TM_HD_INSECURE;
+    }
     if (r->dane == TM_HD_BOGUS) {
         r->skipped_bogus = 1;
         return TM_EDNS;
