@@ -68,6 +68,16 @@ type RecipientStatus struct {
 // TLSResumed is true when the TLS session was resumed (a session ticket or
 // ID, a TLS 1.3 PSK) instead of fully handshaken; CertVerified is then what
 // the full handshake that made the session found, never more.
+//
+// DANE (RFC 7672, docs/dane.md): DANE is what DANE made of the MX host,
+// by tm_dane_name: "off" (no trusted DNSSEC resolver, or DANE switched
+// off), "insecure", "no-tlsa", "verified", "tlsa-unusable", "failed", or
+// "pending" (usable TLSA records, TLS not tried yet: the status of
+// OpenSession).  MXDNSSEC is true when the MX RRset (or the host's address
+// records) validated.  CertVerifiedBy says what authenticated the server:
+// "" (nothing: CertVerified is false), "pkix" (a trusted CA and the host
+// name) or "dane" (a TLSA record); DANETLSA is the record that matched,
+// "usage selector mtype" (e.g. "3 1 1"), else "".
 type DeliveryStatus struct {
 	Result       Result
 	ErrorCode    int // the tm_error the call returned (0 = TM_OK)
@@ -83,6 +93,11 @@ type DeliveryStatus struct {
 	TLSVersion   string
 	TLSCipher    string
 	TLSError     string
+
+	DANE           string // "off", "insecure", "no-tlsa", "verified", "tlsa-unusable", "failed", "pending"
+	MXDNSSEC       bool   // the MX (or address) records validated
+	CertVerifiedBy string // "", "pkix" or "dane"
+	DANETLSA       string // the TLSA record that matched, "3 1 1", else ""
 
 	MXHost    string
 	MXAddress string
@@ -125,6 +140,20 @@ func (s *DeliveryStatus) Duration() time.Duration {
 }
 
 func gostr(p *C.char) string { return C.GoString(p) }
+
+// statusRoundTrip fills a C status with the DANE fields given and converts
+// it (for the tests).
+func statusRoundTrip(dane, mxDNSSEC, verified, verifiedBy int, tlsa string) DeliveryStatus {
+	st := newCStatus()
+	st.dane = C.int(dane)
+	st.mx_dnssec = C.int(mxDNSSEC)
+	st.cert_verified = C.int(verified)
+	st.cert_verified_by = C.int(verifiedBy)
+	for i := 0; i < len(tlsa) && i < len(st.dane_tlsa)-1; i++ {
+		st.dane_tlsa[i] = C.char(tlsa[i])
+	}
+	return statusFromC(st, nil, 0)
+}
 
 func resolvedFlag(v C.int) Flag {
 	if v > 0 {
@@ -171,6 +200,8 @@ func statusFromC(st *C.tm_delivery_status, rcpts *C.tm_rcpt_status, capacity int
 		TLS:         st.tls != 0, CertVerified: st.cert_verified != 0, TLSResumed: st.tls_resumed != 0,
 		TLSFailure: TLSFailure(st.tls_failure), TLSVersion: gostr(&st.tls_version[0]),
 		TLSCipher: gostr(&st.tls_cipher[0]), TLSError: gostr(&st.tls_error[0]),
+		DANE: C.GoString(C.tm_dane_name(st.dane)), MXDNSSEC: st.mx_dnssec != 0,
+		CertVerifiedBy: C.GoString(C.tm_verified_by_name(st.cert_verified_by)), DANETLSA: gostr(&st.dane_tlsa[0]),
 		MXHost: gostr(&st.mx_host[0]), MXAddress: gostr(&st.mx_address[0]), MXPort: int(st.mx_port),
 		AttemptNo: int(st.attempt_no), SessionSeconds: float64(st.session_seconds),
 		UTF8: st.utf8 != 0,

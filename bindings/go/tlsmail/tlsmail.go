@@ -325,6 +325,10 @@ const (
 	FloorNone     Floor = 0 // no floor
 	FloorTLS      Floor = 1 // RequireTLS forced on
 	FloorVerified Floor = 2 // RequireTLS on and SkipVerify off
+	// FloorDANE: only over TLS that DNSSEC-signed TLSA records
+	// authenticated (Postfix's "dane-only"); MX hosts without usable TLSA
+	// records are not used, and with DANE off nothing is delivered.
+	FloorDANE Floor = 3
 )
 
 func (f Floor) String() string { return C.GoString(C.tm_floor_name(C.int(f))) }
@@ -350,6 +354,15 @@ const (
 // DER CA certificates, one per file, as OpenSSL's -CApath (files that do not
 // parse are skipped).  Given both, both are trusted; given neither, the
 // system store is.  (*Context).ReloadCA reads them again.
+//
+// DNSSEC and DANE (RFC 7672; docs/dane.md): DNSSECResolver is "IP" or
+// "IP:PORT" (IPv4) of a DNSSEC-validating resolver this host trusts (e.g.
+// unbound on 127.0.0.1); every lookup then goes to it and its AD bit is
+// believed.  DNSSECTrustResolver says the resolver asked anyway (DNSServer,
+// else the system's) validates and is trusted.  Either turns DANE on; DANE
+// Off turns it off again (Unset and On leave it on when a trusted resolver
+// is set).  Without a trusted resolver DANE is off and the AD bit is never
+// believed.
 type ContextOptions struct {
 	CAFile    string // PEM bundle of trusted CAs
 	CAPath    string // directory of CA certificates, one per file
@@ -372,6 +385,10 @@ type ContextOptions struct {
 
 	MaxMX        int // MX hosts tried per delivery (default 5)
 	MaxAddresses int // addresses tried per MX host (default 4)
+
+	DNSSECResolver      string // "IP" or "IP:PORT" of a trusted validating resolver
+	DNSSECTrustResolver bool   // the resolver asked anyway validates and is trusted
+	DANE                Flag   // Off: DANE off even with a trusted resolver
 
 	// Log, when set, receives the library's diagnostics up to LogLevel,
 	// synchronously on the goroutine running the call.
@@ -440,6 +457,7 @@ func NewContext(o ContextOptions) (*Context, error) {
 		C.free(unsafe.Pointer(co.ca_path))
 		C.free(unsafe.Pointer(co.helo_name))
 		C.free(unsafe.Pointer(co.dns_server))
+		C.free(unsafe.Pointer(co.dnssec_resolver))
 		C.free(unsafe.Pointer(co))
 	}()
 	C.tm_context_options_init(co, C.TM_CONTEXT_OPTIONS_VERSION)
@@ -454,6 +472,9 @@ func NewContext(o ContextOptions) (*Context, error) {
 		return nil, err
 	}
 	if co.dns_server, err = cstr(o.DNSServer); err != nil {
+		return nil, err
+	}
+	if err = o.dnssecToC(co); err != nil {
 		return nil, err
 	}
 	durations := []struct {
@@ -503,6 +524,39 @@ func NewContext(o ContextOptions) (*Context, error) {
 		return nil, codeError(int(rc))
 	}
 	return c, nil
+}
+
+// dnssecToC sets the DNSSEC and DANE fields of co (version 2); the
+// resolver string is C memory the caller frees.
+func (o *ContextOptions) dnssecToC(co *C.tm_context_options) error {
+	var err error
+	if co.dnssec_resolver, err = cstr(o.DNSSECResolver); err != nil {
+		return err
+	}
+	co.dnssec_trust_resolver = C.TM_UNSET
+	if o.DNSSECTrustResolver {
+		co.dnssec_trust_resolver = C.TM_ON
+	}
+	co.dane = C.int(o.DANE)
+	return nil
+}
+
+// dnssecRoundTrip converts the DNSSEC options to tm_context_options and
+// reads the C fields back (for the tests); null when dnssec_resolver is NULL.
+func dnssecRoundTrip(o ContextOptions) (resolver string, null bool, trust, dane int, err error) {
+	co := (*C.tm_context_options)(C.calloc(1, C.size_t(unsafe.Sizeof(C.tm_context_options{}))))
+	if co == nil {
+		return "", false, 0, 0, ErrNoMem
+	}
+	defer C.free(unsafe.Pointer(co))
+	C.tm_context_options_init(co, C.TM_CONTEXT_OPTIONS_VERSION)
+	if err = o.dnssecToC(co); err != nil {
+		return "", false, 0, 0, err
+	}
+	null = co.dnssec_resolver == nil
+	resolver = C.GoString(co.dnssec_resolver)
+	C.free(unsafe.Pointer(co.dnssec_resolver))
+	return resolver, null, int(co.dnssec_trust_resolver), int(co.dane), nil
 }
 
 // use returns the C context under a read lock; call done() after.

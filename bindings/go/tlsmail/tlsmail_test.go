@@ -195,43 +195,69 @@ func TestLayoutCheckRejectsMismatch(t *testing.T) {
 	}
 }
 
-// The fields added last (tls_resumed, ca_path) are where the library has
-// them, and a header without them (the layout before) and a library without
-// them are each refused.  Without tls_resumed the status may even keep its
-// size (on LP64 the int fits in what was tail padding): only the
-// field-by-field comparison sees it.
+// The fields added last (tls_resumed and the DANE fields of the status,
+// ca_path and the DNSSEC options of the context options) are where the
+// library has them, and a header without any trailing one of them (the
+// layout before) and a library without it are each refused.  Without an
+// int at the end the struct may even keep its size (on LP64 it fits in what
+// was tail padding): only the field-by-field comparison sees it.
 func TestLayoutNewFields(t *testing.T) {
 	layout, sizes, err := libraryLayout()
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, c := range []struct{ name, last string }{
-		{"tm_delivery_status", "tls_resumed"},
-		{"tm_context_options", "ca_path"},
+	for _, c := range []struct {
+		name string
+		new  []string
+	}{
+		{"tm_delivery_status", []string{"tls_resumed", "dane", "mx_dnssec", "cert_verified_by", "dane_tlsa"}},
+		{"tm_context_options", []string{"ca_path", "dnssec_resolver", "dnssec_trust_resolver", "dane"}},
 	} {
 		fl := layout[c.name]
-		if len(fl) == 0 || fl[len(fl)-1].name != c.last {
-			t.Fatalf("%s: the library's last field is not %s: %v", c.name, c.last, fl)
-		}
 		typ := cStructs[c.name]
-		if f := typ.Field(typ.NumField() - 1); f.Name != c.last {
-			t.Fatalf("%s: cgo's last field is %s, not %s", c.name, f.Name, c.last)
+		var named []reflect.StructField // without the padding cgo made explicit
+		for i := 0; i < typ.NumField(); i++ {
+			if f := typ.Field(i); f.Name != "_" {
+				named = append(named, f)
+			}
 		}
-		// An older header: cgo's struct without its last field.
-		var fields []reflect.StructField
-		for i := 0; i < typ.NumField()-1; i++ {
-			fields = append(fields, typ.Field(i))
+		n := len(c.new)
+		if len(fl) < n || len(named) < n {
+			t.Fatalf("%s: too few fields: %v", c.name, fl)
 		}
-		old := reflect.StructOf(fields)
-		if why := layoutMismatch(c.name, old, layout, sizes); !strings.Contains(why, "lacks "+c.last) {
-			t.Errorf("%s without %s: got %q", c.name, c.last, why)
+		for i, want := range c.new {
+			if got := fl[len(fl)-n+i].name; got != want {
+				t.Fatalf("%s: the library's field %d from the end is %s, not %s", c.name, n-i, got, want)
+			}
+			if got := named[len(named)-n+i].Name; got != want {
+				t.Fatalf("%s: cgo's field %d from the end is %s, not %s", c.name, n-i, got, want)
+			}
 		}
-		// An older library: its layout without the field.
-		oldLib := map[string][]layoutField{c.name: fl[:len(fl)-1]}
-		if why := layoutMismatch(c.name, typ, oldLib, sizes); !strings.Contains(why, c.last) ||
-			!strings.Contains(why, "no such field") {
-			t.Errorf("%s against a library without %s: got %q", c.name, c.last, why)
+		for k := 1; k <= n; k++ {
+			missing := c.new[n-k]
+			// An older header: cgo's struct without its last k fields.
+			fields := append([]reflect.StructField(nil), named[:len(named)-k]...)
+			for i := range fields {
+				fields[i].Offset = 0 // StructOf lays them out again
+			}
+			old := reflect.StructOf(fields)
+			if why := layoutMismatch(c.name, old, layout, sizes); !strings.Contains(why, "lacks "+missing) {
+				t.Errorf("%s without %s: got %q", c.name, missing, why)
+			}
+			// An older library: its layout without them.
+			oldLib := map[string][]layoutField{c.name: fl[:len(fl)-k]}
+			if why := layoutMismatch(c.name, typ, oldLib, sizes); !strings.Contains(why, missing) ||
+				!strings.Contains(why, "no such field") {
+				t.Errorf("%s against a library without %s: got %q", c.name, missing, why)
+			}
 		}
+	}
+	byName := map[string]layoutField{}
+	for _, f := range layout["tm_delivery_status"] {
+		byName[f.name] = f
+	}
+	if byName["dane_tlsa"].size != 16 || byName["dane"].size != 4 || byName["cert_verified_by"].size != 4 {
+		t.Fatalf("DANE status fields: %+v", byName)
 	}
 }
 
@@ -243,6 +269,136 @@ func TestEmptyStatusJSON(t *testing.T) {
 	}
 	if m["result"] != "none" || m["tls"] != false || m["tls-resumed"] != false || st.TLSResumed {
 		t.Fatalf("%v", m)
+	}
+}
+
+func TestStatusDANEFields(t *testing.T) {
+	// Empty (Go-built and library-initialised): DANE off, nothing verified.
+	for _, st := range []DeliveryStatus{{}, statusRoundTrip(0, 0, 0, 0, "")} {
+		if st.raw != nil && (st.DANE != "off" || st.MXDNSSEC || st.CertVerifiedBy != "" || st.DANETLSA != "") {
+			t.Fatalf("empty status: %+v", st)
+		}
+		var m map[string]interface{}
+		if err := json.Unmarshal([]byte(st.JSON()), &m); err != nil {
+			t.Fatal(err)
+		}
+		if m["dane"] != "off" || m["mx-dnssec"] != false || m["certificate-verified-by"] != "" || m["dane-tlsa"] != "" {
+			t.Fatalf("empty status JSON: %v", m)
+		}
+	}
+	// The names are the library's, value for value.
+	for v, name := range []string{"off", "insecure", "no-tlsa", "verified", "tlsa-unusable", "failed", "pending"} {
+		if got := statusRoundTrip(v, 0, 0, 0, "").DANE; got != name {
+			t.Errorf("tm_dane %d: %q, want %q", v, got, name)
+		}
+	}
+	for v, name := range []string{"", "pkix", "dane"} {
+		verified := 0
+		if v > 0 {
+			verified = 1
+		}
+		if got := statusRoundTrip(0, 0, verified, v, "").CertVerifiedBy; got != name {
+			t.Errorf("tm_verified_by %d: %q, want %q", v, got, name)
+		}
+	}
+	st := statusRoundTrip(3, 1, 1, 2, "3 1 1")
+	if st.DANE != "verified" || !st.MXDNSSEC || st.CertVerifiedBy != "dane" || st.DANETLSA != "3 1 1" {
+		t.Fatalf("DANE-verified status: %+v", st)
+	}
+	var m map[string]interface{}
+	b, _ := json.Marshal(st)
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	if m["dane"] != "verified" || m["mx-dnssec"] != true || m["certificate-verified-by"] != "dane" || m["dane-tlsa"] != "3 1 1" {
+		t.Fatalf("DANE-verified JSON: %s", b)
+	}
+}
+
+func TestDNSSECOptions(t *testing.T) {
+	cases := []struct {
+		o           ContextOptions
+		resolver    string
+		null        bool
+		trust, dane int
+	}{
+		{ContextOptions{}, "", true, 0, 0},
+		{ContextOptions{DNSSECResolver: "127.0.0.1:5353"}, "127.0.0.1:5353", false, 0, 0},
+		{ContextOptions{DNSSECTrustResolver: true}, "", true, 1, 0},
+		{ContextOptions{DANE: Off}, "", true, 0, -1},
+		{ContextOptions{DANE: On}, "", true, 0, 1},
+	}
+	for _, c := range cases {
+		r, null, trust, dane, err := dnssecRoundTrip(c.o)
+		if err != nil || r != c.resolver || null != c.null || trust != c.trust || dane != c.dane {
+			t.Errorf("%+v: got %q null=%v trust=%d dane=%d err=%v", c.o, r, null, trust, dane, err)
+		}
+	}
+	if _, _, _, _, err := dnssecRoundTrip(ContextOptions{DNSSECResolver: "127.0.0.1\x00"}); !errors.Is(err, ErrInvalid) {
+		t.Errorf("NUL in DNSSECResolver: %v", err)
+	}
+	for _, o := range []ContextOptions{
+		{DNSSECResolver: "127.0.0.1:5353"},
+		{DNSSECResolver: "127.0.0.1"},
+		{DNSSECResolver: "127.0.0.1:5353", DANE: Off},
+		{DNSSECTrustResolver: true, DNSServer: "127.0.0.1:5353"},
+		{DNSSECTrustResolver: true},
+		{DANE: On},
+		{DANE: Off},
+	} {
+		ctx, err := NewContext(o)
+		if err != nil {
+			t.Errorf("NewContext(%+v): %v", o, err)
+			continue
+		}
+		ctx.Close()
+	}
+	// Checked by tm_context_new like DNSServer ("IP" or "IP:PORT").
+	for _, bad := range []string{"not-an-ip", "127.0.0.1:0", "127.0.0.1:65536", "127.0.0.1:"} {
+		ctx, err := NewContext(ContextOptions{DNSSECResolver: bad})
+		if !errors.Is(err, ErrInvalid) {
+			t.Errorf("DNSSECResolver %q: %v, want ErrInvalid", bad, err)
+		}
+		if err == nil {
+			ctx.Close()
+		}
+	}
+}
+
+func TestFloorDANE(t *testing.T) {
+	if FloorDANE != 3 || FloorDANE.String() != "dane" {
+		t.Fatalf("FloorDANE = %d %q", FloorDANE, FloorDANE.String())
+	}
+	ctx, err := NewContext(ContextOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ctx.Close()
+	if err = ctx.SetRecipientFloor("Dane.Example.", FloorDANE); err != nil {
+		t.Fatal(err)
+	}
+	if f, err := ctx.RecipientFloor("dane.example"); err != nil || f != FloorDANE {
+		t.Fatalf("floor %v %v", f, err)
+	}
+	if list, _ := ctx.Settings(); !strings.Contains(list, "recipient dane.example floor=dane") {
+		t.Fatalf("list %q", list)
+	}
+	path := filepath.Join(t.TempDir(), "settings")
+	os.WriteFile(path, []byte("recipient other.example floor=dane\n"), 0o644)
+	if err = ctx.LoadSettings(path, false); err != nil {
+		t.Fatal(err)
+	}
+	if f, _ := ctx.RecipientFloor("other.example"); f != FloorDANE {
+		t.Fatalf("loaded floor %v", f)
+	}
+	if err = ctx.SetRecipientFloor("dane.example", FloorNone); err != nil {
+		t.Fatal(err)
+	}
+	if f, _ := ctx.RecipientFloor("dane.example"); f != FloorNone {
+		t.Fatalf("removed floor %v", f)
+	}
+	if err = ctx.SetRecipientFloor("dane.example", Floor(4)); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("floor 4: %v", err)
 	}
 }
 
@@ -403,6 +559,44 @@ func TestDeliverVerified(t *testing.T) {
 	}
 	if !bytes.Contains(waitMail(t, "valid.tm.test", l), []byte("Hello from Go.")) {
 		t.Fatal("content")
+	}
+}
+
+// Against dnsmasq (no DNSSEC): DANE off by default; with the resolver
+// trusted, every answer is insecure and the normal policy applies; floor
+// dane with DANE off delivers nothing.
+func TestDANEWithoutDNSSEC(t *testing.T) {
+	ctx := peersContext(t, ContextOptions{})
+	l, st, err := deliverValid(ctx, "daneoff", nil)
+	if err != nil || st.DANE != "off" || st.MXDNSSEC || st.CertVerifiedBy != "pkix" || st.DANETLSA != "" {
+		t.Fatalf("DANE off: %v %+v", err, st)
+	}
+	var m map[string]interface{}
+	if err := json.Unmarshal([]byte(st.JSON()), &m); err != nil {
+		t.Fatal(err)
+	}
+	if m["dane"] != "off" || m["certificate-verified-by"] != "pkix" || m["mx-dnssec"] != false {
+		t.Fatalf("json %v", m)
+	}
+	waitMail(t, "valid.tm.test", l)
+
+	trusting := peersContext(t, ContextOptions{DNSSECTrustResolver: true})
+	l, st, err = deliverValid(trusting, "daneinsecure", nil)
+	if err != nil || st.DANE != "insecure" || st.MXDNSSEC || st.CertVerifiedBy != "pkix" {
+		t.Fatalf("unsigned zone: %v %+v", err, st)
+	}
+	waitMail(t, "valid.tm.test", l)
+
+	if err := ctx.SetRecipientFloor("valid.tm.test", FloorDANE); err != nil {
+		t.Fatal(err)
+	}
+	l, st, err = deliverValid(ctx, "danefloor", nil)
+	if err == nil || st.Result != Deferred || st.Floor != FloorDANE {
+		t.Fatalf("floor dane without DANE: %v %+v", err, st)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if mailCount("valid.tm.test", l) != 0 {
+		t.Fatal("floor dane without DANE delivered")
 	}
 }
 

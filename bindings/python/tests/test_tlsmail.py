@@ -96,28 +96,46 @@ class StructLayout(unittest.TestCase):
         with self.assertRaises(ImportError):
             _ffi.check_structure(_ffi.tm_policy, "tm_no_such_struct")
 
+    # The fields each struct gained last, in order, where the library has
+    # them: tls_resumed and the DANE fields end tm_delivery_status, ca_path
+    # and the DNSSEC options tm_context_options.
+    NEW_FIELDS = {
+        "tm_delivery_status": ["tls_resumed", "dane", "mx_dnssec", "cert_verified_by",
+                               "dane_tlsa"],
+        "tm_context_options": ["ca_path", "dnssec_resolver", "dnssec_trust_resolver", "dane"],
+    }
+
     def test_new_fields_are_checked(self):
-        # tls_resumed ends tm_delivery_status and ca_path tm_context_options,
-        # where the library has them.
         layout = _ffi.library_layout()
-        self.assertEqual(layout["tm_delivery_status"][1][-1][0], "tls_resumed")
-        self.assertEqual(_ffi.tm_delivery_status._fields_[-1][0], "tls_resumed")
-        self.assertEqual(layout["tm_context_options"][1][-1][0], "ca_path")
-        self.assertEqual(_ffi.tm_context_options._fields_[-1][0], "ca_path")
-        # A binding without them (the layout before) is refused at import.
-        # Without tls_resumed the status may even keep its size (on LP64 the
-        # int fits in what was tail padding): only the field-by-field check
-        # sees it.
-        for cls, c_name, missing in ((_ffi.tm_delivery_status, "tm_delivery_status",
-                                      "tls_resumed"),
-                                     (_ffi.tm_context_options, "tm_context_options", "ca_path")):
-            with self.subTest(c_name):
-                old = type("scratch", (ctypes.Structure,), {"_fields_": cls._fields_[:-1]})
-                why = _ffi.structure_mismatch(old, c_name, layout)
-                self.assertIsNotNone(why)
-                self.assertIn("lacks " + missing, why)
-                with self.assertRaises(ImportError):
-                    _ffi.check_structure(old, c_name, layout)
+        for c_name, new in self.NEW_FIELDS.items():
+            cls = _ffi.STRUCTS[c_name]
+            n = len(new)
+            self.assertEqual([f[0] for f in layout[c_name][1][-n:]], new)
+            self.assertEqual([f[0] for f in cls._fields_[-n:]], new)
+            # A binding without any one of the trailing fields (the layout
+            # before) is refused at import.  Without an int at the end the
+            # struct may even keep its size (on LP64 it fits in what was
+            # tail padding): only the field-by-field check sees it.
+            for k in range(1, n + 1):
+                missing = new[n - k]
+                with self.subTest(c_name, missing=missing):
+                    old = type("scratch", (ctypes.Structure,), {"_fields_": cls._fields_[:-k]})
+                    why = _ffi.structure_mismatch(old, c_name, layout)
+                    self.assertIsNotNone(why)
+                    self.assertIn("lacks " + missing, why)
+                    with self.assertRaises(ImportError):
+                        _ffi.check_structure(old, c_name, layout)
+
+    def test_dane_fields_types(self):
+        # dane_tlsa is char[16]; the other three are ints.
+        size, fields = _ffi.library_layout()["tm_delivery_status"]
+        by_name = {f[0]: f for f in fields}
+        self.assertEqual(by_name["dane_tlsa"][2], 16)
+        for name in ("dane", "mx_dnssec", "cert_verified_by"):
+            self.assertEqual(by_name[name][2], ctypes.sizeof(ctypes.c_int))
+        opts = {f[0]: f for f in _ffi.library_layout()["tm_context_options"][1]}
+        self.assertEqual(opts["dnssec_resolver"][2], ctypes.sizeof(ctypes.c_char_p))
+        self.assertEqual(opts["dane"][2], ctypes.sizeof(ctypes.c_int))
 
     def test_context_options_version_2(self):
         self.assertEqual(_ffi.TM_CONTEXT_OPTIONS_VERSION, 2)
@@ -126,6 +144,8 @@ class StructLayout(unittest.TestCase):
         self.assertEqual(_ffi.lib.tm_context_options_init(ctypes.byref(o), 2), 0)
         self.assertEqual(o.version, 2)
         self.assertIsNone(o.ca_path)  # reset like every other field
+        self.assertIsNone(o.dnssec_resolver)
+        self.assertEqual((o.dnssec_trust_resolver, o.dane), (0, 0))
         # Version 1 (no ca_path) is still accepted; 3 is not known.
         self.assertEqual(_ffi.lib.tm_context_options_init(ctypes.byref(o), 1), 0)
         self.assertEqual(_ffi.lib.tm_context_options_init(ctypes.byref(o), 3), -1)
@@ -275,6 +295,48 @@ class StatusJson(unittest.TestCase):
         self.assertIs(d["tls-resumed"], False)
         self.assertEqual(d["recipients"], [])
 
+    def test_empty_status_dane_fields(self):
+        # Python-built and library-initialised statuses agree: DANE off.
+        for st in (tlsmail.DeliveryStatus(),
+                   tlsmail.DeliveryStatus._from_c(tlsmail._new_status())):
+            with self.subTest(raw=st._raw is not None):
+                self.assertEqual((st.dane, st.mx_dnssec, st.cert_verified_by, st.dane_tlsa),
+                                 ("off", False, "", ""))
+                d = st.as_dict()
+                self.assertEqual(d["dane"], "off")
+                self.assertIs(d["mx-dnssec"], False)
+                self.assertEqual(d["certificate-verified-by"], "")
+                self.assertEqual(d["dane-tlsa"], "")
+
+    def test_dane_names(self):
+        # The names the binding reports are the library's, value for value.
+        names = ["off", "insecure", "no-tlsa", "verified", "tlsa-unusable", "failed", "pending"]
+        by = ["", "pkix", "dane"]
+        raw = tlsmail._new_status()
+        for v, name in enumerate(names):
+            raw.dane = v
+            self.assertEqual(tlsmail.DeliveryStatus._from_c(raw).dane, name)
+        for v, name in enumerate(by):
+            raw.cert_verified = 1 if v else 0
+            raw.cert_verified_by = v
+            self.assertEqual(tlsmail.DeliveryStatus._from_c(raw).cert_verified_by, name)
+
+    def test_dane_status_round_trip(self):
+        raw = tlsmail._new_status()
+        raw.result = 1
+        raw.tls = 1
+        raw.cert_verified = 1
+        raw.dane = 3  # TM_DANE_VERIFIED
+        raw.mx_dnssec = 1
+        raw.cert_verified_by = 2  # TM_VERIFIED_BY_DANE
+        raw.dane_tlsa = b"3 1 1"
+        st = tlsmail.DeliveryStatus._from_c(raw)
+        self.assertEqual((st.dane, st.mx_dnssec, st.cert_verified_by, st.dane_tlsa),
+                         ("verified", True, "dane", "3 1 1"))
+        d = st.as_dict()
+        self.assertEqual((d["dane"], d["mx-dnssec"], d["certificate-verified-by"],
+                          d["dane-tlsa"]), ("verified", True, "dane", "3 1 1"))
+
     def test_status_from_c_round_trip(self):
         raw = _ffi.tm_delivery_status()
         _ffi.lib.tm_status_init(ctypes.byref(raw), _ffi.TM_STATUS_VERSION)
@@ -314,6 +376,47 @@ class StatusJson(unittest.TestCase):
         self.assertEqual(str(st.result), "delivered")
 
 
+class DnssecOptions(unittest.TestCase):
+    def test_mapping(self):
+        # None / False / True, as the C fields get them.
+        cases = [
+            (dict(), (None, 0, 0)),
+            (dict(dnssec_resolver="127.0.0.1:5353"), (b"127.0.0.1:5353", 0, 0)),
+            (dict(dnssec_trust_resolver=True), (None, _ffi.TM_ON, 0)),
+            (dict(dane=False), (None, 0, _ffi.TM_OFF)),
+            (dict(dane=True), (None, 0, _ffi.TM_ON)),
+        ]
+        for kw, want in cases:
+            with self.subTest(**kw):
+                o = _ffi.tm_context_options()
+                _ffi.lib.tm_context_options_init(ctypes.byref(o), _ffi.TM_CONTEXT_OPTIONS_VERSION)
+                args = dict(dnssec_resolver=None, dnssec_trust_resolver=False, dane=None)
+                args.update(kw)
+                tlsmail._set_dnssec_options(o, **args)
+                self.assertEqual((o.dnssec_resolver, o.dnssec_trust_resolver, o.dane), want)
+
+    def test_contexts_are_created(self):
+        for kw in (dict(dnssec_resolver="127.0.0.1:5353"), dict(dnssec_resolver="127.0.0.1"),
+                   dict(dnssec_resolver="127.0.0.1:5353", dane=False),
+                   dict(dnssec_trust_resolver=True, dns_server="127.0.0.1:5353"),
+                   dict(dnssec_trust_resolver=True), dict(dane=True), dict(dane=False)):
+            with self.subTest(**kw):
+                with tlsmail.Context(**kw) as c:
+                    self.assertFalse(c.closed)
+
+    def test_invalid_resolver_is_einval(self):
+        # Checked by tm_context_new like dns_server ("IP" or "IP:PORT").
+        for bad in ("not-an-ip", "127.0.0.1:0", "127.0.0.1:65536", "127.0.0.1:"):
+            with self.subTest(bad):
+                with self.assertRaises(tlsmail.InvalidArgument) as cm:
+                    tlsmail.Context(dnssec_resolver=bad)
+                self.assertEqual(cm.exception.code, tlsmail.ErrorCode.EINVAL)
+        with self.assertRaises(tlsmail.InvalidArgument):  # the binding's NUL check
+            tlsmail.Context(dnssec_resolver="127.0.0.1\0")
+        with self.assertRaises(TypeError):
+            tlsmail.Context(dnssec_resolver=5353)  # type: ignore[arg-type]
+
+
 class Settings(unittest.TestCase):
     def setUp(self):
         self.ctx = tlsmail.Context()
@@ -340,6 +443,30 @@ class Settings(unittest.TestCase):
         self.assertEqual(self.ctx.get_recipient_floor("bank.example"), tlsmail.Floor.TLS)
         with self.assertRaises(tlsmail.InvalidArgument):
             self.ctx.set_recipient_floor("bank.example", "strong")
+
+    def test_floor_dane(self):
+        self.assertEqual(int(tlsmail.Floor.DANE), 3)  # TM_FLOOR_DANE
+        self.assertEqual(str(tlsmail.Floor.DANE), "dane")
+        self.assertEqual(_ffi.lib.tm_floor_name(3), b"dane")
+        self.ctx.set_recipient_floor("dane.example", "dane")
+        self.assertEqual(self.ctx.get_recipient_floor("dane.example"), tlsmail.Floor.DANE)
+        self.ctx.set_recipient_floor("Other.Example.", tlsmail.Floor.DANE)
+        self.assertIs(self.ctx.get_recipient_floor("other.example"), tlsmail.Floor.DANE)
+        self.assertIn("recipient dane.example floor=dane", self.ctx.list_settings())
+        # Saved and loaded in the file format; removed with "none".
+        with tempfile.TemporaryDirectory() as d:
+            path = Path(d) / "settings"
+            self.ctx.save_settings(path)
+            self.assertIn("recipient dane.example floor=dane", path.read_text())
+            path.write_text("recipient third.example floor=dane\n")
+            self.ctx.load_settings(path)
+        self.assertEqual(self.ctx.get_recipient_floor("third.example"), tlsmail.Floor.DANE)
+        self.ctx.set_recipient_floor("dane.example", "none")
+        self.assertEqual(self.ctx.get_recipient_floor("dane.example"), tlsmail.Floor.NONE)
+        # Beyond TM_FLOOR_DANE is the library's TM_EINVAL.
+        with self.assertRaises(tlsmail.InvalidArgument) as cm:
+            self.ctx.set_recipient_floor("dane.example", 4)
+        self.assertEqual(cm.exception.code, tlsmail.ErrorCode.EINVAL)
 
     def test_list_save_load(self):
         self.ctx.set_domain_policy("a.example", tlsmail.Policy(require_tls=True))
@@ -458,6 +585,41 @@ class Delivery(unittest.TestCase):
         self.assertIs(d["certificate-verified"], True)
         self.assertEqual(d["mx-host"], "mx-valid.tm.test")
         self.assertIn(b"Hello from Python.", _wait_mail("valid.tm.test", local))
+
+    def test_dane_off_by_default(self):
+        # No trusted DNSSEC resolver: DANE off, PKIX verified the server.
+        local = _local("daneoff")
+        st = self.ctx.deliver("sender@tm.test", local + "@valid.tm.test", BODY)
+        self.assertTrue(st.delivered, st)
+        self.assertEqual((st.dane, st.mx_dnssec, st.cert_verified_by, st.dane_tlsa),
+                         ("off", False, "pkix", ""))
+        d = st.as_dict()
+        self.assertEqual((d["dane"], d["mx-dnssec"], d["certificate-verified-by"],
+                          d["dane-tlsa"]), ("off", False, "pkix", ""))
+        _wait_mail("valid.tm.test", local)
+
+    def test_dane_unsigned_zone_is_insecure(self):
+        # dnsmasq trusted as a validating resolver: it signs nothing and sets
+        # no AD bit, so every answer is insecure and the normal policy applies.
+        local = _local("daneinsecure")
+        with _peers_context(dnssec_trust_resolver=True) as c:
+            st = c.deliver("sender@tm.test", local + "@valid.tm.test", BODY)
+        self.assertTrue(st.delivered, st)
+        self.assertEqual((st.dane, st.mx_dnssec, st.cert_verified_by),
+                         ("insecure", False, "pkix"))
+        _wait_mail("valid.tm.test", local)
+
+    def test_floor_dane_without_dane_defers(self):
+        # Floor dane with DANE off: nothing is delivered, never plaintext.
+        local = _local("danefloor")
+        with _peers_context() as c:
+            c.set_recipient_floor("valid.tm.test", "dane")
+            st = c.deliver("sender@tm.test", local + "@valid.tm.test", BODY)
+        self.assertEqual(st.result, tlsmail.Result.DEFERRED, st)
+        self.assertEqual(st.floor, tlsmail.Floor.DANE)
+        self.assertEqual(st.as_dict()["policy"]["recipient-floor"], "dane")
+        time.sleep(0.2)
+        self.assertEqual(_mail_count("valid.tm.test", local), 0)
 
     def test_plain_opportunistic(self):
         local = _local("plain")

@@ -102,10 +102,13 @@ class PolicySource(_Named):
 
 
 class Floor(_Named):
-    """tm_floor: the least TLS mail to a recipient domain must travel with."""
+    """tm_floor: the least TLS mail to a recipient domain must travel with.
+    DANE: only over TLS that DNSSEC-signed TLSA records authenticated
+    (Postfix's "dane-only"); nothing is delivered while DANE is off."""
     NONE = 0
     TLS = 1
     VERIFIED = 2
+    DANE = 3
 
 
 class LogLevel(enum.IntEnum):
@@ -326,6 +329,17 @@ class DeliveryStatus:
     TLS session was resumed (a session ticket or ID, a TLS 1.3 PSK) instead
     of fully handshaken; ``cert_verified`` is then what the full handshake
     that made the session found, never more.
+
+    DANE (RFC 7672, see docs/dane.md): ``dane`` is what DANE made of the MX
+    host, by its tm_dane_name(): "off" (no trusted DNSSEC resolver, or DANE
+    switched off), "insecure", "no-tlsa", "verified", "tlsa-unusable",
+    "failed", or "pending" (usable TLSA records, TLS not tried yet: the
+    open_status of a Session); ``mx_dnssec`` is True when the MX RRset (or
+    the host's address records) validated; ``cert_verified_by`` says what
+    authenticated the server: "" (nothing: cert_verified is False), "pkix"
+    (a trusted CA and the host name) or "dane" (a TLSA record);
+    ``dane_tlsa`` is the record that matched, "usage selector mtype" (e.g.
+    "3 1 1"), else "".
     """
     result: Result = Result.NONE
     error: int = 0
@@ -358,6 +372,10 @@ class DeliveryStatus:
     rcpt_bounced: int = 0
     transactions: int = 0
     tls_resumed: bool = False
+    dane: str = "off"
+    mx_dnssec: bool = False
+    cert_verified_by: str = ""
+    dane_tlsa: str = ""
     _raw: Optional[_ffi.tm_delivery_status] = field(default=None, repr=False, compare=False)
     _raw_rcpts: Any = field(default=None, repr=False, compare=False)
 
@@ -399,7 +417,10 @@ class DeliveryStatus:
             floor=_enum(Floor, st.floor), recipients=rcpts, rcpt_count=st.rcpt_count,
             rcpt_delivered=st.rcpt_delivered, rcpt_deferred=st.rcpt_deferred,
             rcpt_uncertain=st.rcpt_uncertain, rcpt_bounced=st.rcpt_bounced,
-            transactions=st.transactions, tls_resumed=bool(st.tls_resumed), _raw=st,
+            transactions=st.transactions, tls_resumed=bool(st.tls_resumed),
+            dane=_lib.tm_dane_name(st.dane).decode(), mx_dnssec=bool(st.mx_dnssec),
+            cert_verified_by=_lib.tm_verified_by_name(st.cert_verified_by).decode(),
+            dane_tlsa=_s(st.dane_tlsa), _raw=st,
             _raw_rcpts=rcpt_array if n else None)
 
     def to_json(self) -> str:
@@ -453,6 +474,14 @@ def _ms(seconds: Optional[float]) -> int:
     return max(1, int(round(seconds * 1000)))
 
 
+def _set_dnssec_options(o: _ffi.tm_context_options, dnssec_resolver: Optional[str],
+                       dnssec_trust_resolver: bool, dane: Optional[bool]) -> None:
+    """The DNSSEC and DANE fields of tm_context_options (version 2)."""
+    o.dnssec_resolver = _b(dnssec_resolver, "dnssec_resolver")
+    o.dnssec_trust_resolver = _ffi.TM_ON if dnssec_trust_resolver else _ffi.TM_UNSET
+    o.dane = _flag_to_c(dane)
+
+
 class Context:
     """tm_context: trust store, resolver settings, timeouts, EHLO name and the
     per-domain settings tables; create once, share between threads.
@@ -466,6 +495,15 @@ class Context:
     ``timeout`` (seconds) sets command_timeout_ms; the ``*_timeout_ms``
     keywords set one timeout each.  ``log`` is called as log(level, line) on
     the thread running a call, for levels up to ``log_level``.
+
+    DNSSEC and DANE (RFC 7672; docs/dane.md): ``dnssec_resolver`` is
+    "IP" or "IP:PORT" (IPv4) of a DNSSEC-validating resolver this host
+    trusts (e.g. unbound on 127.0.0.1); every lookup then goes to it and its
+    AD bit is believed.  ``dnssec_trust_resolver=True`` says the resolver
+    asked anyway (``dns_server``, else the system's) validates and is
+    trusted.  Either turns DANE on; ``dane=False`` (TM_OFF) turns it off
+    again (None and True leave it on when a trusted resolver is set).
+    Without a trusted resolver DANE is off and the AD bit is never believed.
 
     Use it as a context manager or call close(); close() raises
     SessionStateError while a Session on it is open or a call runs.
@@ -488,7 +526,10 @@ class Context:
                  delivery_timeout_ms: Optional[int] = None, max_mx: Optional[int] = None,
                  max_addresses: Optional[int] = None,
                  log: Optional[Callable[[LogLevel, str], None]] = None,
-                 log_level: LogLevel = LogLevel.ERROR) -> None:
+                 log_level: LogLevel = LogLevel.ERROR,
+                 dnssec_resolver: Optional[str] = None,
+                 dnssec_trust_resolver: bool = False,
+                 dane: Optional[bool] = None) -> None:
         self._ptr: Optional[int] = None
         self._lock = threading.Lock()
         self._users = 0
@@ -498,6 +539,7 @@ class Context:
         o.ca_path = _b(os.fspath(ca_path) if ca_path is not None else None, "ca_path")
         o.helo_name = _b(helo_name, "helo_name")
         o.dns_server = _b(dns_server, "dns_server")
+        _set_dnssec_options(o, dnssec_resolver, dnssec_trust_resolver, dane)
         if timeout is not None and command_timeout_ms is not None:
             raise InvalidArgument(ErrorCode.EINVAL, "give timeout or command_timeout_ms, not both")
         ints = {
@@ -645,12 +687,12 @@ class Context:
 
     def set_recipient_floor(self, recipient_domain: str,
                             floor: Union[Floor, int, str]) -> None:
-        """tm_recipient_floor_set(); floor is a Floor or "none"/"tls"/"verified"."""
+        """tm_recipient_floor_set(); floor is a Floor or "none"/"tls"/"verified"/"dane"."""
         if isinstance(floor, str):
             try:
                 floor = Floor[floor.upper()]
             except KeyError:
-                raise InvalidArgument(ErrorCode.EINVAL, "floor must be none, tls or verified")
+                raise InvalidArgument(ErrorCode.EINVAL, "floor must be none, tls, verified or dane")
         _check(self._call(_lib.tm_recipient_floor_set, _b(recipient_domain, "recipient_domain"),
                           int(floor)))
 

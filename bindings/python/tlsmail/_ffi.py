@@ -27,7 +27,7 @@ TM_OFF = -1
 # library, which reads and writes only the fields of that version).
 TM_POLICY_VERSION = 1
 TM_STATUS_VERSION = 2
-TM_CONTEXT_OPTIONS_VERSION = 2  # 2 added ca_path
+TM_CONTEXT_OPTIONS_VERSION = 2  # 2 added ca_path and the DNSSEC/DANE options
 TM_MESSAGE_VERSION = 2
 TM_SESSION_OPTIONS_VERSION = 1
 
@@ -98,6 +98,10 @@ class tm_delivery_status(ctypes.Structure):
         ("rcpt_bounced", ctypes.c_uint),
         ("transactions", ctypes.c_uint),
         ("tls_resumed", ctypes.c_int),
+        ("dane", ctypes.c_int),  # tm_dane
+        ("mx_dnssec", ctypes.c_int),
+        ("cert_verified_by", ctypes.c_int),  # tm_verified_by
+        ("dane_tlsa", ctypes.c_char * 16),
     ]
 
 
@@ -133,6 +137,9 @@ class tm_context_options(ctypes.Structure):
         ("log_arg", ctypes.c_void_p),
         ("log_level", ctypes.c_int),
         ("ca_path", ctypes.c_char_p),  # version 2
+        ("dnssec_resolver", ctypes.c_char_p),  # version 2
+        ("dnssec_trust_resolver", ctypes.c_int),  # version 2
+        ("dane", ctypes.c_int),  # version 2
     ]
 
 
@@ -223,6 +230,8 @@ _PROTOTYPES = [
     ("tm_result_name", _c.c_char_p, [_c.c_int]),
     ("tm_policy_source_name", _c.c_char_p, [_c.c_int]),
     ("tm_floor_name", _c.c_char_p, [_c.c_int]),
+    ("tm_dane_name", _c.c_char_p, [_c.c_int]),
+    ("tm_verified_by_name", _c.c_char_p, [_c.c_int]),
     ("tm_policy_init", _c.c_int, [_P(tm_policy), _c.c_uint]),
     ("tm_status_init", _c.c_int, [_P(tm_delivery_status), _c.c_uint]),
     ("tm_status_size", _c.c_size_t, []),
