@@ -126,7 +126,7 @@ static int follow_cnames(ns_msg *h, char *name, size_t size)
 {
     int count = ns_msg_count(*h, ns_s_an), links, i, moved;
 
-    for (links = 0; links < 8; links++) {
+    for (links = 0; links <= 8; links++) /* 8 links, then one more look */ {
         moved = 0;
         for (i = 0; i < count; i++) {
             char target[NS_MAXDNAME];

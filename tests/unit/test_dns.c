@@ -1,7 +1,8 @@
 /*
  * test_dns.c - the DNS answer parsers on canned answers, including
  * truncated and malicious ones (compression loops, lengths past the end,
- * wrong types, unusable addresses).
+ * wrong types, unusable addresses); TLSA records (usable ones, the AD
+ * bit, CNAME chains); the header's RCODE and AD bit.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -478,6 +479,200 @@ static void tlsa_cname_loop_and_malformed(void **state)
     assert_int_equal(tm__dns_parse_tlsa(NULL, 0, out, 2, &unusable, &ad), TM_EDNS);
 }
 
+static void tlsa_full_data_long(void **state)
+{
+    static unsigned char spki[600];
+    unsigned char h[64], d32[32];
+    tm_tlsa out[4];
+    msg m;
+    int unusable, ad;
+    size_t i;
+    (void)state;
+
+    /* Matching type 0 with data longer than 255 bytes (a two-byte
+     * rdlength), and with data exactly as long as a digest: kept as the
+     * SHA-512 of the data, never as the data itself. */
+    for (i = 0; i < sizeof spki; i++)
+        spki[i] = (unsigned char)(i * 7 + 1);
+    memset(d32, 0x5a, sizeof d32);
+    begin(&m, "_25._tcp.mx.example.org", 52, 3);
+    tlsa(&m, 2, 1, 0, spki, sizeof spki);
+    tlsa(&m, 3, 1, 0, d32, 32);
+    tlsa(&m, 3, 0, 0, spki, 64);
+    set_ad(&m);
+    assert_int_equal(tm__dns_parse_tlsa(m.b, m.len, out, 4, &unusable, &ad), 3);
+    assert_int_equal(unusable, 0);
+    assert_int_equal(ad, 1);
+    assert_int_equal(out[0].usage, 2);
+    assert_int_equal(out[0].selector, 1);
+    assert_int_equal(out[0].mtype, 0);
+    assert_int_equal(out[0].full, 1);
+    assert_int_equal(out[0].len, 64);
+    assert_int_equal(tm__sha512(spki, sizeof spki, h), TM_OK);
+    assert_memory_equal(out[0].data, h, 64);
+    assert_int_equal(out[1].full, 1);
+    assert_int_equal(out[1].len, 64);
+    assert_int_equal(tm__sha512(d32, 32, h), TM_OK);
+    assert_memory_equal(out[1].data, h, 64);
+    assert_int_equal(out[2].len, 64);
+    assert_int_equal(tm__sha512(spki, 64, h), TM_OK);
+    assert_memory_equal(out[2].data, h, 64);
+    assert_memory_not_equal(out[2].data, spki, 64);
+
+    /* Matching type 0 with no data at all is unusable. */
+    begin(&m, "_25._tcp.mx.example.org", 52, 1);
+    tlsa(&m, 3, 1, 0, d32, 0);
+    assert_int_equal(tm__dns_parse_tlsa(m.b, m.len, out, 4, &unusable, &ad), 0);
+    assert_int_equal(unusable, 1);
+}
+
+static void tlsa_owner_rules(void **state)
+{
+    unsigned char a[32], b[32];
+    tm_tlsa out[4];
+    msg m;
+    int unusable, ad, owner;
+    (void)state;
+
+    memset(a, 0xaa, sizeof a);
+    memset(b, 0xbb, sizeof b);
+    /* The owner compared without regard to case, written out in full
+     * (no compression pointer); records at other names, and of another
+     * class, are not the host's. */
+    begin(&m, "_25._tcp.mx.example.org", 52, 4);
+    put_name(&m, "_25._TCP.MX.Example.ORG");
+    put16(&m, 52);
+    put16(&m, 1);
+    put16(&m, 0);
+    put16(&m, 300);
+    put16(&m, 35);
+    put8(&m, 3);
+    put8(&m, 1);
+    put8(&m, 1);
+    memcpy(m.b + m.len, a, 32);
+    m.len += 32;
+    owner = m.len;
+    put_name(&m, "_25._tcp.mx2.example.org");
+    put16(&m, 52);
+    put16(&m, 1);
+    put16(&m, 0);
+    put16(&m, 300);
+    put16(&m, 35);
+    put8(&m, 3);
+    put8(&m, 1);
+    put8(&m, 1);
+    memcpy(m.b + m.len, b, 32);
+    m.len += 32;
+    tlsa_at(&m, (unsigned)owner, b); /* mx2 again, through a pointer */
+    tlsa(&m, 3, 1, 1, b, 32);
+    m.b[m.len - 35 - 8] = 0x00; /* ... its class: 3 (CH), not IN */
+    m.b[m.len - 35 - 7] = 0x03;
+    assert_int_equal(tm__dns_parse_tlsa(m.b, m.len, out, 4, &unusable, &ad), 1);
+    assert_memory_equal(out[0].data, a, 32);
+    assert_int_equal(unusable, 0);
+
+    /* After a CNAME: the target's records, whatever the case of either. */
+    begin(&m, "_25._tcp.alias.example.org", 52, 2);
+    cname_at(&m, 12, "_25._tcp.MX.example.org");
+    put_name(&m, "_25._tcp.mx.EXAMPLE.org");
+    put16(&m, 52);
+    put16(&m, 1);
+    put16(&m, 0);
+    put16(&m, 300);
+    put16(&m, 35);
+    put8(&m, 2);
+    put8(&m, 0);
+    put8(&m, 1);
+    memcpy(m.b + m.len, b, 32);
+    m.len += 32;
+    assert_int_equal(tm__dns_parse_tlsa(m.b, m.len, out, 4, &unusable, &ad), 1);
+    assert_int_equal(out[0].usage, 2);
+    assert_memory_equal(out[0].data, b, 32);
+
+    /* A long chain is followed; a longer one is refused (the bound is the
+     * parser's: seven links are well within it, nine past it). */
+    {
+        static const char *const hop[] = {
+            "_25._tcp.h1.example.org", "_25._tcp.h2.example.org", "_25._tcp.h3.example.org",
+            "_25._tcp.h4.example.org", "_25._tcp.h5.example.org", "_25._tcp.h6.example.org",
+            "_25._tcp.h7.example.org", "_25._tcp.h8.example.org", "_25._tcp.h9.example.org",
+        };
+        int links, at, i;
+        for (links = 7; links <= 9; links += 2) {
+            begin(&m, "_25._tcp.h0.example.org", 52, (unsigned)links + 1);
+            at = 12;
+            for (i = 0; i < links; i++)
+                at = cname_at(&m, (unsigned)at, hop[i]);
+            tlsa_at(&m, (unsigned)at, a);
+            if (links == 7) {
+                assert_int_equal(tm__dns_parse_tlsa(m.b, m.len, out, 4, &unusable, &ad), 1);
+                assert_memory_equal(out[0].data, a, 32);
+            } else {
+                assert_int_equal(tm__dns_parse_tlsa(m.b, m.len, out, 4, &unusable, &ad), TM_EDNS);
+            }
+        }
+    }
+}
+
+/* ---- the header: RCODE and AD ------------------------------------------- */
+
+static void header_rcode_and_ad(void **state)
+{
+    static const struct {
+        unsigned char flags2; /* the second flags byte: RA Z AD CD RCODE */
+        int rcode, ad;
+    } rows[] = {
+        { 0x80, 0, 0 },  /* NOERROR, RA */
+        { 0xa0, 0, 1 },  /* NOERROR, AD */
+        { 0x82, 2, 0 },  /* SERVFAIL */
+        { 0xa3, 3, 1 },  /* NXDOMAIN, signed denial */
+        { 0x83, 3, 0 },  /* NXDOMAIN, insecure */
+        { 0x85, 5, 0 },  /* REFUSED */
+        { 0x90, 0, 0 },  /* CD is not AD */
+        { 0x5f, 15, 0 }, /* every bit but AD and RA */
+        { 0xff, 15, 1 },
+        { 0x20, 0, 1 },
+        { 0x00, 0, 0 },
+    };
+    msg m;
+    size_t i;
+    (void)state;
+
+    for (i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        int rcode = -1, ad = -1;
+        begin(&m, "_25._tcp.mx.example.org", 52, 0);
+        m.b[3] = rows[i].flags2;
+        assert_int_equal(tm__dns_header(m.b, m.len, &rcode, &ad), TM_OK);
+        if (rcode != rows[i].rcode || ad != rows[i].ad)
+            fail_msg("flags %02x: rcode %d ad %d, expected %d %d", rows[i].flags2, rcode, ad,
+                     rows[i].rcode, rows[i].ad);
+        /* The first flags byte (QR, opcode, AA, TC, RD) does not leak in. */
+        m.b[2] = 0xff;
+        assert_int_equal(tm__dns_header(m.b, m.len, &rcode, &ad), TM_OK);
+        assert_int_equal(rcode, rows[i].rcode);
+        assert_int_equal(ad, rows[i].ad);
+    }
+}
+
+static void header_short(void **state)
+{
+    unsigned char b[12];
+    int rcode, ad, len;
+    (void)state;
+
+    memset(b, 0, sizeof b);
+    b[2] = 0x81;
+    b[3] = 0xa2; /* SERVFAIL with AD */
+    /* Exactly a header is enough; anything shorter is malformed. */
+    assert_int_equal(tm__dns_header(b, 12, &rcode, &ad), TM_OK);
+    assert_int_equal(rcode, 2);
+    assert_int_equal(ad, 1);
+    for (len = 0; len < 12; len++)
+        assert_int_equal(tm__dns_header(b, len, &rcode, &ad), TM_EDNS);
+    assert_int_equal(tm__dns_header(b, -1, &rcode, &ad), TM_EDNS);
+    assert_int_equal(tm__dns_header(NULL, 0, &rcode, &ad), TM_EDNS);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -497,6 +692,10 @@ int main(void)
         cmocka_unit_test(tlsa_ad_bit),
         cmocka_unit_test(tlsa_after_cname_chain),
         cmocka_unit_test(tlsa_cname_loop_and_malformed),
+        cmocka_unit_test(tlsa_full_data_long),
+        cmocka_unit_test(tlsa_owner_rules),
+        cmocka_unit_test(header_rcode_and_ad),
+        cmocka_unit_test(header_short),
     };
     return cmocka_run_group_tests_name("dns", tests, NULL, NULL);
 }

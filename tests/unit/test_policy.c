@@ -183,7 +183,13 @@ static void test_resolve(void **state)
         {TM_UNSET, TM_UNSET, TM_FLOOR_VERIFIED, 1, TM_SOURCE_RECIPIENT_FLOOR},
         {TM_ON, TM_UNSET, TM_FLOOR_TLS, 1, TM_SOURCE_MESSAGE},
         {TM_UNSET, TM_ON, TM_FLOOR_VERIFIED, 1, TM_SOURCE_SENDING_DOMAIN},
+        {TM_OFF, TM_OFF, TM_FLOOR_DANE, 1, TM_SOURCE_RECIPIENT_FLOOR},
+        {TM_UNSET, TM_UNSET, TM_FLOOR_DANE, 1, TM_SOURCE_RECIPIENT_FLOOR},
+        {TM_ON, TM_OFF, TM_FLOOR_DANE, 1, TM_SOURCE_MESSAGE},
+        {TM_UNSET, TM_ON, TM_FLOOR_DANE, 1, TM_SOURCE_SENDING_DOMAIN},
         {TM_OFF, TM_UNSET, 7, 0, TM_SOURCE_MESSAGE}, /* unknown floor: none */
+        {TM_OFF, TM_UNSET, 4, 0, TM_SOURCE_MESSAGE},
+        {TM_UNSET, TM_OFF, -1, 0, TM_SOURCE_SENDING_DOMAIN},
     };
     size_t i;
     (void)state;
@@ -197,7 +203,8 @@ static void test_resolve(void **state)
         if (r.policy.require_tls != rows[i].require || r.require_tls_source != rows[i].require_src)
             fail_msg("row %zu: require_tls %d from %d", i, r.policy.require_tls, r.require_tls_source);
         assert_int_equal(r.policy.version, TM_POLICY_VERSION);
-        assert_int_equal(r.floor, rows[i].floor == TM_FLOOR_TLS || rows[i].floor == TM_FLOOR_VERIFIED
+        assert_int_equal(r.floor, rows[i].floor == TM_FLOOR_TLS || rows[i].floor == TM_FLOOR_VERIFIED ||
+                                          rows[i].floor == TM_FLOOR_DANE
                                       ? rows[i].floor
                                       : TM_FLOOR_NONE);
     }
@@ -238,6 +245,55 @@ static void test_resolve_floor_verified(void **state)
     assert_int_equal(r.skip_verify_source, TM_SOURCE_SENDING_DOMAIN);
 }
 
+/* The floor "dane" is at least "verified": require_tls on, skip_verify
+ * off, both from the recipient floor; keep_unverified_tls untouched. */
+static void test_resolve_floor_dane(void **state)
+{
+    tm_policy m = TM_POLICY_INIT, d = TM_POLICY_INIT;
+    tm_resolved r;
+    (void)state;
+
+    m.require_tls = TM_OFF;
+    m.skip_verify = TM_ON;
+    m.keep_unverified_tls = TM_ON;
+    tm__policy_resolve(&m, &d, TM_FLOOR_DANE, &r);
+    assert_int_equal(r.floor, TM_FLOOR_DANE);
+    assert_int_equal(r.policy.require_tls, 1);
+    assert_int_equal(r.require_tls_source, TM_SOURCE_RECIPIENT_FLOOR);
+    assert_int_equal(r.policy.skip_verify, 0);
+    assert_int_equal(r.skip_verify_source, TM_SOURCE_RECIPIENT_FLOOR);
+    assert_int_equal(r.policy.keep_unverified_tls, 1);
+    assert_int_equal(r.keep_unverified_tls_source, TM_SOURCE_MESSAGE);
+    assert_int_equal(tm__policy_decide(&r.policy, TM_EV_CERT_INVALID), TM_ACT_NEXT_MX);
+    assert_int_equal(tm__policy_decide(&r.policy, TM_EV_NOT_OFFERED), TM_ACT_NEXT_MX);
+    assert_int_equal(tm__policy_decide(&r.policy, TM_EV_HANDSHAKE), TM_ACT_NEXT_MX);
+
+    /* From the sending domain, and with nothing set anywhere. */
+    m = d;
+    d.require_tls = TM_OFF;
+    d.skip_verify = TM_ON;
+    tm__policy_resolve(&m, &d, TM_FLOOR_DANE, &r);
+    assert_int_equal(r.policy.require_tls, 1);
+    assert_int_equal(r.require_tls_source, TM_SOURCE_RECIPIENT_FLOOR);
+    assert_int_equal(r.policy.skip_verify, 0);
+    assert_int_equal(r.skip_verify_source, TM_SOURCE_RECIPIENT_FLOOR);
+    tm__policy_resolve(NULL, NULL, TM_FLOOR_DANE, &r);
+    assert_int_equal(r.floor, TM_FLOOR_DANE);
+    assert_int_equal(r.policy.require_tls, 1);
+    assert_int_equal(r.require_tls_source, TM_SOURCE_RECIPIENT_FLOOR);
+    /* skip_verify was off already: the floor did not have to force it. */
+    assert_int_equal(r.policy.skip_verify, 0);
+    assert_int_equal(r.skip_verify_source, TM_SOURCE_DEFAULT);
+
+    /* Settings that already comply keep their sources. */
+    m.require_tls = TM_ON;
+    m.skip_verify = TM_OFF;
+    tm__policy_resolve(&m, NULL, TM_FLOOR_DANE, &r);
+    assert_int_equal(r.require_tls_source, TM_SOURCE_MESSAGE);
+    assert_int_equal(r.skip_verify_source, TM_SOURCE_MESSAGE);
+    assert_int_equal(r.policy.skip_verify, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -246,6 +302,7 @@ int main(void)
         cmocka_unit_test(test_policy_init),
         cmocka_unit_test(test_resolve),
         cmocka_unit_test(test_resolve_floor_verified),
+        cmocka_unit_test(test_resolve_floor_dane),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -35,7 +35,7 @@ static int expect_flag(int message, int domain, int *source)
     return 0;
 }
 
-/* 3^3 message x 3^3 domain x 3 floors, plus "no domain entry". */
+/* 3^3 message x 3^3 domain x 4 floors. */
 static void resolution_table(void **state)
 {
     int mr, ms, mk, dr, ds, dk, floor, rows = 0;
@@ -47,7 +47,7 @@ static void resolution_table(void **state)
     for (dr = 0; dr < 3; dr++)
     for (ds = 0; ds < 3; ds++)
     for (dk = 0; dk < 3; dk++)
-    for (floor = 0; floor < 3; floor++) {
+    for (floor = TM_FLOOR_NONE; floor <= TM_FLOOR_DANE; floor++) {
         tm_policy m = TM_POLICY_INIT, d = TM_POLICY_INIT;
         tm_resolved r;
         int src_r, src_s, src_k, want_r, want_s, want_k;
@@ -67,7 +67,7 @@ static void resolution_table(void **state)
             want_r = 1;
             src_r = TM_SOURCE_RECIPIENT_FLOOR;
         }
-        if (floor == TM_FLOOR_VERIFIED && want_s) {
+        if ((floor == TM_FLOOR_VERIFIED || floor == TM_FLOOR_DANE) && want_s) {
             want_s = 0;
             src_s = TM_SOURCE_RECIPIENT_FLOOR;
         }
@@ -81,11 +81,11 @@ static void resolution_table(void **state)
         /* Nothing weakens a floor. */
         if (floor >= TM_FLOOR_TLS)
             assert_int_equal(r.policy.require_tls, 1);
-        if (floor == TM_FLOOR_VERIFIED)
+        if (floor >= TM_FLOOR_VERIFIED)
             assert_int_equal(r.policy.skip_verify, 0);
         rows++;
     }
-    assert_int_equal(rows, 27 * 27 * 3);
+    assert_int_equal(rows, 27 * 27 * 4);
 }
 
 static void resolution_nulls(void **state)
@@ -148,6 +148,10 @@ static void tables(void **state)
     assert_int_equal(tm_domain_policy_set(ctx, "x.com", NULL), TM_EINVAL);
     assert_int_equal(tm_domain_policy_set(NULL, "x.com", &p), TM_EINVAL);
     assert_int_equal(tm_recipient_floor_set(ctx, "x.com", 7), TM_EINVAL);
+    assert_int_equal(tm_recipient_floor_set(ctx, "x.com", TM_FLOOR_DANE + 1), TM_EINVAL);
+    assert_int_equal(tm_recipient_floor_set(ctx, "x.com", -1), TM_EINVAL);
+    assert_int_equal(tm_recipient_floor_get(ctx, "x.com", &floor), TM_OK);
+    assert_int_equal(floor, TM_FLOOR_NONE);
 
     assert_int_equal(tm_recipient_floor_set(ctx, "Bank.example", TM_FLOOR_VERIFIED), TM_OK);
     assert_int_equal(tm_recipient_floor_get(ctx, "bank.example.", &floor), TM_OK);
@@ -168,12 +172,24 @@ static void tables(void **state)
     assert_int_equal(r.require_tls_source, TM_SOURCE_SENDING_DOMAIN);
     assert_int_equal(r.policy.skip_verify, 1);
 
+    /* The floor dane: kept, read back, and as strict as verified. */
+    assert_int_equal(tm_recipient_floor_set(ctx, "D.example", TM_FLOOR_DANE), TM_OK);
+    assert_int_equal(tm_recipient_floor_get(ctx, "d.example", &floor), TM_OK);
+    assert_int_equal(floor, TM_FLOOR_DANE);
+    tm__settings_resolve(ctx, NULL, "example.com", "d.example.", &r);
+    assert_int_equal(r.floor, TM_FLOOR_DANE);
+    assert_int_equal(r.policy.require_tls, 1);
+    assert_int_equal(r.require_tls_source, TM_SOURCE_RECIPIENT_FLOOR);
+    assert_int_equal(r.policy.skip_verify, 0);
+    assert_int_equal(r.skip_verify_source, TM_SOURCE_RECIPIENT_FLOOR);
+
     {
         int n = tm_settings_list(ctx, list, sizeof list);
         assert_int_equal(n, (int)strlen(list));
     }
     assert_string_equal(list, "sending example.com require_tls=no skip_verify=yes\n"
-                              "recipient bank.example floor=verified\n");
+                              "recipient bank.example floor=verified\n"
+                              "recipient d.example floor=dane\n");
     /* snprintf semantics. */
     assert_int_equal(tm_settings_list(ctx, NULL, 0), (int)strlen(list));
     {
@@ -185,6 +201,7 @@ static void tables(void **state)
     assert_int_equal(tm_domain_policy_delete(ctx, "example.com"), TM_OK);
     assert_int_equal(tm_domain_policy_delete(ctx, "example.com"), TM_ENOTFOUND);
     assert_int_equal(tm_recipient_floor_set(ctx, "bank.example", TM_FLOOR_NONE), TM_OK);
+    assert_int_equal(tm_recipient_floor_set(ctx, "d.example", TM_FLOOR_NONE), TM_OK);
     assert_int_equal(tm_settings_list(ctx, list, sizeof list), 0);
     tm_context_free(ctx);
 }
@@ -221,6 +238,9 @@ static void file_format(void **state)
         { "mailbox example.com\n", 1 },
         { "sending a.com\nsending b.com require_tls\n", 2 },
         { "recipient a.com floor=strict\n", 1 },
+        { "recipient a.com floor=dane-only\n", 1 },
+        { "recipient a.com floor=4\n", 1 },
+        { "sending a.com floor=dane\n", 1 },
     };
     size_t i;
     (void)state;
@@ -231,6 +251,7 @@ static void file_format(void **state)
                       "sending news.example.com keep_unverified_tls=yes\n"
                       "recipient bank.example floor=verified\n"
                       "recipient mail.example floor=tls\n"
+                      "recipient d.example floor=dane\n"
                       "recipient gone.example floor=tls\n"
                       "recipient gone.example floor=none\n");
     assert_int_equal(tm_settings_load(ctx, path, 1, &line), TM_OK);
@@ -241,10 +262,13 @@ static void file_format(void **state)
     assert_int_equal(got.skip_verify, TM_OFF);
     assert_int_equal(tm_recipient_floor_get(ctx, "gone.example", &floor), TM_OK);
     assert_int_equal(floor, TM_FLOOR_NONE);
+    assert_int_equal(tm_recipient_floor_get(ctx, "d.example", &floor), TM_OK);
+    assert_int_equal(floor, TM_FLOOR_DANE);
     tm_settings_list(ctx, list, sizeof list);
     assert_string_equal(list, "sending example.com require_tls=yes skip_verify=no\n"
                               "sending news.example.com keep_unverified_tls=yes\n"
                               "recipient bank.example floor=verified\n"
+                              "recipient d.example floor=dane\n"
                               "recipient mail.example floor=tls\n");
 
     /* A bad file changes nothing and names the line. */
@@ -302,7 +326,7 @@ static void *writer(void *arg)
         if (i % 7 == 0)
             tm_domain_policy_delete(r->ctx, name);
         if (i % 11 == 0)
-            tm_recipient_floor_set(r->ctx, name, i % 3);
+            tm_recipient_floor_set(r->ctx, name, i % 4);
         r->writes++;
     }
     __atomic_store_n(&r->stop, 1, __ATOMIC_RELEASE);

@@ -274,7 +274,8 @@ static const char delivered_json[] =
     "\"tls\": true, \"certificate-verified\": true, \"mx-host\": \"mx1.example.com\", "
     "\"mx-address\": \"192.0.2.10\", \"mx-port\": 25, \"tls-version\": \"TLSv1.2\", "
     "\"tls-cipher\": \"TLS-ECDHE-RSA-WITH-AES-256-GCM-SHA384\", \"tls-error\": \"\", "
-    "\"tls-resumed\": false, \"attempt-no\": 1, \"session-seconds\": 0.012, \"utf8\": false, "
+    "\"tls-resumed\": false, \"dane\": \"off\", \"dane-tlsa\": \"\", \"mx-dnssec\": false, "
+    "\"certificate-verified-by\": \"\", \"attempt-no\": 1, \"session-seconds\": 0.012, \"utf8\": false, "
     "\"policy\": {\"require-tls\": true, \"require-tls-from\": \"message\", "
     "\"skip-verify\": false, \"skip-verify-from\": \"default\", "
     "\"keep-unverified-tls\": false, \"keep-unverified-tls-from\": \"default\", "
@@ -306,7 +307,9 @@ static void test_json_exact(void **state)
                         "{\"result\": \"none\", \"code\": 0, \"enhanced-code\": \"\", \"message\": \"\", "
                         "\"description\": \"\", \"tls\": false, \"certificate-verified\": false, "
                         "\"mx-host\": \"\", \"mx-address\": \"\", \"mx-port\": 0, \"tls-version\": \"\", "
-                        "\"tls-cipher\": \"\", \"tls-error\": \"\", \"tls-resumed\": false, \"attempt-no\": 0, "
+                        "\"tls-cipher\": \"\", \"tls-error\": \"\", \"tls-resumed\": false, "
+                        "\"dane\": \"off\", \"dane-tlsa\": \"\", \"mx-dnssec\": false, "
+                        "\"certificate-verified-by\": \"\", \"attempt-no\": 0, "
                         "\"session-seconds\": 0.000, \"utf8\": false, "
                         "\"policy\": {\"require-tls\": false, \"require-tls-from\": \"default\", "
                         "\"skip-verify\": false, \"skip-verify-from\": \"default\", "
@@ -400,6 +403,150 @@ static void test_json_policy(void **state)
     assert_non_null(strstr(buf, "\"recipient-floor\": \"none\"}"));
 }
 
+static void test_json_dane(void **state)
+{
+    static const struct {
+        int dane;
+        const char *name;
+    } danes[] = {
+        { TM_DANE_OFF, "off" },         { TM_DANE_INSECURE, "insecure" },
+        { TM_DANE_NO_TLSA, "no-tlsa" }, { TM_DANE_VERIFIED, "verified" },
+        { TM_DANE_TLSA_UNUSABLE, "tlsa-unusable" }, { TM_DANE_FAILED, "failed" },
+        { TM_DANE_PENDING, "pending" }, { -1, "off" },
+        { 7, "off" },                   { 1000, "off" },
+    };
+    static const struct {
+        int by;
+        const char *name;
+    } bys[] = {
+        { TM_VERIFIED_BY_NONE, "" }, { TM_VERIFIED_BY_PKIX, "pkix" }, { TM_VERIFIED_BY_DANE, "dane" },
+        { 3, "" },                   { -1, "" },
+    };
+    tm_delivery_status st;
+    char buf[4096], want[256];
+    size_t i;
+    int n;
+    (void)state;
+
+    /* A server DANE authenticated, every field set. */
+    delivered(&st);
+    st.dane = TM_DANE_VERIFIED;
+    strcpy(st.dane_tlsa, "3 1 1");
+    st.mx_dnssec = 1;
+    st.cert_verified_by = TM_VERIFIED_BY_DANE;
+    n = tm_status_json(&st, rcpt, nrcpt, buf, sizeof(buf));
+    assert_non_null(strstr(buf, "\"tls-error\": \"\", \"tls-resumed\": false, \"dane\": \"verified\", "
+                                "\"dane-tlsa\": \"3 1 1\", \"mx-dnssec\": true, "
+                                "\"certificate-verified-by\": \"dane\", \"attempt-no\": 1, "));
+    assert_true(json_valid(buf, (size_t)n));
+    python_validates(buf, (size_t)n);
+
+    /* Each value by its name; values out of range by the default's. */
+    for (i = 0; i < sizeof(danes) / sizeof(danes[0]); i++) {
+        delivered(&st);
+        st.dane = danes[i].dane;
+        tm_status_json(&st, rcpt, nrcpt, buf, sizeof(buf));
+        snprintf(want, sizeof(want), "\"tls-resumed\": false, \"dane\": \"%s\", \"dane-tlsa\": ",
+                 danes[i].name);
+        if (strstr(buf, want) == NULL)
+            fail_msg("dane %d: %s", danes[i].dane, buf);
+    }
+    for (i = 0; i < sizeof(bys) / sizeof(bys[0]); i++) {
+        delivered(&st);
+        st.cert_verified_by = bys[i].by;
+        tm_status_json(&st, rcpt, nrcpt, buf, sizeof(buf));
+        snprintf(want, sizeof(want),
+                 "\"mx-dnssec\": false, \"certificate-verified-by\": \"%s\", \"attempt-no\": ",
+                 bys[i].name);
+        if (strstr(buf, want) == NULL)
+            fail_msg("cert_verified_by %d: %s", bys[i].by, buf);
+    }
+    /* mx_dnssec is a boolean: any non-zero value is true. */
+    delivered(&st);
+    st.mx_dnssec = 7;
+    tm_status_json(&st, rcpt, nrcpt, buf, sizeof(buf));
+    assert_non_null(strstr(buf, "\"mx-dnssec\": true, "));
+    /* The record text is escaped like any other field. */
+    delivered(&st);
+    strcpy(st.dane_tlsa, "2\"0\\\n1");
+    n = tm_status_json(&st, rcpt, nrcpt, buf, sizeof(buf));
+    assert_non_null(strstr(buf, "\"dane-tlsa\": \"2\\\"0\\\\\\u000a1\", "));
+    assert_true(json_valid(buf, (size_t)n));
+    /* The floor dane by its name. */
+    delivered(&st);
+    st.floor = TM_FLOOR_DANE;
+    tm_status_json(&st, rcpt, nrcpt, buf, sizeof(buf));
+    assert_non_null(strstr(buf, "\"recipient-floor\": \"dane\"}"));
+}
+
+static void test_dane_names(void **state)
+{
+    (void)state;
+    assert_string_equal(tm_dane_name(TM_DANE_OFF), "off");
+    assert_string_equal(tm_dane_name(TM_DANE_INSECURE), "insecure");
+    assert_string_equal(tm_dane_name(TM_DANE_NO_TLSA), "no-tlsa");
+    assert_string_equal(tm_dane_name(TM_DANE_VERIFIED), "verified");
+    assert_string_equal(tm_dane_name(TM_DANE_TLSA_UNUSABLE), "tlsa-unusable");
+    assert_string_equal(tm_dane_name(TM_DANE_FAILED), "failed");
+    assert_string_equal(tm_dane_name(TM_DANE_PENDING), "pending");
+    assert_string_equal(tm_dane_name(7), "off");
+    assert_string_equal(tm_dane_name(-1), "off");
+    assert_string_equal(tm_dane_name(-2147483647 - 1), "off");
+    assert_string_equal(tm_verified_by_name(TM_VERIFIED_BY_NONE), "");
+    assert_string_equal(tm_verified_by_name(TM_VERIFIED_BY_PKIX), "pkix");
+    assert_string_equal(tm_verified_by_name(TM_VERIFIED_BY_DANE), "dane");
+    assert_string_equal(tm_verified_by_name(3), "");
+    assert_string_equal(tm_verified_by_name(-1), "");
+    assert_string_equal(tm_verified_by_name(2147483647), "");
+    assert_string_equal(tm_floor_name(TM_FLOOR_NONE), "none");
+    assert_string_equal(tm_floor_name(TM_FLOOR_TLS), "tls");
+    assert_string_equal(tm_floor_name(TM_FLOOR_VERIFIED), "verified");
+    assert_string_equal(tm_floor_name(TM_FLOOR_DANE), "dane");
+    assert_string_equal(tm_floor_name(4), "none");
+}
+
+static void test_set_dane(void **state)
+{
+    tm_delivery_status st;
+    (void)state;
+
+    /* What authenticated the server is kept only when it verified; the
+     * record only when DANE verified it. */
+    tm_status_init(&st, TM_STATUS_VERSION);
+    tm__status_set_tls(&st, 1, 1, 0, TM_TLS_FAILURE_NONE, NULL, "TLSv1.3", "X");
+    tm__status_set_dane(&st, TM_DANE_VERIFIED, 1, TM_VERIFIED_BY_DANE, "3 1 1");
+    assert_int_equal(st.dane, TM_DANE_VERIFIED);
+    assert_int_equal(st.mx_dnssec, 1);
+    assert_int_equal(st.cert_verified_by, TM_VERIFIED_BY_DANE);
+    assert_string_equal(st.dane_tlsa, "3 1 1");
+
+    tm__status_set_dane(&st, TM_DANE_NO_TLSA, 1, TM_VERIFIED_BY_PKIX, "3 1 1");
+    assert_int_equal(st.dane, TM_DANE_NO_TLSA);
+    assert_int_equal(st.cert_verified_by, TM_VERIFIED_BY_PKIX);
+    assert_string_equal(st.dane_tlsa, "");
+
+    tm__status_set_tls(&st, 1, 0, 0, TM_TLS_FAILURE_NONE, NULL, "TLSv1.3", "X");
+    tm__status_set_dane(&st, TM_DANE_INSECURE, 0, TM_VERIFIED_BY_PKIX, NULL);
+    assert_int_equal(st.dane, TM_DANE_INSECURE);
+    assert_int_equal(st.mx_dnssec, 0);
+    assert_int_equal(st.cert_verified_by, TM_VERIFIED_BY_NONE);
+    assert_string_equal(st.dane_tlsa, "");
+
+    /* A record text longer than the field is cut, terminated. */
+    tm__status_set_tls(&st, 1, 1, 0, TM_TLS_FAILURE_NONE, NULL, "TLSv1.3", "X");
+    tm__status_set_dane(&st, TM_DANE_VERIFIED, 1, TM_VERIFIED_BY_DANE, "255 255 255 and more text");
+    assert_int_equal(strlen(st.dane_tlsa), sizeof(st.dane_tlsa) - 1);
+    tm__status_set_dane(NULL, TM_DANE_VERIFIED, 1, TM_VERIFIED_BY_DANE, "3 1 1");
+
+    /* A fresh status says nothing of DANE. */
+    memset(&st, 0x5a, sizeof(st));
+    assert_int_equal(tm_status_init(&st, TM_STATUS_VERSION), TM_OK);
+    assert_int_equal(st.dane, TM_DANE_OFF);
+    assert_int_equal(st.mx_dnssec, 0);
+    assert_int_equal(st.cert_verified_by, TM_VERIFIED_BY_NONE);
+    assert_string_equal(st.dane_tlsa, "");
+}
+
 static void check_message_escapes(const char *message, const char *expected)
 {
     tm_delivery_status st;
@@ -450,12 +597,14 @@ static void test_json_unterminated_fields(void **state)
     delivered(&st);
     memset(st.message, 'm', sizeof(st.message));
     memset(st.mx_host, 'h', sizeof(st.mx_host));
+    memset(st.dane_tlsa, 't', sizeof(st.dane_tlsa));
     memset(rcpt[0].address, 'a', sizeof(rcpt[0].address));
     st.rcpt_count = 1000; /* a count, not the array's length */
     nrcpt = 1;
     n = tm_status_json(&st, rcpt, nrcpt, buf, sizeof(buf));
     assert_true(n > 0 && (size_t)n < sizeof(buf));
     assert_true(json_valid(buf, (size_t)n));
+    assert_non_null(strstr(buf, "\"dane-tlsa\": \"tttttttttttttttt\", \"mx-dnssec\""));
 }
 
 static void test_json_snprintf(void **state)
@@ -529,6 +678,12 @@ static void test_json_worst_case(void **state)
     fill(st.tls_error, sizeof(st.tls_error), 1);
     fill(st.mx_host, sizeof(st.mx_host), 1);
     fill(st.mx_address, sizeof(st.mx_address), 1);
+    fill(st.dane_tlsa, sizeof(st.dane_tlsa), 1);
+    st.dane = TM_DANE_TLSA_UNUSABLE; /* the longest name */
+    st.mx_dnssec = 1;
+    st.cert_verified_by = TM_VERIFIED_BY_PKIX;
+    st.tls_resumed = 1;
+    st.floor = TM_FLOOR_VERIFIED;
     st.rcpt_count = 64;
     nrcpt = 64;
     for (i = 0; i < 64; i++) {
@@ -574,6 +729,9 @@ static void test_json_one_recipient_4096(void **state)
     fill(st.tls_version, sizeof(st.tls_version), 'v');
     fill(st.tls_cipher, sizeof(st.tls_cipher), 'c');
     fill(st.enhanced_code, sizeof(st.enhanced_code), '5');
+    fill(st.dane_tlsa, sizeof(st.dane_tlsa), 't');
+    st.dane = TM_DANE_TLSA_UNUSABLE;
+    st.cert_verified_by = TM_VERIFIED_BY_PKIX;
     fill(rcpt[0].address, sizeof(rcpt[0].address), 'r');
     fill(rcpt[0].message, sizeof(rcpt[0].message), 'm');
     fill(rcpt[0].enhanced_code, sizeof(rcpt[0].enhanced_code), '5');
@@ -811,6 +969,9 @@ int main(void)
         cmocka_unit_test(test_json_exact),
         cmocka_unit_test(test_json_numbers),
         cmocka_unit_test(test_json_policy),
+        cmocka_unit_test(test_json_dane),
+        cmocka_unit_test(test_dane_names),
+        cmocka_unit_test(test_set_dane),
         cmocka_unit_test(test_json_escaping),
         cmocka_unit_test(test_json_unterminated_fields),
         cmocka_unit_test(test_json_snprintf),
