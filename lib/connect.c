@@ -88,10 +88,13 @@ int tm__session_connect(tm_session *s)
             /* A TLSA lookup failed validation: that host is not used, and
              * nothing but another host can take the message. */
             s->route.skipped_bogus = 0;
-            tm__session_note_failure(s, TM_EDNS, NULL, "DNSSEC");
-            tm__strlcpy(s->fail.why, s->route.why, sizeof s->fail.why);
-            s->fail.host[0] = '\0';
+            s->fail.error = TM_EDNS;
+            s->fail.code = 0;
+            s->fail.message[0] = s->fail.address[0] = '\0';
             tm__strlcpy(s->fail.enhanced, "4.7.5", sizeof s->fail.enhanced);
+            tm__strlcpy(s->fail.why, s->route.why, sizeof s->fail.why);
+            tm__strlcpy(s->fail.host, s->route.why_host, sizeof s->fail.host);
+            tm__log(s->ctx, TM_LOG_WARNING, "%s", s->fail.why);
             s->dane_left = TM_DANE_FAILED;
             last = TM_EDNS;
             if (!a)

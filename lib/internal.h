@@ -801,6 +801,7 @@ typedef struct tm_route {
     char tlsa_base[TM_HOST_MAX];   /* the name they were found at (SNI) */
     int skipped_bogus;             /* tm__route_current left a host: why says why */
     char why[TM_TEXT_MAX];
+    char why_host[TM_HOST_MAX];    /* ... and which host */
 } tm_route;
 
 /* Fills the route from the domain's MX records (or the explicit host).

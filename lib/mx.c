@@ -121,6 +121,7 @@ static int resolve(tm_route *r, const tm_context *ctx, int64_t deadline)
     }
     if (r->dane == TM_HD_BOGUS) {
         r->skipped_bogus = 1;
+        tm__strlcpy(r->why_host, host, sizeof r->why_host);
         return TM_EDNS;
     }
     return n;

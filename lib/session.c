@@ -78,7 +78,7 @@ static void status_failure(tm_session *s, tm_delivery_status *st, int rc)
     tm__status_set_host(st, f->host[0] ? f->host : s->host, f->host[0] ? f->address : s->address,
                         s->route.port, s->route.attempts);
     tm__status_set_code(st, f->code, f->enhanced, f->message); /* the failure's own reply */
-    if (s->tls_failure != TM_TLS_FAILURE_NOT_TRIED)
+    if (s->tls_failure != TM_TLS_FAILURE_NOT_TRIED || s->tls_error[0])
         tm__status_set_tls(st, 0, 0, 0, s->tls_failure, s->tls_error, NULL, NULL);
     tm__status_set_dane(st, s->dane_left, s->route.mx_secure, TM_VERIFIED_BY_NONE, NULL);
     if (rc == TM_ETLSREQUIRED && (s->dane_left == TM_DANE_FAILED ||

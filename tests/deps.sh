@@ -4,7 +4,8 @@
 set -eu
 
 packages="meson ninja-build pkg-config gcc g++ clang libclang-rt-14-dev libmbedtls-dev
-libcmocka-dev postfix dnsmasq-base openssl ca-certificates python3 valgrind binutils golang-go"
+libcmocka-dev postfix dnsmasq-base openssl ca-certificates python3 valgrind binutils golang-go
+unbound ldnsutils"
 
 missing=""
 for p in $packages; do
@@ -28,5 +29,25 @@ echo "deps.sh: installing:$missing"
 # Postfix without any system configuration: the tests run private instances.
 echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
 $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+# unbound: the DANE tests run their own instance on a high port
+# (tests/peers/dnssec.py); keep the package's system service from starting
+# on port 53 while it installs (invoke-rc.d and deb-systemd-invoke obey
+# policy-rc.d; an existing policy-rc.d, as in containers, is left alone).
+policy=/usr/sbin/policy-rc.d
+made_policy=
+case " $missing " in
+*" unbound "*)
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
+        $SUDO chmod 755 "$policy"
+        made_policy=1
+        trap '$SUDO rm -f "$policy"' EXIT
+    fi
+    ;;
+esac
 # shellcheck disable=SC2086
 $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
+if [ -n "$made_policy" ]; then
+    $SUDO rm -f "$policy"
+    trap - EXIT
+fi

@@ -2,8 +2,9 @@
 # Every test: installs what is missing, then
 #   1. gcc (-Werror): the whole suite - unit, every behaviour folder
 #      (starttls, replies, connection, certificates, content, recipients,
-#      sessions, resumption, mx, settings, load, tm-send) against the hostile server
-#      and real Postfix + dnsmasq, ABI, Python, Go, install check;
+#      sessions, resumption, mx, settings, load, tm-send, dane) against the hostile
+#      server and real Postfix + dnsmasq (+ a validating unbound for DANE), ABI,
+#      Python, Go, install check;
 #   2. clang (-Werror): builds everything, runs the unit tests;
 #   3. clang ASan+UBSan: the whole C suite again;
 #   4. clang TSan: the unit tests (settings readers and writers on threads);

@@ -16,6 +16,10 @@ not exist yet or be empty.  Nothing here is meant to be committed.
     intermediate   mx-chain.tm.test from the intermediate CA;
                    intermediate-chain.pem = leaf + intermediate-ca.pem
     selfsigned     mx-selfsigned.tm.test, not from the CA
+    dane-ta        mx-ta.dane.test (and mx-ta-cname, mx-ta-spki, mx-ta-root,
+                   mx-pkix .dane.test) from the intermediate CA, for the
+                   DANE-TA cases of tests/dane (dnssec.py's zone);
+                   dane-ta-chain.pem = leaf + intermediate-ca.pem
 
 --set hostile (tests/hostile/harness.c: the hostile server's certificates;
                "localhost" is the name the cases connect to)
@@ -149,6 +153,9 @@ SETS = {
         ("notyet", ["mx-notyet.tm.test"], "ca_root", NOTYET),
         ("intermediate", ["mx-chain.tm.test"], "ca_inter", "now"),
         ("selfsigned", ["mx-selfsigned.tm.test"], "self", "now"),
+        # DANE-TA (tests/dane): names in dnssec.py's signed zone dane.test
+        ("dane-ta", ["mx-ta.dane.test", "mx-ta-cname.dane.test", "mx-ta-spki.dane.test",
+                     "mx-ta-root.dane.test", "mx-pkix.dane.test"], "ca_inter", "now"),
     ],
     "hostile": [
         ("good", ["localhost"], "ca_root", "now"),
@@ -299,6 +306,8 @@ class CertBuilder:
         names = [n for n, _, _, _ in leaves]
         if "intermediate" in names:
             self.cat("intermediate-chain.pem", "intermediate.pem", "intermediate-ca.pem")
+        if "dane-ta" in names:
+            self.cat("dane-ta-chain.pem", "dane-ta.pem", "intermediate-ca.pem")
         if "chainleaf" in names:
             self.cat("chain.pem", "chainleaf.pem", "intermediate-ca.pem")
             shutil.copyfile(self.f("chainleaf.key"), self.f("chain.key"))
@@ -318,7 +327,7 @@ class CertBuilder:
         ca = self.f("ca.pem")
         first = SETS[self.which][0][0]
         self.ossl("verify", "-CAfile", ca, self.f(first + ".pem"))
-        for leaf in ("intermediate", "chainleaf"):
+        for leaf in ("intermediate", "chainleaf", "dane-ta"):
             if os.path.exists(self.f(leaf + ".pem")):
                 self.ossl("verify", "-CAfile", ca, "-untrusted", self.f("intermediate-ca.pem"),
                           self.f(leaf + ".pem"))

@@ -1,23 +1,24 @@
 #!/usr/bin/python3
 """A DNSSEC-validating resolver on loopback for the DANE (RFC 7672) tests.
 
-PROTOTYPE.  Starts ONE unbound process (`unbound -d -c DIR/unbound.conf`, a
-child of this script, stopped by its recorded PID) on 127.0.0.1:PORT.  It
-serves, from local auth-zones and without any network access:
+Starts ONE unbound process (`unbound -d -c DIR/unbound.conf`, a child of
+this script, stopped by its recorded PID) on 127.0.0.1:PORT.  It serves,
+from local auth-zones and without any network access:
 
   dane.test.      signed at start time with fresh ECDSA P-256 (algorithm 13)
                   keys (one KSK, one ZSK; ldns-keygen + ldns-signzone).  The
                   KSK's DS is unbound's trust anchor, so answers are validated
-                  and carry the AD bit.  One RRset,
-                  _25._tcp.mx-bogus.dane.test TLSA, has a corrupted RRSIG: it
-                  is answered SERVFAIL (and NOERROR with the CD bit).
+                  and carry the AD bit.  Two RRsets have a corrupted RRSIG and
+                  are answered SERVFAIL (NOERROR with the CD bit): the TLSA
+                  RRset of mx-bogus and the MX RRset of bogusmx.dane.test.
   insecure.test.  unsigned, declared `domain-insecure`: answered without AD.
 
-Every other name gets REFUSED (local-zone "." refuse), so unbound never tries
-to reach the root servers.
+Every other name gets REFUSED (local-zone "." refuse; names under test.,
+one of unbound's default local zones, NXDOMAIN), so unbound never tries to
+reach the root servers.
 
 Commands:
-  start    --dir DIR [--port N] [--certdir D] [--tlsa FILE]
+  start    --dir DIR [--port N] [--smtp-port N] [--certdir D] [--tlsa FILE]
                                       build, sign, start; writes DIR/env
   stop     --dir DIR                  stop the unbound started from DIR
   run      --dir DIR [start options] -- CMD ARGS...
@@ -27,54 +28,88 @@ Commands:
                                       print one answer (debugging)
 
 `run` exits with CMD's exit code (130 on SIGINT/SIGTERM), 77 if a program is
-missing (1 with CI=true), 1 on any other failure.
+missing (1 with CI=true), 1 on any other failure.  The DANE tests run it
+inside tests/peers/peers.py's `run`:
+  peers.py run --dir D1 -- dnssec.py run --dir D2 -- PROGRAM
+so that the TLSA records name peers.py's certificates and SMTP port.
+
+TLSA records live at _PORT._tcp.<host>, PORT being the SMTP port the client
+connects to: --smtp-port, else $TM_TEST_PORT (set by peers.py run), else 25.
 
 Records of dane.test (addresses are those of tests/peers/peers.py's Postfix
-listeners: 127.0.0.2 serves the `valid` certificate, .4 `expired`, .5
-`selfsigned`, .6 no STARTTLS):
+listeners: 127.0.0.2 serves the `valid` certificate (mx-valid.tm.test), .4
+`expired`, .5 `selfsigned`, .6 no STARTTLS, .8 `intermediate`
+(mx-chain.tm.test, sent with the intermediate CA), .10 `dane-ta`
+(mx-ta.dane.test, mx-ta-cname, mx-ta-spki, mx-ta-root and mx-pkix .dane.test,
+from the intermediate CA, sent with it), .11 offers STARTTLS and answers it
+500).  "x" below is
+sha256(SubjectPublicKeyInfo of certificate x) unless said otherwise:
 
-  domain (MX 10 ->)        host                  A          TLSA at _25._tcp.<host>
-  valid.dane.test          mx-valid.dane.test    127.0.0.2  3 1 1 sha256(valid SPKI)
-  selfsigned.dane.test     mx-selfsigned         127.0.0.5  3 1 1 sha256(selfsigned SPKI)
-  expired.dane.test        mx-expired            127.0.0.4  3 1 1 sha256(expired SPKI)
-  mismatch.dane.test       mx-mismatch           127.0.0.2  3 1 1 sha256(selfsigned SPKI)
-  plain.dane.test          mx-plain              127.0.0.6  3 1 1 sha256(valid SPKI)
-  notlsa.dane.test         mx-notlsa             127.0.0.2  none (secure NXDOMAIN)
-  cname.dane.test          alias.dane.test  CNAME mx-valid.dane.test
-                           (TLSA only at the CNAME target)
-  cname2.dane.test         alias2.dane.test CNAME mx-notlsa.dane.test
-                           (TLSA only at _25._tcp.alias2.dane.test, the
-                           original name: RFC 7672 section 2.2.2)
-  multi.dane.test          MX 10 mx-valid, MX 20 mx-selfsigned
-  insecure.dane.test       mx.insecure.test      127.0.0.2 (insecure A) and a
-                           TLSA in insecure.test (insecure, must be ignored)
-  bogus.dane.test          mx-bogus              127.0.0.2  3 1 1 sha256(valid SPKI)
-                                                            with a corrupted RRSIG
-  nosuch.dane.test         NXDOMAIN (secure denial)
+  domain (MX ->)       host            A    TLSA at _PORT._tcp.<host>
+  valid                mx-valid        .2   3 1 1 valid
+  selfsigned           mx-selfsigned   .5   3 1 1 selfsigned
+  expired              mx-expired      .4   3 1 1 expired (name, dates wrong)
+  mismatch             mx-mismatch     .2   3 1 1 selfsigned (does not match)
+  plain                mx-plain        .6   3 1 1 valid (no STARTTLS there)
+  plainfirst           10 mx-plain, 20 mx-valid
+  refused              mx-refused      .11  3 1 1 valid (STARTTLS offered,
+                       answered 500; the listener's certificate is `valid`)
+  notlsa               mx-notlsa       .2   none (secure NXDOMAIN)
+  cname                alias CNAME mx-valid (TLSA only at the target)
+  cname2               alias2 CNAME mx-notlsa (TLSA 3 1 1 valid only at
+                       _PORT._tcp.alias2, the original name: RFC 7672 2.2.2)
+  multi                10 mx-mismatch, 20 mx-selfsigned
+  insecure             mx.insecure.test (insecure A; its insecure TLSA
+                       3 1 1 selfsigned would not match .2)
+  bogus                mx-bogus        .2   3 1 1 valid, corrupted RRSIG
+  bogus2               10 mx-bogus, 20 mx-valid
+  bogusmx              10 mx-valid, the MX RRset's RRSIG corrupted
+  implicit             no MX; A .2    3 1 1 valid at _PORT._tcp.implicit
+  ee301/ee312/ee300/ee310  mx-eeNNN .5  3 0 1 / 3 1 2 / 3 0 0 / 3 1 0
+                       selfsigned (certificate or key; SHA-256, SHA-512, full)
+  tworec               mx-tworec       .2   3 1 1 selfsigned + 3 1 1 valid
+  unusable             mx-unusable     .5   only unusable records: 1 1 1,
+                       0 0 1 ca, 3 7 1, 3 1 9, 4 1 1 (the data of all but
+                       0 0 1 is selfsigned's: a field ignored would match)
+  unusableplain        mx-unusable-plain .6  1 1 1 valid
+  ta                   mx-ta           .10  2 0 1 sha256(intermediate-ca DER)
+  tacname              mx-ta-cname CNAME ta-target (.10), 2 0 1 intermediate
+                       at ta-target only (the name check passes by the MX name)
+  taalias              ta-alias CNAME mx-ta (the name check passes by the
+                       TLSA base domain, mx-ta)
+  taspki               mx-ta-spki      .10  2 1 1 intermediate-ca (key)
+  taroot               mx-ta-root      .10  2 0 1 sha256(ca DER): the root is
+                       not in the chain the server sends
+  tabad                mx-tabad        .8   2 0 1 intermediate: the chain
+                       matches, the name (mx-chain.tm.test) does not
+  pkix                 mx-pkix         .10  none: PKIX-valid, secure, no TLSA
+  nosuch               NXDOMAIN (secure denial)
 
-  insecure.test:  mx.insecure.test A 127.0.0.2, _25._tcp.mx.insecure.test TLSA
-                  3 1 1 sha256(valid SPKI), domain.insecure.test MX 10
-                  mx-valid.dane.test. (an insecure MX RRset: no DANE at all)
+  insecure.test:  mx.insecure.test A 127.0.0.2 and TLSA 3 1 1 selfsigned;
+                  domain.insecure.test MX 10 mx-valid.dane.test. and
+                  mismatch.insecure.test MX 10 mx-mismatch.dane.test. (insecure
+                  MX RRsets: no DANE at all)
 
-TLSA data: by default from certificates made with `certs.py DIR/certs --set
-peers` (or --certdir D, e.g. the certs of a running peers.py, so that the
-hashes match what its Postfix serves):
-  openssl x509 -pubkey -noout -in C | openssl pkey -pubin -outform DER | sha256
---tlsa FILE replaces all of them.  One record a line:
+TLSA data: from the certificates in --certdir (default $TM_TEST_CERTDIR, the
+certificates of the enclosing peers.py run), else made with `certs.py
+DIR/certs --set peers`: valid, selfsigned, expired, ca and intermediate-ca
+.pem.  --tlsa FILE replaces all of them.  One record a line:
   OWNER USAGE SELECTOR MTYPE HEXDATA      (# starts a comment)
-OWNER is relative to dane.test (e.g. `_25._tcp.mx-valid`), or absolute with a
-trailing dot (in dane.test. or insecure.test.).  If no record is given for
-_25._tcp.mx-bogus, one is added with the data of the first record.  The
-records actually used are written to DIR/tlsa.txt.
+OWNER is relative to dane.test (e.g. `_PORT._tcp.mx-valid`; `_PORT.` is
+replaced by the SMTP port), or absolute with a trailing dot (in dane.test.
+or insecure.test.).  If no record is given for _PORT._tcp.mx-bogus, one is
+added with the data of the first record.  The records actually used are
+written to DIR/tlsa.txt.
 
 Files in DIR: keys/ (K*.key/.private/.ds), dane.test.zone (unsigned),
-dane.test.signed (loaded; with the corrupted RRSIG), dane.test.anchor (DS of
-the KSK = trust anchor), insecure.test.zone, unbound.conf, unbound.log,
+dane.test.signed (loaded; with the corrupted RRSIGs), dane.test.anchor (DS
+of the KSK = trust anchor), insecure.test.zone, unbound.conf, unbound.log,
 unbound.stderr, dnssec.pid (our record of the unbound PID), env.
 
 env keys: TM_DNSSEC_RESOLVER (127.0.0.1:PORT), TM_DNSSEC_ZONE (dane.test),
 TM_DNSSEC_INSECURE_ZONE (insecure.test), TM_DNSSEC_DIR, TM_DNSSEC_ANCHOR,
-TM_DNSSEC_TLSA, TM_DNSSEC_CERTDIR, TM_DNSSEC_LOG, TM_DNSSEC_PID.
+TM_DNSSEC_TLSA, TM_DNSSEC_SMTP_PORT, TM_DNSSEC_CERTDIR, TM_DNSSEC_LOG,
+TM_DNSSEC_PID.
 
 Requirements: Debian packages unbound, ldnsutils, openssl (and python3).  Root
 is not needed.  The system unbound service is neither used nor needed; /etc
@@ -105,7 +140,6 @@ EXIT_SKIP = 77
 ADDR = "127.0.0.1"
 ZONE = "dane.test."
 INSECURE_ZONE = "insecure.test."
-BOGUS_OWNER = "_25._tcp.mx-bogus." + ZONE      # its TLSA RRSIG gets corrupted
 READY_TIMEOUT = 10.0                            # seconds for unbound to answer
 STOP_TIMEOUT = 5.0
 TOOL_TIMEOUT = 30
@@ -277,26 +311,80 @@ def choose_port(exclude=()):
 # --------------------------------------------------------------------------
 # TLSA data
 
+# (host, usage, selector, mtype, certificate in certdir).  host is relative
+# to dane.test. or absolute with a trailing dot; the owner of the record is
+# _PORT._tcp.<host>, PORT the SMTP port of the tests (--smtp-port).
 DEFAULT_TLSA = [
-    # owner (relative to dane.test.), certificate in certdir
-    ("_25._tcp.mx-valid", "valid"),
-    ("_25._tcp.mx-selfsigned", "selfsigned"),
-    ("_25._tcp.mx-expired", "expired"),
-    ("_25._tcp.mx-mismatch", "selfsigned"),   # 127.0.0.2 serves `valid`
-    ("_25._tcp.mx-plain", "valid"),
-    ("_25._tcp.alias2", "valid"),
-    ("_25._tcp.mx-bogus", "valid"),
-    ("_25._tcp.mx." + INSECURE_ZONE, "valid"),
+    ("mx-valid", 3, 1, 1, "valid"),
+    ("mx-selfsigned", 3, 1, 1, "selfsigned"),
+    ("mx-expired", 3, 1, 1, "expired"),           # name and dates wrong
+    ("mx-mismatch", 3, 1, 1, "selfsigned"),       # 127.0.0.2 serves `valid`
+    ("mx-plain", 3, 1, 1, "valid"),               # no STARTTLS there
+    ("mx-refused", 3, 1, 1, "valid"),             # STARTTLS answered 500
+    ("alias2", 3, 1, 1, "valid"),                 # the CNAME, not its target
+    ("mx-bogus", 3, 1, 1, "valid"),               # RRSIG corrupted
+    ("implicit", 3, 1, 1, "valid"),               # a domain without MX
+    ("mx-ee301", 3, 0, 1, "selfsigned"),          # the other selectors and
+    ("mx-ee312", 3, 1, 2, "selfsigned"),          # matching types
+    ("mx-ee300", 3, 0, 0, "selfsigned"),
+    ("mx-ee310", 3, 1, 0, "selfsigned"),
+    ("mx-tworec", 3, 1, 1, "selfsigned"),         # two records, the second
+    ("mx-tworec", 3, 1, 1, "valid"),              # matches 127.0.0.2
+    # unusable for SMTP only: PKIX-EE/-TA, an unknown selector, matching
+    # type and usage; their data would match the selfsigned key if the
+    # field were ignored
+    ("mx-unusable", 1, 1, 1, "selfsigned"),
+    ("mx-unusable", 0, 0, 1, "ca"),
+    ("mx-unusable", 3, 7, 1, "selfsigned"),
+    ("mx-unusable", 3, 1, 9, "selfsigned"),
+    ("mx-unusable", 4, 1, 1, "selfsigned"),
+    ("mx-unusable-plain", 1, 1, 1, "valid"),
+    # DANE-TA: the intermediate CA that issued dane-ta (127.0.0.10) and
+    # intermediate (127.0.0.8, mx-chain.tm.test); the root is not sent
+    ("mx-ta", 2, 0, 1, "intermediate-ca"),
+    ("ta-target", 2, 0, 1, "intermediate-ca"),
+    ("mx-ta-spki", 2, 1, 1, "intermediate-ca"),
+    ("mx-ta-root", 2, 0, 1, "ca"),
+    ("mx-tabad", 2, 0, 1, "intermediate-ca"),
+    # insecure: would not match 127.0.0.2, must be ignored
+    ("mx." + INSECURE_ZONE, 3, 1, 1, "selfsigned"),
 ]
+BOGUS_TLSA_HOST = "mx-bogus"        # its TLSA RRSIG gets corrupted
+BOGUS_MX_DOMAIN = "bogusmx"         # its MX RRSIG gets corrupted
 
 
-def spki_sha256(openssl, pem):
-    """openssl x509 -pubkey -noout -in PEM | openssl pkey -pubin -outform DER | sha256"""
-    import hashlib
+def tlsa_owner(host, port):
+    return "_%d._tcp.%s" % (port, absolute(host))
+
+
+def cert_der(pem):
+    """The first certificate of a PEM file, DER."""
+    with open(pem) as fp:
+        text = fp.read()
+    m = re.search(r"-----BEGIN CERTIFICATE-----(.*?)-----END CERTIFICATE-----", text, re.S)
+    if not m:
+        raise DnssecError("no certificate in %s" % pem)
+    return base64.b64decode("".join(m.group(1).split()))
+
+
+def spki_der(openssl, pem):
+    """openssl x509 -pubkey -noout -in PEM | openssl pkey -pubin -outform DER"""
     pub = must([openssl, "x509", "-pubkey", "-noout", "-in", pem], "openssl x509 -pubkey")
-    der = must([openssl, "pkey", "-pubin", "-outform", "DER"], "openssl pkey -pubin",
-               stdin_data=pub)
-    return hashlib.sha256(der).hexdigest()
+    return must([openssl, "pkey", "-pubin", "-outform", "DER"], "openssl pkey -pubin",
+                stdin_data=pub)
+
+
+def tlsa_data(cert, spki, selector, mtype):
+    """RFC 6698 2.1: selector 0 the certificate, 1 the SubjectPublicKeyInfo;
+    matching type 0 the data, 1 SHA-256, 2 SHA-512.  Unknown values (the
+    unusable records) get the SHA-256 of the key."""
+    import hashlib
+    data = cert if selector == 0 else spki
+    if mtype == 0 and selector in (0, 1):
+        return data.hex()
+    if mtype == 2:
+        return hashlib.sha512(data).hexdigest()
+    return hashlib.sha256(data).hexdigest()
 
 
 def absolute(owner):
@@ -304,21 +392,23 @@ def absolute(owner):
     return owner if owner.endswith(".") else owner + "." + ZONE
 
 
-def default_tlsa(certdir):
+def default_tlsa(certdir, port):
     openssl = which("openssl")
     if not openssl:
         raise Missing("dnssec peer missing: openssl")
-    names = sorted({c for _, c in DEFAULT_TLSA})
+    names = sorted({r[4] for r in DEFAULT_TLSA})
     for n in names:
         if not os.path.exists(os.path.join(certdir, n + ".pem")):
             raise DnssecError("%s.pem not found in %s" % (n, certdir))
     with concurrent.futures.ThreadPoolExecutor(len(names)) as ex:
-        hashes = dict(zip(names, ex.map(
-            lambda n: spki_sha256(openssl, os.path.join(certdir, n + ".pem")), names)))
-    return [(absolute(o), 3, 1, 1, hashes[c]) for o, c in DEFAULT_TLSA]
+        spkis = dict(zip(names, ex.map(
+            lambda n: spki_der(openssl, os.path.join(certdir, n + ".pem")), names)))
+    ders = {n: cert_der(os.path.join(certdir, n + ".pem")) for n in names}
+    return [(tlsa_owner(h, port), u, s, m, tlsa_data(ders[c], spkis[c], s, m))
+            for h, u, s, m, c in DEFAULT_TLSA]
 
 
-def read_tlsa_file(path):
+def read_tlsa_file(path, port):
     recs = []
     with open(path) as fp:
         for lineno, line in enumerate(fp, 1):
@@ -334,15 +424,16 @@ def read_tlsa_file(path):
                     raise ValueError
             except (ValueError, IndexError):
                 raise DnssecError("%s:%d: want OWNER USAGE SELECTOR MTYPE HEX" % (path, lineno))
-            owner = absolute(owner)
+            owner = absolute(owner.replace("_PORT.", "_%d." % port))
             if not (owner.endswith("." + ZONE) or owner.endswith("." + INSECURE_ZONE)):
                 raise DnssecError("%s:%d: %s is not in %s or %s"
                                   % (path, lineno, owner, ZONE, INSECURE_ZONE))
             recs.append((owner, u, s, m, data))
     if not recs:
         raise DnssecError("%s: no TLSA records" % path)
-    if not any(r[0] == BOGUS_OWNER for r in recs):
-        recs.append((BOGUS_OWNER,) + recs[0][1:])
+    bogus = tlsa_owner(BOGUS_TLSA_HOST, port)
+    if not any(r[0] == bogus for r in recs):
+        recs.append((bogus,) + recs[0][1:])
     return recs
 
 
@@ -358,6 +449,10 @@ $TTL 300
 ns       IN A   127.0.0.1
 """
 
+# The addresses are tests/peers/peers.py's Postfix listeners: .2 valid,
+# .4 expired, .5 selfsigned, .6 no STARTTLS, .8 intermediate (mx-chain),
+# .10 dane-ta (mx-ta.dane.test and its other names, from the intermediate),
+# .11 STARTTLS offered and answered 500.
 DANE_RECORDS = """\
 valid        IN MX 10 mx-valid
 mx-valid     IN A  127.0.0.2
@@ -369,22 +464,60 @@ mismatch     IN MX 10 mx-mismatch
 mx-mismatch  IN A  127.0.0.2
 plain        IN MX 10 mx-plain
 mx-plain     IN A  127.0.0.6
+plainfirst   IN MX 10 mx-plain
+refused      IN MX 10 mx-refused
+mx-refused   IN A  127.0.0.11
+plainfirst   IN MX 20 mx-valid
 notlsa       IN MX 10 mx-notlsa
 mx-notlsa    IN A  127.0.0.2
 cname        IN MX 10 alias
 alias        IN CNAME mx-valid
 cname2       IN MX 10 alias2
 alias2       IN CNAME mx-notlsa
-multi        IN MX 10 mx-valid
+multi        IN MX 10 mx-mismatch
 multi        IN MX 20 mx-selfsigned
 insecure     IN MX 10 mx.insecure.test.
 bogus        IN MX 10 mx-bogus
 mx-bogus     IN A  127.0.0.2
+bogus2       IN MX 10 mx-bogus
+bogus2       IN MX 20 mx-valid
+bogusmx      IN MX 10 mx-valid
+implicit     IN A  127.0.0.2
+ee301        IN MX 10 mx-ee301
+mx-ee301     IN A  127.0.0.5
+ee312        IN MX 10 mx-ee312
+mx-ee312     IN A  127.0.0.5
+ee300        IN MX 10 mx-ee300
+mx-ee300     IN A  127.0.0.5
+ee310        IN MX 10 mx-ee310
+mx-ee310     IN A  127.0.0.5
+tworec       IN MX 10 mx-tworec
+mx-tworec    IN A  127.0.0.2
+unusable     IN MX 10 mx-unusable
+mx-unusable  IN A  127.0.0.5
+unusableplain IN MX 10 mx-unusable-plain
+mx-unusable-plain IN A 127.0.0.6
+ta           IN MX 10 mx-ta
+mx-ta        IN A  127.0.0.10
+tacname      IN MX 10 mx-ta-cname
+mx-ta-cname  IN CNAME ta-target
+ta-target    IN A  127.0.0.10
+taalias      IN MX 10 ta-alias
+ta-alias     IN CNAME mx-ta
+taspki       IN MX 10 mx-ta-spki
+mx-ta-spki   IN A  127.0.0.10
+taroot       IN MX 10 mx-ta-root
+mx-ta-root   IN A  127.0.0.10
+tabad        IN MX 10 mx-tabad
+mx-tabad     IN A  127.0.0.8
+pkix         IN MX 10 mx-pkix
+mx-pkix      IN A  127.0.0.10
 """
 
 INSECURE_RECORDS = """\
 mx           IN A  127.0.0.2
 domain       IN MX 10 mx-valid.dane.test.
+mismatch     IN MX 10 mx-mismatch.dane.test.
 """
 
 
@@ -429,7 +562,7 @@ def corrupt_rrsig(path, owner, covered):
     os.rename(path + ".tmp", path)
 
 
-def build_zones(p, recs):
+def build_zones(p, recs, port):
     os.makedirs(p.keys)
     ksk = keygen(p, True)
     zsk = keygen(p, False)
@@ -442,7 +575,8 @@ def build_zones(p, recs):
     must([which("ldns-signzone"), "-i", str(now - SIG_INCEPTION_AGO),
           "-e", str(now + SIG_LIFETIME), "-o", ZONE, "-f", p.signed, p.zone, zsk, ksk],
          "ldns-signzone")
-    corrupt_rrsig(p.signed, BOGUS_OWNER, "TLSA")
+    corrupt_rrsig(p.signed, tlsa_owner(BOGUS_TLSA_HOST, port), "TLSA")
+    corrupt_rrsig(p.signed, absolute(BOGUS_MX_DOMAIN), "MX")
     # trust anchor: the KSK's DS (SHA-256), as written by ldns-keygen
     shutil.copyfile(ksk + ".ds", p.anchor)
     with open(p.tlsa, "w") as fp:
@@ -801,6 +935,21 @@ def check_prereqs():
                       % " ".join(sorted(set(missing))))
 
 
+def smtp_port_of(args):
+    """The port in the TLSA owner names: --smtp-port, else peers.py's
+    TM_TEST_PORT (dnssec.py run inside peers.py run), else 25."""
+    port = args.smtp_port
+    if port is None:
+        try:
+            port = int(os.environ.get("TM_TEST_PORT") or 25)
+        except ValueError:
+            raise DnssecError("TM_TEST_PORT is not a number: %r"
+                              % os.environ.get("TM_TEST_PORT")) from None
+    if not 0 < port < 65536:
+        raise DnssecError("--smtp-port must be 1-65535")
+    return port
+
+
 def do_start(args):
     t0 = time.monotonic()
     p = Paths(args.dir)
@@ -811,6 +960,9 @@ def do_start(args):
         raise DnssecError("--port must be a high port (1025-65535)")
     if args.port is not None and not port_free(args.port):
         raise DnssecError("port %d on %s is in use (UDP or TCP)" % (args.port, ADDR))
+    smtp_port = smtp_port_of(args)
+    if args.certdir is None and os.environ.get("TM_TEST_CERTDIR"):
+        args.certdir = os.environ["TM_TEST_CERTDIR"]     # peers.py's certificates
     os.makedirs(p.dir, exist_ok=True)
     os.chmod(p.dir, 0o755)
     stop_recorded(p)                  # stale unbound from an earlier start
@@ -819,7 +971,7 @@ def do_start(args):
     try:
         t1 = time.monotonic()
         if args.tlsa:
-            recs = read_tlsa_file(args.tlsa)
+            recs = read_tlsa_file(args.tlsa, smtp_port)
             certdir = os.path.abspath(args.certdir) if args.certdir else ""
         else:
             if args.certdir:
@@ -832,16 +984,16 @@ def do_start(args):
                     raise Missing(str(e)) from None
                 except certs.CertError as e:
                     raise DnssecError(str(e)) from None
-            recs = default_tlsa(certdir)
+            recs = default_tlsa(certdir, smtp_port)
         t_certs = time.monotonic() - t1
         t1 = time.monotonic()
-        build_zones(p, recs)
+        build_zones(p, recs, smtp_port)
         t_sign = time.monotonic() - t1
         t1 = time.monotonic()
         attempts = 1 if args.port is not None else 3
         tried = set()
         for attempt in range(attempts):
-            port = args.port if args.port is not None else choose_port(tried)
+            port = args.port if args.port is not None else choose_port(tried | {smtp_port})
             tried.add(port)
             try:
                 proc = start_unbound(p, port)
@@ -863,6 +1015,7 @@ def do_start(args):
         "TM_DNSSEC_DIR": p.dir,
         "TM_DNSSEC_ANCHOR": p.anchor,
         "TM_DNSSEC_TLSA": p.tlsa,
+        "TM_DNSSEC_SMTP_PORT": str(smtp_port),
         "TM_DNSSEC_CERTDIR": certdir,
         "TM_DNSSEC_LOG": p.log,
         "TM_DNSSEC_PID": str(proc.pid),
@@ -984,6 +1137,7 @@ def cmd_selftest(args):
     p = Paths(args.dir)
     env = read_env(p)
     host, port = resolver(p)
+    smtp_port = int(env.get("TM_DNSSEC_SMTP_PORT", "25"))
     failures = []
     t_start = time.monotonic()
     tlsa = {}
@@ -1011,94 +1165,114 @@ def cmd_selftest(args):
                             [d for (_, t, d) in a.answer if t == rtype])
 
     Z = ZONE.rstrip(".")
+    bogus_tlsa = tlsa_owner(BOGUS_TLSA_HOST, smtp_port)
+    owner = lambda h: tlsa_owner(h, smtp_port)
     # secure data: AD set, RRSIGs present
     a = q(Z, "SOA")
     check(a.rcode == "NOERROR" and "ad" in a.flags and a.do, "SOA %s: %s" % (Z, show(a, "SOA")))
     a = q(Z, "DNSKEY")
     check(a.rcode == "NOERROR" and "ad" in a.flags and len(a.data("DNSKEY")) == 2,
           "DNSKEY %s: AD, 2 keys (%s)" % (Z, show(a, "RRSIG")))
-    mx_expect = {
-        "valid": [(10, "mx-valid")], "cname": [(10, "alias")],
-        "cname2": [(10, "alias2")], "multi": [(10, "mx-valid"), (20, "mx-selfsigned")],
-        "bogus": [(10, "mx-bogus")], "notlsa": [(10, "mx-notlsa")],
-    }
-    for dom, want in mx_expect.items():
+    # every MX RRset of the zone file, signed
+    mx_expect = {}
+    addr_expect = {}
+    for line in DANE_RECORDS.splitlines():
+        f = line.split()
+        if len(f) == 5 and f[2] == "MX" and not f[4].endswith("."):
+            mx_expect.setdefault(f[0], []).append((int(f[3]), "%s.%s" % (f[4], Z)))
+        elif len(f) == 4 and f[2] == "A":
+            addr_expect[f[0]] = f[3]
+    for dom, want in sorted(mx_expect.items()):
         name = "%s.%s" % (dom, Z)
         a = q(name, "MX")
-        want = [(pref, "%s.%s" % (h, Z)) for pref, h in want]
+        if dom == BOGUS_MX_DOMAIN:
+            check(a.rcode == "SERVFAIL" and not a.answer,
+                  "MX %s (corrupted RRSIG): SERVFAIL (%s)" % (name, a.rcode))
+            a = q(name, "MX", cd=True)
+            check(a.rcode == "NOERROR" and "ad" not in a.flags and sorted(a.data("MX")) == want,
+                  "MX %s with CD: the data, no AD (%s)" % (name, show(a, "MX")))
+            continue
         check(a.rcode == "NOERROR" and "ad" in a.flags and sorted(a.data("MX")) == want
               and any(d.startswith("MX ") for d in a.data("RRSIG")),
               "MX %s: AD + RRSIG, %s" % (name, show(a, "MX")))
     a = q("insecure." + Z, "MX")
     check(a.rcode == "NOERROR" and "ad" in a.flags and a.data("MX") == [(10, "mx.insecure.test")],
           "MX insecure.%s (secure MX -> insecure host): %s" % (Z, show(a, "MX")))
-    for h in ("mx-valid", "mx-bogus", "mx-notlsa"):
+    for h, addr in sorted(addr_expect.items()):
         a = q("%s.%s" % (h, Z), "A")
-        check(a.rcode == "NOERROR" and "ad" in a.flags and a.data("A") == ["127.0.0.2"],
+        check(a.rcode == "NOERROR" and "ad" in a.flags and a.data("A") == [addr],
               "A %s.%s: %s" % (h, Z, show(a, "A")))
-    for owner, want in sorted(tlsa.items()):
-        if owner == BOGUS_OWNER or not owner.endswith("." + ZONE):
+    a = q("implicit." + Z, "MX")
+    check(a.rcode == "NOERROR" and "ad" in a.flags and not a.answer,
+          "MX implicit.%s: secure NODATA (%s)" % (Z, show(a, "MX")))
+    for o, want in sorted(tlsa.items()):
+        if o == bogus_tlsa or not o.endswith("." + ZONE):
             continue
-        a = q(owner, "TLSA")
+        a = q(o, "TLSA")
         check(a.rcode == "NOERROR" and "ad" in a.flags and sorted(a.data("TLSA")) == sorted(want),
-              "TLSA %s: AD, matches tlsa.txt (%s)" % (owner.rstrip("."), show(a, "TLSA")))
+              "TLSA %s: AD, matches tlsa.txt (%s)" % (o.rstrip("."), show(a, "TLSA")))
+    check(owner("mx-valid") in tlsa, "tlsa.txt has %s (the SMTP port %d)"
+          % (owner("mx-valid").rstrip("."), smtp_port))
     # over TCP; and without DO (and without AD in the query) no AD (RFC 6840)
-    a = q("_25._tcp.mx-valid." + Z, "TLSA", tcp=True)
-    check(a.rcode == "NOERROR" and "ad" in a.flags, "TLSA _25._tcp.mx-valid over TCP: %s"
-          % show(a, "TLSA"))
+    a = q(owner("mx-valid"), "TLSA", tcp=True)
+    check(a.rcode == "NOERROR" and "ad" in a.flags, "TLSA %s over TCP: %s"
+          % (owner("mx-valid").rstrip("."), show(a, "TLSA")))
     a = q("valid." + Z, "MX", do=False)
     check(a.rcode == "NOERROR" and "ad" not in a.flags and not a.data("RRSIG"),
           "MX valid without DO: no AD, no RRSIG (%s)" % show(a, "MX"))
     # secure denial
-    for owner in ("_25._tcp.mx-notlsa." + ZONE, "_25._tcp.alias." + ZONE,
-                  "_25._tcp.alias2." + ZONE):
-        if owner not in tlsa:
-            a = q(owner, "TLSA")
+    for o in (owner("mx-notlsa"), owner("alias"), owner("mx-pkix"), owner("ta-alias"),
+              owner("mx-ta-cname"), "_25._tcp.mx-valid." + ZONE):
+        if o not in tlsa:
+            a = q(o, "TLSA")
             check(a.rcode == "NXDOMAIN" and "ad" in a.flags and not a.answer,
                   "TLSA %s (not in tlsa.txt): secure NXDOMAIN (%s)"
-                  % (owner.rstrip("."), show(a, "TLSA")))
+                  % (o.rstrip("."), show(a, "TLSA")))
     a = q("mx-valid." + Z, "AAAA")
     check(a.rcode == "NOERROR" and "ad" in a.flags and not a.answer,
           "AAAA mx-valid: secure NODATA (%s)" % show(a, "AAAA"))
     a = q("nosuch." + Z, "MX")
     check(a.rcode == "NXDOMAIN" and "ad" in a.flags, "MX nosuch.%s: %s" % (Z, show(a, "MX")))
     # CNAME'd MX hosts
-    a = q("alias." + Z, "A")
-    check(a.rcode == "NOERROR" and "ad" in a.flags
-          and a.data("CNAME", "alias." + Z) == ["mx-valid." + Z]
-          and a.data("A", "mx-valid." + Z) == ["127.0.0.2"],
-          "A alias.%s: CNAME mx-valid + A, AD (%s)" % (Z, a.answer))
-    a = q("alias2." + Z, "A")
-    check(a.rcode == "NOERROR" and "ad" in a.flags
-          and a.data("CNAME", "alias2." + Z) == ["mx-notlsa." + Z]
-          and a.data("A", "mx-notlsa." + Z) == ["127.0.0.2"],
-          "A alias2.%s: CNAME mx-notlsa + A, AD (%s)" % (Z, a.answer))
+    for alias, target, addr in (("alias", "mx-valid", "127.0.0.2"),
+                                ("alias2", "mx-notlsa", "127.0.0.2"),
+                                ("mx-ta-cname", "ta-target", "127.0.0.10"),
+                                ("ta-alias", "mx-ta", "127.0.0.10")):
+        a = q("%s.%s" % (alias, Z), "A")
+        check(a.rcode == "NOERROR" and "ad" in a.flags
+              and a.data("CNAME", "%s.%s" % (alias, Z)) == ["%s.%s" % (target, Z)]
+              and a.data("A", "%s.%s" % (target, Z)) == [addr],
+              "A %s.%s: CNAME %s + A, AD (%s)" % (alias, Z, target, a.answer))
     # insecure
     I = INSECURE_ZONE.rstrip(".")
     a = q("mx." + I, "A")
     check(a.rcode == "NOERROR" and "ad" not in a.flags and a.data("A") == ["127.0.0.2"],
           "A mx.%s: insecure, no AD (%s)" % (I, show(a, "A")))
-    for owner, want in sorted(tlsa.items()):
-        if owner.endswith("." + INSECURE_ZONE):
-            a = q(owner, "TLSA")
+    for o, want in sorted(tlsa.items()):
+        if o.endswith("." + INSECURE_ZONE):
+            a = q(o, "TLSA")
             check(a.rcode == "NOERROR" and "ad" not in a.flags
                   and sorted(a.data("TLSA")) == sorted(want),
-                  "TLSA %s: answered, no AD (%s)" % (owner.rstrip("."), show(a, "TLSA")))
-    a = q("domain." + I, "MX")
-    check(a.rcode == "NOERROR" and "ad" not in a.flags
-          and a.data("MX") == [(10, "mx-valid." + Z)],
-          "MX domain.%s: insecure MX RRset (%s)" % (I, show(a, "MX")))
+                  "TLSA %s: answered, no AD (%s)" % (o.rstrip("."), show(a, "TLSA")))
+    for dom, target in (("domain", "mx-valid"), ("mismatch", "mx-mismatch")):
+        a = q("%s.%s" % (dom, I), "MX")
+        check(a.rcode == "NOERROR" and "ad" not in a.flags
+              and a.data("MX") == [(10, "%s.%s" % (target, Z))],
+              "MX %s.%s: insecure MX RRset (%s)" % (dom, I, show(a, "MX")))
     # bogus
-    a = q(BOGUS_OWNER, "TLSA")
+    a = q(bogus_tlsa, "TLSA")
     check(a.rcode == "SERVFAIL" and not a.answer,
-          "TLSA %s: SERVFAIL (%s)" % (BOGUS_OWNER.rstrip("."), a.rcode))
-    a = q(BOGUS_OWNER, "TLSA", cd=True)
+          "TLSA %s: SERVFAIL (%s)" % (bogus_tlsa.rstrip("."), a.rcode))
+    a = q(bogus_tlsa, "TLSA", cd=True)
     check(a.rcode == "NOERROR" and "ad" not in a.flags and len(a.data("TLSA")) == 1,
-          "TLSA %s with CD: the data, no AD (%s)" % (BOGUS_OWNER.rstrip("."), show(a, "TLSA")))
+          "TLSA %s with CD: the data, no AD (%s)" % (bogus_tlsa.rstrip("."), show(a, "TLSA")))
     # outside our zones: refused at once, no recursion
     t0 = time.monotonic()
     a = q("example.com", "A")
     check(a.rcode == "REFUSED", "A example.com: %s in %.3fs" % (a.rcode, time.monotonic() - t0))
+    a = q("valid.tm.test", "MX")
+    check(a.rcode in ("REFUSED", "NXDOMAIN") and not a.answer,
+          "MX valid.tm.test (dnsmasq's zone, not ours): %s" % a.rcode)
     # the process
     pid = int(env["TM_DNSSEC_PID"])
     check(pid_alive(pid) and p.conf.encode() in proc_cmdline(pid),
@@ -1117,8 +1291,12 @@ def main(argv):
         sp.add_argument("--port", type=int, default=None,
                         help="resolver port on 127.0.0.1 (default: a free one)")
         sp.add_argument("--certdir", default=None,
-                        help="take valid/selfsigned/expired.pem from here instead "
-                             "of generating DIR/certs")
+                        help="take the certificates (valid, selfsigned, expired, "
+                             "ca, intermediate-ca .pem) from here instead of "
+                             "generating DIR/certs (default: $TM_TEST_CERTDIR if set)")
+        sp.add_argument("--smtp-port", type=int, default=None,
+                        help="port of the TLSA owner names _PORT._tcp.HOST "
+                             "(default: $TM_TEST_PORT if set, else 25)")
         sp.add_argument("--tlsa", default=None,
                         help="file of TLSA records: OWNER USAGE SELECTOR MTYPE HEX")
         sp.add_argument("--key-type", choices=("ec", "rsa"),
