@@ -769,6 +769,12 @@ static void cname_hosts(void **state)
     assert_string_equal(d.st.mx_address, "127.0.0.2");
     deliver(ctx_dane, "cname2.dane.test", NULL, P_DEFAULT, &d, "cname, tlsa at the alias");
     want_dane(&d, "3 1 1", "alias2.dane.test");
+    /* A signed CNAME into an unsigned zone: the alias is still signed and
+     * its own TLSA records count (RFC 7672 2.2.2), matching or not. */
+    deliver(ctx_dane, "cname3.dane.test", NULL, P_DEFAULT, &d, "signed cname to insecure");
+    want_dane(&d, "3 1 1", "alias3.dane.test");
+    deliver(ctx_dane, "cname4.dane.test", NULL, P_SKIP, &d, "signed cname to insecure, mismatch");
+    want_dane_failed(&d);
 }
 
 /* ---------------------------------------------------------------------- */

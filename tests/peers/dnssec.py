@@ -58,6 +58,10 @@ sha256(SubjectPublicKeyInfo of certificate x) unless said otherwise:
   cname                alias CNAME mx-valid (TLSA only at the target)
   cname2               alias2 CNAME mx-notlsa (TLSA 3 1 1 valid only at
                        _PORT._tcp.alias2, the original name: RFC 7672 2.2.2)
+  cname3, cname4       alias3, alias4 CNAME mx.insecure.test. (a signed CNAME
+                       into an unsigned zone: the address answer is insecure,
+                       the alias itself secure; TLSA at the alias: 3 1 1 valid
+                       for alias3, 3 1 1 selfsigned, not matching, for alias4)
   multi                10 mx-mismatch, 20 mx-selfsigned
   insecure             mx.insecure.test (insecure A; its insecure TLSA
                        3 1 1 selfsigned would not match .2)
@@ -322,6 +326,8 @@ DEFAULT_TLSA = [
     ("mx-plain", 3, 1, 1, "valid"),               # no STARTTLS there
     ("mx-refused", 3, 1, 1, "valid"),             # STARTTLS answered 500
     ("alias2", 3, 1, 1, "valid"),                 # the CNAME, not its target
+    ("alias3", 3, 1, 1, "valid"),                 # a signed CNAME into insecure.test
+    ("alias4", 3, 1, 1, "selfsigned"),            # the same, not matching
     ("mx-bogus", 3, 1, 1, "valid"),               # RRSIG corrupted
     ("implicit", 3, 1, 1, "valid"),               # a domain without MX
     ("mx-ee301", 3, 0, 1, "selfsigned"),          # the other selectors and
@@ -474,6 +480,10 @@ cname        IN MX 10 alias
 alias        IN CNAME mx-valid
 cname2       IN MX 10 alias2
 alias2       IN CNAME mx-notlsa
+cname3       IN MX 10 alias3
+alias3       IN CNAME mx.insecure.test.
+cname4       IN MX 10 alias4
+alias4       IN CNAME mx.insecure.test.
 multi        IN MX 10 mx-mismatch
 multi        IN MX 20 mx-selfsigned
 insecure     IN MX 10 mx.insecure.test.
