@@ -7,17 +7,12 @@
 # Run through tests/peers/peers.py run ... -- tests/peers/dnssec.py run ... --
 # (the zones are in dnssec.py's docstring).
 set -u
-tm_send=$1
-pass=0
-fail=0
+# shellcheck source-path=SCRIPTDIR source=../tm-send/lib.sh
+. "$(dirname "$0")/../tm-send/lib.sh"
+tm_send_init "$1" 'tm-send dane test'
 n=0
 n_tls=0    # messages that arrived over TLS
 n_plain=0  # ... in plaintext
-msg=$(mktemp)
-out=$(mktemp)
-settings=$(mktemp)
-trap 'rm -f "$msg" "$out" "$settings"' EXIT
-printf 'Subject: tm-send dane test\r\n\r\nhello\r\n' > "$msg"
 
 # mailbox DOMAIN LOCAL: how many messages Postfix stored there
 mailbox() {
@@ -31,13 +26,8 @@ mailbox() {
 check() {
     name=$1 want=$2 arrives=$3 domain=$4
     shift 4
-    patterns=
-    while [ $# -gt 0 ] && [ "$1" != "--" ]; do
-        patterns="$patterns$1
-"
-        shift
-    done
-    shift
+    take_patterns "$@"
+    shift "$npatterns"
     n=$((n + 1))
     local_part="danesend$$-$n"
     "$tm_send" --to "$local_part@$domain" "$@" > "$out" 2>&1
@@ -45,15 +35,8 @@ check() {
     ok=1
     why=
     [ "$got" -eq "$want" ] || { ok=0; why="$why exit $got, want $want;"; }
-    while IFS= read -r p; do
-        [ -n "$p" ] || continue
-        if ! grep -q -F -- "$p" "$out"; then
-            ok=0
-            why="$why missing '$p';"
-        fi
-    done <<EOF
-$patterns
-EOF
+    missing_patterns " missing '%s';"
+    [ -z "$missing" ] || { ok=0; why="$why$missing"; }
     box="$TM_TEST_MAILDIR/$domain/$local_part/new"
     if [ "$arrives" = none ]; then
         # tm-send has returned: a message it did not deliver is not coming
@@ -76,14 +59,7 @@ EOF
         fi
         if [ "$arrives" = tls ]; then n_tls=$((n_tls + 1)); else n_plain=$((n_plain + 1)); fi
     fi
-    if [ "$ok" -eq 1 ]; then
-        pass=$((pass + 1))
-        echo "ok - $name"
-    else
-        fail=$((fail + 1))
-        echo "not ok - $name ($why)"
-        sed 's/^/#   /' "$out"
-    fi
+    result "$name" "$ok" "$why"
 }
 
 common="--from a@tm.test --ca-file $TM_TEST_CA --port $TM_TEST_PORT --helo client.tm.test"
@@ -230,5 +206,4 @@ else
         "$plain_sessions in plaintext (want $n_plain)"
 fi
 
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish

@@ -122,14 +122,12 @@ is not read (unbound -c reads only DIR/unbound.conf).
 Only the Python standard library is used.
 """
 
-import argparse
 import base64
 import concurrent.futures
 import os
 import random
 import re
 import shutil
-import signal
 import socket
 import struct
 import subprocess
@@ -139,109 +137,38 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.dont_write_bytecode = True     # no __pycache__ in the source tree
 import certs  # tests/peers/certs.py
+import peerlib  # tests/peers/peerlib.py: what peers.py and dnssec.py share
+from peerlib import (PeerError, PeerMissing, log, which, run_proc, pid_alive,
+                     proc_cmdline, kill_pid, stop_by_pidfile, remove_paths, write_env,
+                     read_env, bind_ok, port_candidates, TYPES, TYPE_NAMES, RCODES,
+                     encode_name)
 
-EXIT_SKIP = 77
+peerlib.PROG = "dnssec.py"
+
 ADDR = "127.0.0.1"
 ZONE = "dane.test."
 INSECURE_ZONE = "insecure.test."
 READY_TIMEOUT = 10.0                            # seconds for unbound to answer
-STOP_TIMEOUT = 5.0
 TOOL_TIMEOUT = 30
 SIG_INCEPTION_AGO = 2 * 86400                   # signatures valid from now-2d
 SIG_LIFETIME = 10 * 365 * 86400                 # ... to now+10y
-SBIN_PATH = "/usr/sbin:/sbin:/usr/bin:/bin"
-
-
-class DnssecError(Exception):
-    """Start failure: exit 1."""
-
-
-class Missing(DnssecError):
-    """A required program is missing: skippable."""
-
-
-def log(msg):
-    print("dnssec.py: " + msg, file=sys.stderr, flush=True)
-
-
-def which(prog):
-    return shutil.which(prog, path=os.environ.get("PATH", "") + ":" + SBIN_PATH)
 
 
 def run_cmd(argv, timeout=TOOL_TIMEOUT, cwd=None, stdin_data=None):
     """Run a short command; return (rc, stdout bytes, stderr text)."""
-    try:
-        p = subprocess.run(argv, input=stdin_data,
-                           stdin=None if stdin_data is not None else subprocess.DEVNULL,
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           timeout=timeout, cwd=cwd)
-    except FileNotFoundError as e:
-        raise Missing("dnssec peer missing: %s" % e) from None
-    except subprocess.TimeoutExpired:
-        raise DnssecError("timed out after %ss: %s" % (timeout, " ".join(argv)))
+    p = run_proc(argv, timeout, missing="dnssec peer missing", timed_out="timed out",
+                 input=stdin_data,
+                 stdin=None if stdin_data is not None else subprocess.DEVNULL,
+                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd)
     return p.returncode, p.stdout, p.stderr.decode("utf-8", "replace")
 
 
 def must(argv, what, **kw):
     rc, out, err = run_cmd(argv, **kw)
     if rc != 0:
-        raise DnssecError("%s failed (rc %d): %s\n%s" % (what, rc, " ".join(argv),
-                                                         err.strip()))
+        raise PeerError("%s failed (rc %d): %s\n%s" % (what, rc, " ".join(argv),
+                                                       err.strip()))
     return out
-
-
-# --------------------------------------------------------------------------
-# process helpers (only ever applied to the PID we recorded)
-
-def pid_alive(pid):
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            stat = f.read()
-    except OSError:
-        return False
-    try:
-        return stat[stat.rindex(")") + 2] not in ("Z", "X")
-    except (ValueError, IndexError):
-        return True
-
-
-def proc_cmdline(pid):
-    try:
-        with open("/proc/%d/cmdline" % pid, "rb") as f:
-            return f.read().split(b"\0")
-    except OSError:
-        return []
-
-
-def kill_pid(pid, what, timeout=STOP_TIMEOUT):
-    """SIGTERM, bounded wait, then SIGKILL."""
-    if not pid_alive(pid):
-        return
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.waitpid(pid, os.WNOHANG)     # reap it if it is our child
-        except ChildProcessError:
-            pass
-        if not pid_alive(pid):
-            return
-        time.sleep(0.02)
-    log("%s (pid %d) ignored SIGTERM, sending SIGKILL" % (what, pid))
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + 2.0
-    while time.monotonic() < deadline and pid_alive(pid):
-        try:
-            os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
-        time.sleep(0.02)
 
 
 # --------------------------------------------------------------------------
@@ -273,43 +200,22 @@ class Paths:
 
 
 def clean(p, keep_certs=False):
-    for path in p.generated():
-        if keep_certs and path == p.certs:
-            continue
-        if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path)
-        elif os.path.lexists(path):
-            os.unlink(path)
+    remove_paths(f for f in p.generated() if not (keep_certs and f == p.certs))
 
 
 # --------------------------------------------------------------------------
 # ports
 
-def _bind_ok(port, kind):
-    s = socket.socket(socket.AF_INET, kind)
-    try:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind((ADDR, port))
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
-
-
 def port_free(port):
-    return _bind_ok(port, socket.SOCK_DGRAM) and _bind_ok(port, socket.SOCK_STREAM)
+    return (bind_ok(ADDR, port, socket.SOCK_DGRAM, listen=False)
+            and bind_ok(ADDR, port, socket.SOCK_STREAM, listen=False))
 
 
 def choose_port(exclude=()):
-    lo, hi = 20000, 40000
-    rnd = random.Random(os.getpid() ^ int(time.time() * 1000))
-    start = rnd.randrange(lo, hi)
-    for i in range(hi - lo):
-        port = lo + (start - lo + i) % (hi - lo)
+    for port in port_candidates():
         if port not in exclude and port_free(port):
             return port
-    raise DnssecError("no free port in %d-%d" % (lo, hi))
+    raise PeerError("no free port in %d-%d" % peerlib.PORT_RANGE)
 
 
 # --------------------------------------------------------------------------
@@ -369,7 +275,7 @@ def cert_der(pem):
         text = fp.read()
     m = re.search(r"-----BEGIN CERTIFICATE-----(.*?)-----END CERTIFICATE-----", text, re.S)
     if not m:
-        raise DnssecError("no certificate in %s" % pem)
+        raise PeerError("no certificate in %s" % pem)
     return base64.b64decode("".join(m.group(1).split()))
 
 
@@ -401,11 +307,11 @@ def absolute(owner):
 def default_tlsa(certdir, port):
     openssl = which("openssl")
     if not openssl:
-        raise Missing("dnssec peer missing: openssl")
+        raise PeerMissing("dnssec peer missing: openssl")
     names = sorted({r[4] for r in DEFAULT_TLSA})
     for n in names:
         if not os.path.exists(os.path.join(certdir, n + ".pem")):
-            raise DnssecError("%s.pem not found in %s" % (n, certdir))
+            raise PeerError("%s.pem not found in %s" % (n, certdir))
     with concurrent.futures.ThreadPoolExecutor(len(names)) as ex:
         spkis = dict(zip(names, ex.map(
             lambda n: spki_der(openssl, os.path.join(certdir, n + ".pem")), names)))
@@ -429,14 +335,14 @@ def read_tlsa_file(path, port):
                 if not data or not all(0 <= x <= 255 for x in (u, s, m)):
                     raise ValueError
             except (ValueError, IndexError):
-                raise DnssecError("%s:%d: want OWNER USAGE SELECTOR MTYPE HEX" % (path, lineno))
+                raise PeerError("%s:%d: want OWNER USAGE SELECTOR MTYPE HEX" % (path, lineno))
             owner = absolute(owner.replace("_PORT.", "_%d." % port))
             if not (owner.endswith("." + ZONE) or owner.endswith("." + INSECURE_ZONE)):
-                raise DnssecError("%s:%d: %s is not in %s or %s"
-                                  % (path, lineno, owner, ZONE, INSECURE_ZONE))
+                raise PeerError("%s:%d: %s is not in %s or %s"
+                                % (path, lineno, owner, ZONE, INSECURE_ZONE))
             recs.append((owner, u, s, m, data))
     if not recs:
-        raise DnssecError("%s: no TLSA records" % path)
+        raise PeerError("%s: no TLSA records" % path)
     bogus = tlsa_owner(BOGUS_TLSA_HOST, port)
     if not any(r[0] == bogus for r in recs):
         recs.append((bogus,) + recs[0][1:])
@@ -541,7 +447,7 @@ def keygen(p, ksk):
         [ZONE.rstrip(".")]
     base = must(argv, "ldns-keygen", cwd=p.keys).decode().strip()
     if not re.fullmatch(r"K[\w.-]+\+013\+\d+", base):
-        raise DnssecError("ldns-keygen printed %r" % base)
+        raise PeerError("ldns-keygen printed %r" % base)
     return os.path.join(p.keys, base)
 
 
@@ -565,8 +471,8 @@ def corrupt_rrsig(path, owner, covered):
                 n += 1
             out.append(line)
     if n != 1:
-        raise DnssecError("expected 1 RRSIG %s for %s in %s, found %d"
-                          % (covered, owner, path, n))
+        raise PeerError("expected 1 RRSIG %s for %s in %s, found %d"
+                        % (covered, owner, path, n))
     with open(path + ".tmp", "w") as fp:
         fp.writelines(out)
     os.rename(path + ".tmp", path)
@@ -671,7 +577,7 @@ def unbound_binary(p):
     no profile attaches to).  UNTESTED here: AppArmor is off on this host."""
     prog = os.environ.get("TM_DNSSEC_UNBOUND") or which("unbound")
     if not prog:
-        raise Missing("dnssec peer missing: unbound (Debian package unbound)")
+        raise PeerMissing("dnssec peer missing: unbound (Debian package unbound)")
     if os.path.realpath(prog) == "/usr/sbin/unbound" and apparmor_confines_unbound():
         os.makedirs(p.bin, exist_ok=True)
         copy = os.path.join(p.bin, "unbound")
@@ -728,35 +634,25 @@ def wait_ready(p, port, proc):
             msg = "unbound exited with %d during start-up\n%s" % (rc, tail)
             if "Address already in use" in tail:
                 msg = "port %d in use\n%s" % (port, msg)
-            raise DnssecError(msg)
+            raise PeerError(msg)
         try:
             r = query(ADDR, port, ZONE, "SOA", timeout=0.2, tries=1)
             if r.rcode == "NOERROR" and "ad" in r.flags:
                 return proc
             if r.rcode != "SERVFAIL":
-                raise DnssecError("unbound answers SOA %s with %s %s\n%s"
-                                  % (ZONE, r.rcode, sorted(r.flags), log_tail(p)))
+                raise PeerError("unbound answers SOA %s with %s %s\n%s"
+                                % (ZONE, r.rcode, sorted(r.flags), log_tail(p)))
         except (socket.timeout, ConnectionRefusedError):
             pass
         if time.monotonic() > deadline:
-            raise DnssecError("unbound not ready after %.0fs\n%s"
-                              % (READY_TIMEOUT, log_tail(p)))
+            raise PeerError("unbound not ready after %.0fs\n%s"
+                            % (READY_TIMEOUT, log_tail(p)))
         time.sleep(0.02)
 
 
 def stop_recorded(p):
     """Stop the unbound whose PID we recorded, if it is still ours."""
-    try:
-        with open(p.pid) as f:
-            pid = int(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        pid = None
-    if pid is not None and pid_alive(pid):
-        cmd = proc_cmdline(pid)
-        if p.conf.encode() in cmd:
-            kill_pid(pid, "unbound")
-        else:
-            log("not stopping pid %d from %s: not ours (%r)" % (pid, p.pid, b" ".join(cmd)[:200]))
+    stop_by_pidfile(p.pid, p.conf, "unbound", whole_arg=True, not_ours="not ours")
     for f in (p.pid, p.env):
         try:
             os.unlink(f)
@@ -767,12 +663,6 @@ def stop_recorded(p):
 # --------------------------------------------------------------------------
 # a minimal DNS client (EDNS0 with DO, optional CD; UDP with TCP fallback)
 
-TYPES = {"A": 1, "NS": 2, "CNAME": 5, "SOA": 6, "MX": 15, "TXT": 16, "AAAA": 28,
-         "DS": 43, "RRSIG": 46, "NSEC": 47, "DNSKEY": 48, "NSEC3": 50, "TLSA": 52,
-         "OPT": 41, "ANY": 255}
-TYPE_NAMES = {v: k for k, v in TYPES.items()}
-RCODES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP",
-          5: "REFUSED"}
 FLAGS = [("qr", 0x8000), ("aa", 0x0400), ("tc", 0x0200), ("rd", 0x0100),
          ("ra", 0x0080), ("ad", 0x0020), ("cd", 0x0010)]
 
@@ -798,32 +688,8 @@ class Answer:
         return s.rstrip("\n")
 
 
-def encode_name(name):
-    out = b""
-    for label in name.rstrip(".").split("."):
-        if label:
-            out += bytes([len(label)]) + label.encode("ascii")
-    return out + b"\0"
-
-
 def decode_name(msg, off):
-    labels, end, jumped = [], None, False
-    for _ in range(128):
-        n = msg[off]
-        if n == 0:
-            off += 1
-            break
-        if n & 0xC0 == 0xC0:
-            if not jumped:
-                end = off + 2
-            jumped = True
-            off = ((n & 0x3F) << 8) | msg[off + 1]
-            continue
-        labels.append(msg[off + 1:off + 1 + n].decode("ascii", "replace").lower())
-        off += 1 + n
-    else:
-        raise ValueError("name loop")
-    return ".".join(labels), (end if jumped else off)
+    return peerlib.decode_name(msg, off, lower=True)
 
 
 def decode_rdata(msg, off, rtype, rdlen):
@@ -941,8 +807,8 @@ def check_prereqs():
                                      ("ldns-signzone", "ldnsutils"), ("openssl", "openssl"))
                if not which(prog)]
     if missing:
-        raise Missing("dnssec peer missing: Debian package(s) %s"
-                      % " ".join(sorted(set(missing))))
+        raise PeerMissing("dnssec peer missing: Debian package(s) %s"
+                          % " ".join(sorted(set(missing))))
 
 
 def smtp_port_of(args):
@@ -953,10 +819,10 @@ def smtp_port_of(args):
         try:
             port = int(os.environ.get("TM_TEST_PORT") or 25)
         except ValueError:
-            raise DnssecError("TM_TEST_PORT is not a number: %r"
-                              % os.environ.get("TM_TEST_PORT")) from None
+            raise PeerError("TM_TEST_PORT is not a number: %r"
+                            % os.environ.get("TM_TEST_PORT")) from None
     if not 0 < port < 65536:
-        raise DnssecError("--smtp-port must be 1-65535")
+        raise PeerError("--smtp-port must be 1-65535")
     return port
 
 
@@ -965,11 +831,11 @@ def do_start(args):
     p = Paths(args.dir)
     check_prereqs()
     if re.search(r"[\s\"]", p.dir):
-        raise DnssecError("--dir must not contain whitespace or quotes: %r" % p.dir)
+        raise PeerError("--dir must not contain whitespace or quotes: %r" % p.dir)
     if args.port is not None and not 1024 < args.port < 65536:
-        raise DnssecError("--port must be a high port (1025-65535)")
+        raise PeerError("--port must be a high port (1025-65535)")
     if args.port is not None and not port_free(args.port):
-        raise DnssecError("port %d on %s is in use (UDP or TCP)" % (args.port, ADDR))
+        raise PeerError("port %d on %s is in use (UDP or TCP)" % (args.port, ADDR))
     smtp_port = smtp_port_of(args)
     if args.certdir is None and os.environ.get("TM_TEST_CERTDIR"):
         args.certdir = os.environ["TM_TEST_CERTDIR"]     # peers.py's certificates
@@ -991,9 +857,9 @@ def do_start(args):
                 try:
                     certs.CertBuilder(certdir, args.key_type, "peers").build()
                 except certs.OpensslMissing as e:
-                    raise Missing(str(e)) from None
+                    raise PeerMissing(str(e)) from None
                 except certs.CertError as e:
-                    raise DnssecError(str(e)) from None
+                    raise PeerError(str(e)) from None
             recs = default_tlsa(certdir, smtp_port)
         t_certs = time.monotonic() - t1
         t1 = time.monotonic()
@@ -1008,7 +874,7 @@ def do_start(args):
             try:
                 proc = start_unbound(p, port)
                 break
-            except DnssecError as e:
+            except PeerError as e:
                 stop_recorded(p)
                 if attempt + 1 < attempts and "in use" in str(e):
                     log("port %d collision, retrying" % port)
@@ -1030,10 +896,7 @@ def do_start(args):
         "TM_DNSSEC_LOG": p.log,
         "TM_DNSSEC_PID": str(proc.pid),
     }
-    with open(p.env + ".tmp", "w") as fp:
-        for k, v in env.items():
-            fp.write("%s=%s\n" % (k, v))
-    os.rename(p.env + ".tmp", p.env)
+    write_env(p.env, env)
     log("unbound pid %d up on %s in %.2fs (certs+TLSA %.2fs, keys+sign %.2fs, "
         "unbound %.2fs), env in %s" % (proc.pid, env["TM_DNSSEC_RESOLVER"],
                                         time.monotonic() - t0, t_certs, t_sign,
@@ -1041,27 +904,8 @@ def do_start(args):
     return env, proc
 
 
-def read_env(p):
-    env = {}
-    with open(p.env) as fp:
-        for line in fp:
-            line = line.rstrip("\n")
-            if "=" in line and not line.startswith("#"):
-                k, v = line.split("=", 1)
-                env[k] = v
-    return env
-
-
 def cmd_start(args):
-    try:
-        do_start(args)
-    except DnssecError as e:
-        log("start failed: %s" % e)
-        return 1
-    except KeyboardInterrupt:
-        log("start interrupted")
-        return 1
-    return 0
+    return peerlib.start_command(lambda: do_start(args))
 
 
 def cmd_stop(args):
@@ -1069,64 +913,14 @@ def cmd_stop(args):
     return 0
 
 
-class Terminated(Exception):
-    pass
-
-
 def cmd_run(args):
-    cmd = args.cmd
-    if cmd and cmd[0] == "--":
-        cmd = cmd[1:]
-    if not cmd:
-        log("run: no command given (dnssec.py run --dir DIR -- CMD ARGS...)")
-        return 2
     p = Paths(args.dir)
-
-    def on_term(signum, frame):
-        raise Terminated()
-    old_term = signal.signal(signal.SIGTERM, on_term)
-    child = None
-    try:
-        try:
-            env, _ = do_start(args)
-        except Missing as e:
-            if os.environ.get("CI", "").lower() == "true":
-                log("%s (CI=true: failing)" % e)
-                return 1
-            log("%s -- skipping" % e)
-            return EXIT_SKIP
-        except DnssecError as e:
-            log("start failed: %s" % e)
-            return 1
-        full_env = dict(os.environ)
-        full_env.update(env)
-        try:
-            child = subprocess.Popen(cmd, env=full_env)
-        except OSError as e:
-            log("cannot run %s: %s" % (cmd[0], e))
-            return 127
-        rc = child.wait()
-        return rc if rc >= 0 else 128 - rc
-    except (KeyboardInterrupt, Terminated):
-        log("interrupted, stopping unbound")
-        if child is not None and child.poll() is None:
-            child.terminate()
-            try:
-                child.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
-        return 130
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        stop_recorded(p)
-        signal.signal(signal.SIGTERM, old_term)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+    return peerlib.run_command(args.cmd, lambda: do_start(args)[0],
+                               lambda: stop_recorded(p), "unbound", ignore_sigint=True)
 
 
 def resolver(p):
-    host, port = read_env(p)["TM_DNSSEC_RESOLVER"].rsplit(":", 1)
+    host, port = read_env(p.env)["TM_DNSSEC_RESOLVER"].rsplit(":", 1)
     return host, int(port)
 
 
@@ -1145,22 +939,16 @@ def cmd_query(args):
 
 def cmd_selftest(args):
     p = Paths(args.dir)
-    env = read_env(p)
+    env = read_env(p.env)
     host, port = resolver(p)
     smtp_port = int(env.get("TM_DNSSEC_SMTP_PORT", "25"))
-    failures = []
-    t_start = time.monotonic()
+    check = peerlib.Checks()
     tlsa = {}
     with open(p.tlsa) as fp:
         for line in fp:
             f = line.split()
             if f and not f[0].startswith("#"):
                 tlsa.setdefault(f[0], []).append((int(f[1]), int(f[2]), int(f[3]), f[4]))
-
-    def check(cond, what):
-        print("%s %s" % ("ok  " if cond else "FAIL", what), flush=True)
-        if not cond:
-            failures.append(what)
 
     def q(name, qtype, **kw):
         try:
@@ -1287,17 +1075,11 @@ def cmd_selftest(args):
     pid = int(env["TM_DNSSEC_PID"])
     check(pid_alive(pid) and p.conf.encode() in proc_cmdline(pid),
           "unbound pid %d runs with %s" % (pid, p.conf))
-    print("selftest: %d failure(s) in %.2fs" % (len(failures), time.monotonic() - t_start))
-    return 1 if failures else 0
+    return check.done()
 
 
 def main(argv):
-    ap = argparse.ArgumentParser(prog="dnssec.py", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = ap.add_subparsers(dest="command", required=True)
-
     def start_opts(sp):
-        sp.add_argument("--dir", required=True)
         sp.add_argument("--port", type=int, default=None,
                         help="resolver port on 127.0.0.1 (default: a free one)")
         sp.add_argument("--certdir", default=None,
@@ -1309,16 +1091,9 @@ def main(argv):
                              "(default: $TM_TEST_PORT if set, else 25)")
         sp.add_argument("--tlsa", default=None,
                         help="file of TLSA records: OWNER USAGE SELECTOR MTYPE HEX")
-        sp.add_argument("--key-type", choices=("ec", "rsa"),
-                        default=os.environ.get("TM_PEERS_KEY_TYPE", "ec"),
-                        help="certificate key type for the generated certs")
+        peerlib.add_key_type(sp, "certificate key type for the generated certs")
 
-    start_opts(sub.add_parser("start"))
-    sp = sub.add_parser("stop")
-    sp.add_argument("--dir", required=True)
-    sp = sub.add_parser("run")
-    start_opts(sp)
-    sp.add_argument("cmd", nargs=argparse.REMAINDER)
+    ap, sub = peerlib.command_parser(__doc__, start_opts)
     sp = sub.add_parser("selftest")
     sp.add_argument("--dir", required=True)
     sp = sub.add_parser("query")

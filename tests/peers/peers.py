@@ -18,7 +18,6 @@ Commands:
 Only the Python standard library is used.
 """
 
-import argparse
 import errno
 import json
 import os
@@ -29,7 +28,6 @@ import random
 import re
 import select
 import selectors
-import shutil
 import signal
 import socket
 import struct
@@ -37,9 +35,15 @@ import subprocess
 import sys
 import time
 
-import certs  # tests/peers/certs.py (the script's own directory)
+# tests/peers/certs.py and tests/peers/peerlib.py (the script's own directory)
+import certs
+import peerlib
+from peerlib import (SBIN_PATH, PeerError, PeerMissing, log, which, run_proc,
+                     pid_alive, proc_list, read_pidfile, kill_pid, stop_by_pidfile,
+                     remove_paths, write_atomic, write_env, read_env, bind_ok,
+                     port_candidates, TYPES, TYPE_NAMES, RCODES, encode_name, decode_name)
 
-EXIT_SKIP = 77
+peerlib.PROG = "peers.py"
 
 # key, address, host name, smtpd_tls_security_level, certificate base name
 LISTENERS = [
@@ -69,39 +73,14 @@ DNS_ADDR = "127.0.0.1"
 READY_TIMEOUT = 20.0              # seconds, for all listeners together
 BROKEN_DNS_LIFETIME = 30 * 60     # the broken-DNS child exits by itself
 
-SBIN_PATH = "/usr/sbin:/sbin:/usr/bin:/bin"
-
-
-class PeerError(Exception):
-    """Start failure: exit 1."""
-
-
-class PeerMissing(PeerError):
-    """A required program is missing (or we are not root): skippable."""
-
-
-def log(msg):
-    print("peers.py: " + msg, file=sys.stderr, flush=True)
-
 
 # --------------------------------------------------------------------------
-# small process helpers
-
-def which(prog):
-    path = os.environ.get("PATH", "") + ":" + SBIN_PATH
-    return shutil.which(prog, path=path)
-
+# small process helpers (the rest are peerlib's)
 
 def run_cmd(argv, timeout=60, env=None, cwd=None):
     """Run a short command, return (rc, combined output).  Raises PeerError."""
-    try:
-        p = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, timeout=timeout, env=env,
-                           cwd=cwd)
-    except FileNotFoundError as e:
-        raise PeerMissing("peer missing: %s" % e) from None
-    except subprocess.TimeoutExpired:
-        raise PeerError("command timed out after %ss: %s" % (timeout, " ".join(argv)))
+    p = run_proc(argv, timeout, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                 stderr=subprocess.STDOUT, env=env, cwd=cwd)
     return p.returncode, p.stdout.decode("utf-8", "replace")
 
 
@@ -155,72 +134,6 @@ def run_tty(argv, timeout=60, env=None):
     return p.returncode, out.decode("utf-8", "replace").replace("\r\n", "\n")
 
 
-def pid_alive(pid):
-    """True if pid exists and is not a zombie."""
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            stat = f.read()
-    except OSError:
-        return False
-    try:
-        state = stat[stat.rindex(")") + 2]
-    except (ValueError, IndexError):
-        return True
-    return state not in ("Z", "X")
-
-
-def proc_cmdline(pid):
-    try:
-        with open("/proc/%d/cmdline" % pid, "rb") as f:
-            return f.read().split(b"\0")
-    except OSError:
-        return []
-
-
-def proc_environ(pid):
-    try:
-        with open("/proc/%d/environ" % pid, "rb") as f:
-            return f.read().split(b"\0")
-    except OSError:
-        return []
-
-
-def read_pidfile(path):
-    try:
-        with open(path) as f:
-            return int(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def kill_pid(pid, what, timeout=5.0):
-    """SIGTERM, wait (bounded), then SIGKILL.  Only called on our own pids."""
-    if not pid_alive(pid):
-        return
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            # reap if it is our child
-            os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
-        if not pid_alive(pid):
-            return
-        time.sleep(0.02)
-    log("%s (pid %d) ignored SIGTERM, sending SIGKILL" % (what, pid))
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    deadline = time.monotonic() + 2.0
-    while time.monotonic() < deadline and pid_alive(pid):
-        time.sleep(0.02)
-
-
 # --------------------------------------------------------------------------
 # paths
 
@@ -254,34 +167,17 @@ class Paths:
 # --------------------------------------------------------------------------
 # ports
 
-def _bind_ok(addr, port, kind):
-    s = socket.socket(socket.AF_INET, kind)
-    try:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind((addr, port))
-        if kind == socket.SOCK_STREAM:
-            s.listen(1)
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
-
-
 def smtp_port_free(port):
     addrs = [l[1] for l in LISTENERS] + [DEAD_ADDR, DNS_ADDR]
-    return all(_bind_ok(a, port, socket.SOCK_STREAM) for a in addrs)
+    return all(bind_ok(a, port, socket.SOCK_STREAM) for a in addrs)
 
 
 def dns_port_free(port):
-    return (_bind_ok(DNS_ADDR, port, socket.SOCK_DGRAM)
-            and _bind_ok(DNS_ADDR, port, socket.SOCK_STREAM))
+    return (bind_ok(DNS_ADDR, port, socket.SOCK_DGRAM)
+            and bind_ok(DNS_ADDR, port, socket.SOCK_STREAM))
 
 
 def choose_ports(smtp_port):
-    lo, hi = 20000, 40000
-    rnd = random.Random(os.getpid() ^ int(time.time() * 1000))
-    start = rnd.randrange(lo, hi)
     taken = set()
     if smtp_port is not None:
         if not (1024 < smtp_port < 65536) or smtp_port == 53:
@@ -295,23 +191,21 @@ def choose_ports(smtp_port):
     if smtp_port is not None:
         result["smtp"] = smtp_port
         want.remove("smtp")
-    i = 0
+    candidates = port_candidates()     # one sequence for all of them
     for name in want:
-        while True:
-            if i >= hi - lo:
-                raise PeerError("no free port found in %d-%d" % (lo, hi))
-            port = lo + (start - lo + i) % (hi - lo)
-            i += 1
+        for port in candidates:
             if port in taken:
                 continue
             ok = smtp_port_free(port) if name == "smtp" else dns_port_free(port)
             # keep the DNS ports off the SMTP port of 127.0.0.1 as well
             if ok and name != "smtp":
-                ok = _bind_ok(DNS_ADDR, port, socket.SOCK_STREAM)
+                ok = bind_ok(DNS_ADDR, port, socket.SOCK_STREAM)
             if ok:
                 taken.add(port)
                 result[name] = port
                 break
+        else:
+            raise PeerError("no free port found in %d-%d" % peerlib.PORT_RANGE)
     return result
 
 
@@ -604,7 +498,7 @@ def our_postfix_pids(p):
             continue
         if not exe.startswith("/usr/lib/postfix/"):
             continue
-        if want in proc_environ(pid) and pid_alive(pid):
+        if want in proc_list(pid, "environ") and pid_alive(pid):
             pids.append(pid)
     return pids
 
@@ -699,59 +593,8 @@ def start_dnsmasq(p, port):
     raise PeerError("dnsmasq did not write %s" % p.dnsmasq_pid)
 
 
-def stop_by_pidfile(pidfile, marker, what):
-    pid = read_pidfile(pidfile)
-    if pid is None or not pid_alive(pid):
-        return
-    cmd = b" ".join(proc_cmdline(pid))
-    if marker.encode() not in cmd:
-        log("not stopping pid %d from %s: it is not ours (%r)" % (pid, pidfile, cmd[:200]))
-        return
-    kill_pid(pid, what)
-
-
 # --------------------------------------------------------------------------
 # DNS wire format (client + the broken responder)
-
-TYPES = {"A": 1, "NS": 2, "CNAME": 5, "SOA": 6, "PTR": 12, "MX": 15, "TXT": 16,
-         "AAAA": 28, "SRV": 33, "ANY": 255}
-TYPE_NAMES = {v: k for k, v in TYPES.items()}
-RCODES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP",
-          5: "REFUSED"}
-
-
-def encode_name(name):
-    out = b""
-    for label in name.rstrip(".").split("."):
-        if label:
-            out += bytes([len(label)]) + label.encode("ascii")
-    return out + b"\0"
-
-
-def decode_name(msg, off):
-    labels = []
-    jumped = False
-    end = off
-    for _ in range(128):
-        n = msg[off]
-        if n == 0:
-            off += 1
-            break
-        if n & 0xC0 == 0xC0:
-            ptr = ((n & 0x3F) << 8) | msg[off + 1]
-            if not jumped:
-                end = off + 2
-            jumped = True
-            off = ptr
-            continue
-        labels.append(msg[off + 1:off + 1 + n].decode("ascii", "replace"))
-        off += 1 + n
-    else:
-        raise ValueError("name too long / loop")
-    if not jumped:
-        end = off
-    return ".".join(labels), end
-
 
 def dns_query(server, port, name, qtype, timeout=1.0, tries=2, tcp=False):
     """Returns (rcode_name, answers) with answers = [(name, type, data)]."""
@@ -1131,11 +974,7 @@ def stop_all(p):
 
 
 def clean(p):
-    for path in p.generated():
-        if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path)
-        elif os.path.lexists(path):
-            os.unlink(path)
+    remove_paths(p.generated())
 
 
 def do_start(dirname, port, key_type, direct_master=False):
@@ -1183,12 +1022,8 @@ def do_start(dirname, port, key_type, direct_master=False):
             if attempt + 1 < attempts and "in use" in str(e):
                 log("port collision (%s), retrying with other ports"
                     % str(e).strip().splitlines()[0][:200])
-                for path in (p.postfix, p.spool, p.data, p.mail, p.postfix_log,
-                             p.dnsmasq_log, p.dnsmasq_conf, p.broken_log):
-                    if os.path.isdir(path):
-                        shutil.rmtree(path)
-                    elif os.path.lexists(path):
-                        os.unlink(path)
+                remove_paths((p.postfix, p.spool, p.data, p.mail, p.postfix_log,
+                              p.dnsmasq_log, p.dnsmasq_conf, p.broken_log))
                 continue
             raise e
         except BaseException:
@@ -1209,108 +1044,41 @@ def do_start(dirname, port, key_type, direct_master=False):
     for key, addr, host, _, _ in LISTENERS:
         env["TM_TEST_MX_" + key] = host
         env["TM_TEST_MX_" + key + "_ADDR"] = addr
-    with open(p.env + ".tmp", "w") as fp:
-        for k, v in env.items():
-            fp.write("%s=%s\n" % (k, v))
-    os.rename(p.env + ".tmp", p.env)
-    with open(p.json + ".tmp", "w") as fp:
-        json.dump(env, fp, indent=2)
-        fp.write("\n")
-    os.rename(p.json + ".tmp", p.json)
+    write_env(p.env, env)
+    write_atomic(p.json, json.dumps(env, indent=2) + "\n")
     log("peers up in %.2fs (certificates %.2fs): SMTP port %d, DNS %s, env in %s"
         % (time.monotonic() - t0, t_certs, ports["smtp"], env["TM_TEST_DNS"], p.env))
     return env
 
 
-def read_env(p):
-    env = {}
-    with open(p.env) as fp:
-        for line in fp:
-            line = line.rstrip("\n")
-            if "=" in line and not line.startswith("#"):
-                k, v = line.split("=", 1)
-                env[k] = v
-    return env
-
-
 def cmd_start(args):
+    return peerlib.start_command(
+        lambda: do_start(args.dir, args.port, args.key_type, args.direct_master))
+
+
+def unlink_env(p):
     try:
-        do_start(args.dir, args.port, args.key_type, args.direct_master)
-    except PeerError as e:
-        log("start failed: %s" % e)
-        return 1
-    except KeyboardInterrupt:
-        log("start interrupted")
-        return 1
-    return 0
+        os.unlink(p.env)
+    except OSError:
+        pass
 
 
 def cmd_stop(args):
     p = Paths(args.dir)
     stop_all(p)
-    try:
-        os.unlink(p.env)
-    except OSError:
-        pass
+    unlink_env(p)
     return 0
 
 
-class Terminated(Exception):
-    pass
-
-
 def cmd_run(args):
-    cmd = args.cmd
-    if cmd and cmd[0] == "--":
-        cmd = cmd[1:]
-    if not cmd:
-        log("run: no command given (peers.py run --dir DIR -- CMD ARGS...)")
-        return 2
     p = Paths(args.dir)
 
-    def on_term(signum, frame):
-        raise Terminated()
-    old_term = signal.signal(signal.SIGTERM, on_term)
-    child = None
-    try:
-        try:
-            env = do_start(args.dir, args.port, args.key_type, args.direct_master)
-        except PeerMissing as e:
-            if os.environ.get("CI", "").lower() == "true":
-                log("%s (CI=true: failing)" % e)
-                return 1
-            log("%s -- skipping" % e)
-            return EXIT_SKIP
-        except PeerError as e:
-            log("start failed: %s" % e)
-            return 1
-        full_env = dict(os.environ)
-        full_env.update(env)
-        try:
-            child = subprocess.Popen(cmd, env=full_env)
-        except OSError as e:
-            log("cannot run %s: %s" % (cmd[0], e))
-            return 127
-        rc = child.wait()
-        return rc if rc >= 0 else 128 - rc
-    except (KeyboardInterrupt, Terminated):
-        log("interrupted, stopping peers")
-        if child is not None and child.poll() is None:
-            child.terminate()
-            try:
-                child.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
-        return 130
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    def stop():
         stop_all(p)
-        try:
-            os.unlink(p.env)
-        except OSError:
-            pass
-        signal.signal(signal.SIGTERM, old_term)
+        unlink_env(p)
+    return peerlib.run_command(
+        args.cmd, lambda: do_start(args.dir, args.port, args.key_type, args.direct_master),
+        stop, "peers")
 
 
 def maildir_for(p, addr):
@@ -1359,7 +1127,7 @@ def cmd_wait_mail(args):
 
 def resolve_server(p, spec):
     if spec in (None, "", "dnsmasq", "broken", "servfail", "timeout"):
-        env = read_env(p)
+        env = read_env(p.env)
         key = {"broken": "TM_TEST_DNS_SERVFAIL", "servfail": "TM_TEST_DNS_SERVFAIL",
                "timeout": "TM_TEST_DNS_TIMEOUT"}.get(spec, "TM_TEST_DNS")
         spec = env[key]
@@ -1391,17 +1159,11 @@ def cmd_selftest(args):
     import smtplib
     import ssl
     p = Paths(args.dir)
-    env = read_env(p)
+    env = read_env(p.env)
     port = int(env["TM_TEST_PORT"])
     dhost, dport = env["TM_TEST_DNS"].rsplit(":", 1)
     dport = int(dport)
-    failures = []
-    t_start = time.monotonic()
-
-    def check(cond, what):
-        print("%s %s" % ("ok  " if cond else "FAIL", what), flush=True)
-        if not cond:
-            failures.append(what)
+    check = peerlib.Checks()
 
     def ctx():
         c = ssl.create_default_context(cafile=env["TM_TEST_CA"])
@@ -1574,8 +1336,7 @@ def cmd_selftest(args):
     except OSError as e:
         check(False, "%s:%d: %r" % (DEAD_ADDR, port, e))
 
-    print("selftest: %d failure(s) in %.2fs" % (len(failures), time.monotonic() - t_start))
-    return 1 if failures else 0
+    return check.done()
 
 
 def _starttls(s, context, hostname):
@@ -1603,28 +1364,15 @@ def smtplib_exc(msg):
 # --------------------------------------------------------------------------
 
 def main(argv):
-    ap = argparse.ArgumentParser(prog="peers.py", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = ap.add_subparsers(dest="command", required=True)
-
     def add_start_opts(sp):
-        sp.add_argument("--dir", required=True)
         sp.add_argument("--port", type=int, default=None, help="SMTP port (default: a free one)")
-        sp.add_argument("--key-type", choices=("ec", "rsa"),
-                        default=os.environ.get("TM_PEERS_KEY_TYPE", "ec"),
-                        help="leaf/CA key type: EC P-256 (default) or RSA 2048")
+        peerlib.add_key_type(sp, "leaf/CA key type: EC P-256 (default) or RSA 2048")
         sp.add_argument("--direct-master", action="store_true",
                         default=os.environ.get("TM_PEERS_DIRECT_MASTER", "") == "1",
                         help="start postfix's master(8) directly instead of through "
                              "'postfix start' (skips its shell checks: ~1-2 s faster)")
 
-    sp = sub.add_parser("start")
-    add_start_opts(sp)
-    sp = sub.add_parser("stop")
-    sp.add_argument("--dir", required=True)
-    sp = sub.add_parser("run")
-    add_start_opts(sp)
-    sp.add_argument("cmd", nargs=argparse.REMAINDER)
+    ap, sub = peerlib.command_parser(__doc__, add_start_opts)
     sp = sub.add_parser("wait-mail")
     sp.add_argument("--dir", required=True)
     sp.add_argument("--to", required=True)

@@ -4,49 +4,24 @@
 # domain's setting (--settings) and a recipient floor.
 #   test_tm_send.sh PATH/TO/tm-send   (run through tests/peers/peers.py)
 set -u
-tm_send=$1
-pass=0
-fail=0
-msg=$(mktemp)
-out=$(mktemp)
-settings=$(mktemp)
-trap 'rm -f "$msg" "$out" "$settings"' EXIT
-printf 'Subject: tm-send test\r\n\r\nhello\r\n' > "$msg"
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "$0")/lib.sh"
+tm_send_init "$1" 'tm-send test'
 
 # check NAME WANT_EXIT PATTERN [PATTERN ...] -- tm-send arguments...
 # Every PATTERN (grep, fixed strings) must be in the output.
 check() {
     name=$1 want=$2
     shift 2
-    patterns=
-    while [ $# -gt 0 ] && [ "$1" != "--" ]; do
-        patterns="$patterns$1
-"
-        shift
-    done
-    shift
+    take_patterns "$@"
+    shift "$npatterns"
     "$tm_send" "$@" > "$out" 2>&1
     got=$?
     ok=1
     [ "$got" -eq "$want" ] || ok=0
-    missing=
-    while IFS= read -r p; do
-        [ -n "$p" ] || continue
-        if ! grep -q -F -- "$p" "$out"; then
-            ok=0
-            missing="$missing '$p'"
-        fi
-    done <<EOF
-$patterns
-EOF
-    if [ "$ok" -eq 1 ]; then
-        pass=$((pass + 1))
-        echo "ok - $name"
-    else
-        fail=$((fail + 1))
-        echo "not ok - $name (exit $got, want $want; missing:$missing)"
-        sed 's/^/#   /' "$out"
-    fi
+    missing_patterns " '%s'"
+    [ -z "$missing" ] || ok=0
+    result "$name" "$ok" "exit $got, want $want; missing:$missing"
 }
 
 common="--ca-file $TM_TEST_CA --dns $TM_TEST_DNS --port $TM_TEST_PORT --helo client.tm.test --timeout 10"
@@ -176,5 +151,4 @@ check "--no-keep-unverified-tls overrides the sending domain" 0 \
     --from a@keep.tm.test --to user@badcert.tm.test --no-keep-unverified-tls \
     --settings "$settings" $common --json "$msg"
 
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish
