@@ -52,6 +52,7 @@
 #define TM_TLS_CACHE_SIZE 64
 #define TM_TLS_CACHE_TTL_MS (30 * 60 * 1000)
 #define TM_TLS_KEY_MAX 384
+#define TM_TLS_PATH_MAX 8
 
 typedef struct tm_tls_cached {
     char key[TM_TLS_KEY_MAX];
@@ -110,6 +111,11 @@ struct tm_tls {
     const char *const *dane_names;
     int ndane_names;
     int dane_match;      /* the record that authenticated the server, -1 */
+    /* What mbedTLS's own verification found above the leaf in this
+     * handshake: the path's certificates and their flags (DANE-TA reuses
+     * a clean path instead of verifying the chain again). */
+    uint32_t path_flags;
+    const mbedtls_x509_crt *path[TM_TLS_PATH_MAX];
 };
 
 #if defined(MBEDTLS_THREADING_C) == 0
@@ -770,11 +776,25 @@ static int chains_to(mbedtls_x509_crt *leaf, const mbedtls_x509_crt *ta, const c
     return ok;
 }
 
+/* Whether c is one of the certificates of a path mbedTLS verified clean. */
+static int on_clean_path(const mbedtls_x509_crt *c, const mbedtls_x509_crt *const *path)
+{
+    int d;
+
+    for (d = 1; path && d < TM_TLS_PATH_MAX && path[d]; d++)
+        if (path[d]->raw.len == c->raw.len && memcmp(path[d]->raw.p, c->raw.p, c->raw.len) == 0)
+            return 1;
+    return 0;
+}
+
 /* The first record of tlsa[0..n) that authenticates the chain the server
  * presented (leaf first), or -1.  DANE-EE: the leaf, whatever its names
- * and dates (RFC 7672 3.1.1).  DANE-TA: a certificate above the leaf. */
+ * and dates (RFC 7672 3.1.1).  DANE-TA: a certificate above the leaf.
+ * path (may be NULL): the certificates above the leaf of a path mbedTLS
+ * has just verified without a flag, its name check against names[0]
+ * included; a DANE-TA certificate on it needs no second verification. */
 static int dane_check(const tm_tlsa *tlsa, int n, const char *const *names, int nnames,
-                      mbedtls_x509_crt *leaf)
+                      mbedtls_x509_crt *leaf, const mbedtls_x509_crt *const *path)
 {
     int i;
 
@@ -787,7 +807,8 @@ static int dane_check(const tm_tlsa *tlsa, int n, const char *const *names, int 
                 return i;
         } else if (r->usage == 2) {
             for (c = leaf->next; c; c = c->next)
-                if (tlsa_names_crt(r, c) && chains_to(leaf, c, names, nnames))
+                if (tlsa_names_crt(r, c) &&
+                    (on_clean_path(c, path) || chains_to(leaf, c, names, nnames)))
                     return i;
         }
     }
@@ -811,7 +832,7 @@ int tm__dane_check_chain(const tm_tlsa *tlsa, int n, const char *const *names, i
     if (mbedtls_x509_crt_parse(&chain, buf, len + 1) != 0 || !chain.raw.p) {
         rc = TM_EINVAL;
     } else {
-        rc = dane_check(tlsa, n, names, nnames, &chain);
+        rc = dane_check(tlsa, n, names, nnames, &chain, NULL);
         if (rc < 0)
             rc = TM_ETLS;
     }
@@ -847,10 +868,17 @@ static int verify_cb(void *arg, mbedtls_x509_crt *crt, int depth, uint32_t *flag
     if (t->ndane == 0)
         return 0;
     if (depth > 0) {
+        t->path_flags |= *flags;
+        if (depth < TM_TLS_PATH_MAX)
+            t->path[depth] = crt;
+        else
+            t->path_flags |= MBEDTLS_X509_BADCERT_OTHER; /* too long to reuse */
         *flags = 0;
         return 0;
     }
-    t->dane_match = dane_check(t->dane, t->ndane, t->dane_names, t->ndane_names, crt);
+    /* The SNI, and so mbedTLS's name check, is names[0]. */
+    t->dane_match = dane_check(t->dane, t->ndane, t->dane_names, t->ndane_names, crt,
+                               (t->path_flags | *flags) == 0 ? t->path : NULL);
     *flags = t->dane_match >= 0 ? 0 : MBEDTLS_X509_BADCERT_NOT_TRUSTED;
     return 0;
 }
@@ -903,6 +931,8 @@ int tm__tls_start(tm_tls *t, tm_transport *inner, const char *hostname, const ch
     t->io_err = 0;
     t->offered = t->verified_now = t->resumed = t->ticket = t->keep = t->dropped = 0;
     t->dane_match = -1;
+    t->path_flags = 0;
+    memset(t->path, 0, sizeof t->path);
     /* SNI and the name the certificate must match: the MX host name. */
     ret = mbedtls_ssl_set_hostname(&t->ssl, hostname);
     if (ret != 0) {
