@@ -23,7 +23,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         FUZZ_CHECK(memchr(e->name, 0, sizeof e->name) != NULL);
         FUZZ_CHECK(tm__name_check(e->name) == TM_OK);
         FUZZ_CHECK(e->recipient == 0 || e->recipient == 1);
-        FUZZ_CHECK(e->floor >= TM_FLOOR_NONE && e->floor <= TM_FLOOR_VERIFIED);
+        FUZZ_CHECK(e->floor >= TM_FLOOR_NONE && e->floor <= TM_FLOOR_DANE);
         FUZZ_CHECK(e->policy.require_tls >= -1 && e->policy.require_tls <= 1);
         if (i > 0) {
             const tm_setting *p = &tab[i - 1];
