@@ -114,6 +114,7 @@ int tm__session_connect(tm_session *s)
         tm__strlcpy(s->host, tm__route_host(&s->route), sizeof s->host);
         tm__strlcpy(s->address, s->route.address, sizeof s->address);
         s->route.attempts++;
+        s->dane_left = tm__session_dane(s); /* what a failure here reports */
         tm__log(s->ctx, TM_LOG_INFO, "connecting to %s[%s]", s->host, s->address);
         rc = tm__sock_connect(&s->sock, (const struct sockaddr *)&a->sa, a->len,
                               deadline_of(s, s->ctx->to.connect));

@@ -380,7 +380,8 @@ int tm__dns_host(const tm_context *ctx, const char *host, unsigned int port, tm_
      * when the first filled the table). */
     for (i = 0; i < 2 && (total < max || ctx->dane); i++) {
         int len = query(&rs, host, types[i], ans, sizeof ans, &ad);
-        n = len;
+        /* With the table full, an answer only counts for its AD bit. */
+        n = len > 0 ? 0 : len;
         if (len > 0 && i == 0 && target)
             answer_target(ans, len, target, targetlen);
         if (len > 0 && total < max)

@@ -825,6 +825,53 @@ static void implicit_and_explicit(void **state)
     want_dane_failed(&d);
 }
 
+/*
+ * fulltable: mx-fulltable has an A record (nothing listens there) and an
+ * AAAA record.  With max_addresses 1 the A answer fills the address
+ * table; the AAAA answer is still asked (its DNSSEC state counts) but adds
+ * no address: one connection attempt, deferred, and the host classified
+ * by both answers (secure, no TLSA).
+ * Bug caught: the AAAA answer's length counted as addresses (the walk then
+ * read past the table).
+ */
+static void address_table_full(void **state)
+{
+    const char *to[1] = { "someone@fulltable.dane.test" };
+    const char *body = "Subject: full table\r\n\r\nx\r\n";
+    tm_context_options o;
+    tm_message m = TM_MESSAGE_INIT;
+    tm_delivery_status st;
+    tm_context *ctx = NULL;
+    int rc;
+    (void)state;
+
+    assert_int_equal(tm_context_options_init(&o, TM_CONTEXT_OPTIONS_VERSION), TM_OK);
+    o.dnssec_resolver = need_env("TM_DNSSEC_RESOLVER");
+    o.ca_file = need_env("TM_TEST_CA");
+    o.port = (unsigned int)atoi(need_env("TM_TEST_PORT"));
+    o.helo_name = "client.tm.test";
+    o.command_timeout_ms = 10000;
+    o.max_addresses = 1;
+    assert_int_equal(tm_context_new(&ctx, &o), TM_OK);
+    m.from = "sender@tm.test";
+    m.to = to;
+    m.to_count = 1;
+    m.data = body;
+    m.size = strlen(body);
+    PEERS_STATUS(st);
+    rc = tm_deliver(ctx, &m, NULL, NULL, &st);
+    print_message("full address table: %s (%s) attempts=%u dane=%s mx=%s\n",
+                  tm_result_name(st.result), tm_strerror(rc), st.attempt_no,
+                  tm_dane_name(st.dane), st.mx_host);
+    assert_int_equal(rc, TM_ECONNECT);
+    assert_int_equal(st.result, TM_RESULT_DEFERRED);
+    assert_int_equal(st.attempt_no, 1);
+    assert_int_equal(st.dane, TM_DANE_NO_TLSA);
+    assert_int_equal(st.mx_dnssec, 1);
+    assert_string_equal(st.mx_host, "mx-fulltable.dane.test");
+    tm_context_free(ctx);
+}
+
 /* ---------------------------------------------------------------------- */
 /* 13. floor dane */
 
@@ -1076,6 +1123,7 @@ int main(void)
         cmocka_unit_test(cname_hosts),
         cmocka_unit_test(failover),
         cmocka_unit_test(implicit_and_explicit),
+        cmocka_unit_test(address_table_full),
         cmocka_unit_test(floor_dane),
         cmocka_unit_test(sessions_api),
         cmocka_unit_test(nothing_arrived_late),

@@ -58,6 +58,9 @@ sha256(SubjectPublicKeyInfo of certificate x) unless said otherwise:
   cname                alias CNAME mx-valid (TLSA only at the target)
   cname2               alias2 CNAME mx-notlsa (TLSA 3 1 1 valid only at
                        _PORT._tcp.alias2, the original name: RFC 7672 2.2.2)
+  fulltable            mx-fulltable A 127.0.0.20 (nothing listens) and AAAA
+                       ::1, no TLSA: with max_addresses 1 the A answer fills
+                       the table and the AAAA answer counts for its AD bit only
   cname3, cname4       alias3, alias4 CNAME mx.insecure.test. (a signed CNAME
                        into an unsigned zone: the address answer is insecure,
                        the alias itself secure; TLSA at the alias: 3 1 1 valid
@@ -386,6 +389,9 @@ cname        IN MX 10 alias
 alias        IN CNAME mx-valid
 cname2       IN MX 10 alias2
 alias2       IN CNAME mx-notlsa
+fulltable    IN MX 10 mx-fulltable
+mx-fulltable IN A  127.0.0.20
+mx-fulltable IN AAAA ::1
 cname3       IN MX 10 alias3
 alias3       IN CNAME mx.insecure.test.
 cname4       IN MX 10 alias4
