@@ -398,9 +398,9 @@ static int cname_at(msg *m, unsigned owner_at, const char *target)
 }
 
 /* A TLSA record whose owner is the name at `owner_at`. */
-static void tlsa_at(msg *m, unsigned owner_at, const unsigned char *d32)
+/* A 3 1 1 TLSA record after its owner: type, class, TTL, RDATA. */
+static void tlsa_rest(msg *m, const unsigned char *d32)
 {
-    put16(m, 0xc000 | owner_at);
     put16(m, 52);
     put16(m, 1);
     put16(m, 0);
@@ -411,6 +411,19 @@ static void tlsa_at(msg *m, unsigned owner_at, const unsigned char *d32)
     put8(m, 1);
     memcpy(m->b + m->len, d32, 32);
     m->len += 32;
+}
+
+/* ... its owner a pointer to owner_at, or a name written out. */
+static void tlsa_at(msg *m, unsigned owner_at, const unsigned char *d32)
+{
+    put16(m, 0xc000 | owner_at);
+    tlsa_rest(m, d32);
+}
+
+static void tlsa_named(msg *m, const char *owner, const unsigned char *d32)
+{
+    put_name(m, owner);
+    tlsa_rest(m, d32);
 }
 
 static void tlsa_after_cname_chain(void **state)
@@ -540,29 +553,9 @@ static void tlsa_owner_rules(void **state)
      * (no compression pointer); records at other names, and of another
      * class, are not the host's. */
     begin(&m, "_25._tcp.mx.example.org", 52, 4);
-    put_name(&m, "_25._TCP.MX.Example.ORG");
-    put16(&m, 52);
-    put16(&m, 1);
-    put16(&m, 0);
-    put16(&m, 300);
-    put16(&m, 35);
-    put8(&m, 3);
-    put8(&m, 1);
-    put8(&m, 1);
-    memcpy(m.b + m.len, a, 32);
-    m.len += 32;
+    tlsa_named(&m, "_25._TCP.MX.Example.ORG", a);
     owner = m.len;
-    put_name(&m, "_25._tcp.mx2.example.org");
-    put16(&m, 52);
-    put16(&m, 1);
-    put16(&m, 0);
-    put16(&m, 300);
-    put16(&m, 35);
-    put8(&m, 3);
-    put8(&m, 1);
-    put8(&m, 1);
-    memcpy(m.b + m.len, b, 32);
-    m.len += 32;
+    tlsa_named(&m, "_25._tcp.mx2.example.org", b);
     tlsa_at(&m, (unsigned)owner, b); /* mx2 again, through a pointer */
     tlsa(&m, 3, 1, 1, b, 32);
     m.b[m.len - 35 - 8] = 0x00; /* ... its class: 3 (CH), not IN */
