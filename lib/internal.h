@@ -9,6 +9,7 @@
  *   1  smtp.c      reply parser, capabilities, address and name checks
  *      body.c      content encoder: CRLF normalisation, dot-stuffing
  *      policy.c    the policy truth table and flag resolution, pure
+ *      sts.c       MTA-STS TXT record, policy text, MX patterns, pure
  *   2  status.c    the one writer of the public tm_delivery_status and
  *                  tm_rcpt_status, its JSON form; names of results, errors,
  *                  sources, floors
@@ -174,6 +175,43 @@ int tm__body_encode(tm_body *b, const unsigned char *in, size_t inlen, size_t *c
  * Returns the bytes written; out needs TM_BODY_FINISH_MAX bytes. */
 #define TM_BODY_FINISH_MAX 5
 size_t tm__body_finish(tm_body *b, unsigned char *out);
+
+/* ======================================================================
+ * Floor 1: sts.c - MTA-STS (RFC 8461) parsers (pure)
+ * ==================================================================== */
+
+#define TM_STS_ID_MAX 33             /* 1*32(ALPHA / DIGIT), NUL included */
+#define TM_STS_MX_MAX 16             /* mx patterns kept per policy */
+#define TM_STS_MAX_AGE_MAX 31557600ul /* one year: max_age is capped to it */
+
+enum { TM_STS_NONE = 0, TM_STS_TESTING = 1, TM_STS_ENFORCE = 2 };
+
+typedef struct tm_sts_mx {
+    int wildcard;            /* "*." + name: one more label, any */
+    char name[TM_HOST_MAX];  /* as written (compared case-insensitively) */
+} tm_sts_mx;
+
+typedef struct tm_sts_policy {
+    int mode;                /* TM_STS_* */
+    unsigned long max_age;   /* seconds, at most TM_STS_MAX_AGE_MAX */
+    int nmx;
+    int mx_dropped;          /* patterns past TM_STS_MX_MAX, not kept */
+    tm_sts_mx mx[TM_STS_MX_MAX];
+} tm_sts_policy;
+
+/* The TXT record of _mta-sts.<domain> (RFC 8461 3.1): "v=STSv1" first,
+ * then ";"-separated fields, one of them id (1 to 32 letters and digits)
+ * into id.  TM_OK, or TM_ESYNTAX (not an STS record, or a bad one). */
+int tm__sts_parse_txt(const char *txt, size_t len, char id[TM_STS_ID_MAX]);
+/* The policy text (RFC 8461 3.2): "key: value" lines ended by LF or CRLF;
+ * version STSv1, mode, max_age (capped at one year) required, mx patterns
+ * required unless mode is none; unknown keys ignored, a known key twice
+ * (mx aside) or a bad value refused.  TM_OK, or TM_ESYNTAX. */
+int tm__sts_parse_policy(const char *text, size_t len, tm_sts_policy *p);
+/* Whether host matches one of the policy's mx patterns (RFC 8461 4.1):
+ * exactly, or "*.d" with one label in place of the "*"; case-insensitive,
+ * a trailing dot ignored. */
+int tm__sts_mx_match(const tm_sts_policy *p, const char *host);
 
 /* ======================================================================
  * Floor 3: abi.c - struct versions (and tm_abi_layout, public)

@@ -1,0 +1,288 @@
+/*
+ * sts.c - MTA-STS (RFC 8461): the TXT record at _mta-sts.<domain>, the
+ * policy text served at https://mta-sts.<domain>/.well-known/mta-sts.txt,
+ * and matching an MX host against the policy's patterns.  Pure: no I/O,
+ * no allocation; the lookups, the fetch and the cache build on these.
+ */
+#include <string.h>
+
+#include "internal.h"
+
+static int is_wsp(int c)
+{
+    return c == ' ' || c == '\t';
+}
+
+static int is_alnum(int c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+}
+
+/*
+ * RFC 8461 3.1: sts-text-record = sts-version 1*(sts-sep sts-field)
+ * [sts-sep]; sts-version = "v" *WSP "=" *WSP "STSv1"; sts-sep = *WSP ";"
+ * *WSP; the id field is 1*32(ALPHA / DIGIT); other fields are
+ * "name=value" and ignored.  The version comes first.
+ */
+static int parse_txt(const char *txt, size_t len, char id[TM_STS_ID_MAX])
+{
+    size_t i = 0;
+    int have_id = 0;
+
+    id[0] = '\0';
+    if (!txt)
+        return TM_ESYNTAX;
+    /* "v" *WSP "=" *WSP "STSv1" */
+    if (len < 1 || txt[i++] != 'v')
+        return TM_ESYNTAX;
+    while (i < len && is_wsp(txt[i]))
+        i++;
+    if (i >= len || txt[i++] != '=')
+        return TM_ESYNTAX;
+    while (i < len && is_wsp(txt[i]))
+        i++;
+    if (len - i < 5 || memcmp(txt + i, "STSv1", 5) != 0)
+        return TM_ESYNTAX;
+    i += 5;
+    for (;;) {
+        size_t name, name_len, value, value_len;
+
+        while (i < len && is_wsp(txt[i]))
+            i++;
+        if (i >= len)
+            break;
+        if (txt[i] != ';')
+            return TM_ESYNTAX;
+        i++;
+        while (i < len && is_wsp(txt[i]))
+            i++;
+        if (i >= len)
+            break; /* a trailing separator */
+        /* sts-field-name = ALPHA / DIGIT, then ALPHA / DIGIT / "_" / "-" / "." */
+        name = i;
+        if (!is_alnum((unsigned char)txt[i]))
+            return TM_ESYNTAX;
+        while (i < len && (is_alnum((unsigned char)txt[i]) || txt[i] == '_' || txt[i] == '-' ||
+                           txt[i] == '.'))
+            i++;
+        name_len = i - name;
+        while (i < len && is_wsp(txt[i]))
+            i++;
+        if (i >= len || txt[i] != '=')
+            return TM_ESYNTAX;
+        i++;
+        while (i < len && is_wsp(txt[i]))
+            i++;
+        /* sts-field-value = 1*(%x21-3A / %x3C / %x3E-7E): no ";", "=", space */
+        value = i;
+        while (i < len && (unsigned char)txt[i] >= 0x21 && (unsigned char)txt[i] <= 0x7e &&
+               txt[i] != ';' && txt[i] != '=')
+            i++;
+        value_len = i - value;
+        if (value_len == 0)
+            return TM_ESYNTAX;
+        if (name_len == 2 && memcmp(txt + name, "id", 2) == 0) {
+            size_t k;
+            if (have_id || value_len > TM_STS_ID_MAX - 1)
+                return TM_ESYNTAX;
+            for (k = 0; k < value_len; k++)
+                if (!is_alnum((unsigned char)txt[value + k]))
+                    return TM_ESYNTAX;
+            memcpy(id, txt + value, value_len);
+            id[value_len] = '\0';
+            have_id = 1;
+        }
+    }
+    return have_id ? TM_OK : TM_ESYNTAX;
+}
+
+int tm__sts_parse_txt(const char *txt, size_t len, char id[TM_STS_ID_MAX])
+{
+    int rc = parse_txt(txt, len, id);
+
+    if (rc != TM_OK)
+        id[0] = '\0'; /* nothing of a refused record is kept */
+    return rc;
+}
+
+/* Whether name (len bytes) is a host name as a pattern needs it: LDH
+ * labels of 1 to 63 octets separated by dots, at most 253 octets. */
+static int ldh_name(const char *name, size_t len)
+{
+    size_t i, label = 0;
+
+    if (len == 0 || len > 253 || name[0] == '.' || name[len - 1] == '.')
+        return 0;
+    for (i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)name[i];
+        if (c == '.') {
+            if (label == 0 || name[i - 1] == '-')
+                return 0;
+            label = 0;
+            continue;
+        }
+        if (!(is_alnum(c) || c == '-') || (c == '-' && label == 0) || ++label > 63)
+            return 0;
+    }
+    return name[len - 1] != '-';
+}
+
+/* A case-insensitive comparison of n bytes. */
+static int same(const char *a, const char *b, size_t n)
+{
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        unsigned char x = (unsigned char)a[i], y = (unsigned char)b[i];
+        if (x >= 'A' && x <= 'Z')
+            x = (unsigned char)(x - 'A' + 'a');
+        if (y >= 'A' && y <= 'Z')
+            y = (unsigned char)(y - 'A' + 'a');
+        if (x != y)
+            return 0;
+    }
+    return 1;
+}
+
+/* One "key: value" line of a policy into p.  TM_OK, or TM_ESYNTAX. */
+static int policy_line(const char *line, size_t len, tm_sts_policy *p, unsigned int *seen)
+{
+    size_t i = 0, key, key_len, value, value_len;
+
+    while (len > 0 && is_wsp(line[len - 1]))
+        len--;
+    if (len == 0)
+        return TM_OK; /* an empty line (e.g. the last) */
+    key = i;
+    while (i < len && line[i] != ':' && !is_wsp(line[i]))
+        i++;
+    key_len = i - key;
+    while (i < len && is_wsp(line[i]))
+        i++;
+    if (key_len == 0 || i >= len || line[i] != ':')
+        return TM_ESYNTAX;
+    i++;
+    while (i < len && is_wsp(line[i]))
+        i++;
+    value = i;
+    value_len = len - i;
+
+#define KEY(s) (key_len == sizeof(s) - 1 && memcmp(line + key, s, key_len) == 0)
+    if (KEY("version")) {
+        if ((*seen & 1) || value_len != 5 || memcmp(line + value, "STSv1", 5) != 0)
+            return TM_ESYNTAX;
+        *seen |= 1;
+    } else if (KEY("mode")) {
+        if (*seen & 2)
+            return TM_ESYNTAX;
+        if (value_len == 7 && memcmp(line + value, "enforce", 7) == 0)
+            p->mode = TM_STS_ENFORCE;
+        else if (value_len == 7 && memcmp(line + value, "testing", 7) == 0)
+            p->mode = TM_STS_TESTING;
+        else if (value_len == 4 && memcmp(line + value, "none", 4) == 0)
+            p->mode = TM_STS_NONE;
+        else
+            return TM_ESYNTAX;
+        *seen |= 2;
+    } else if (KEY("max_age")) {
+        unsigned long v = 0;
+        size_t k;
+        if ((*seen & 4) || value_len == 0 || value_len > 10)
+            return TM_ESYNTAX;
+        for (k = 0; k < value_len; k++) {
+            char c = line[value + k];
+            if (c < '0' || c > '9')
+                return TM_ESYNTAX;
+            v = v * 10 + (unsigned long)(c - '0');
+        }
+        p->max_age = v > TM_STS_MAX_AGE_MAX ? TM_STS_MAX_AGE_MAX : v;
+        *seen |= 4;
+    } else if (KEY("mx")) {
+        const char *name = line + value;
+        size_t name_len = value_len;
+        int wildcard = 0;
+        if (name_len >= 2 && name[0] == '*' && name[1] == '.') {
+            wildcard = 1;
+            name += 2;
+            name_len -= 2;
+        }
+        if (!ldh_name(name, name_len) || name_len >= TM_HOST_MAX)
+            return TM_ESYNTAX;
+        if (p->nmx < TM_STS_MX_MAX) {
+            tm_sts_mx *m = &p->mx[p->nmx++];
+            m->wildcard = wildcard;
+            memcpy(m->name, name, name_len);
+            m->name[name_len] = '\0';
+        } else {
+            p->mx_dropped++;
+        }
+    }
+    /* Other keys: ignored (RFC 8461 3.2, extensions). */
+#undef KEY
+    return TM_OK;
+}
+
+static int parse_policy(const char *text, size_t len, tm_sts_policy *p)
+{
+    unsigned int seen = 0;
+    size_t start = 0, i;
+
+    memset(p, 0, sizeof *p);
+    if (!text)
+        return TM_ESYNTAX;
+    for (i = 0; i <= len; i++) {
+        size_t end;
+        if (i < len && text[i] != '\n')
+            continue;
+        end = i;
+        if (end > start && text[end - 1] == '\r')
+            end--;
+        if (memchr(text + start, '\0', end - start) || memchr(text + start, '\r', end - start))
+            return TM_ESYNTAX;
+        if (policy_line(text + start, end - start, p, &seen) != TM_OK)
+            return TM_ESYNTAX;
+        start = i + 1;
+    }
+    /* version, mode and max_age are required; mx too unless mode none. */
+    if (seen != 7 || (p->mode != TM_STS_NONE && p->nmx == 0))
+        return TM_ESYNTAX;
+    return TM_OK;
+}
+
+int tm__sts_parse_policy(const char *text, size_t len, tm_sts_policy *p)
+{
+    int rc = parse_policy(text, len, p);
+
+    if (rc != TM_OK)
+        memset(p, 0, sizeof *p); /* a refused policy leaves nothing to use */
+    return rc;
+}
+
+int tm__sts_mx_match(const tm_sts_policy *p, const char *host)
+{
+    size_t hlen;
+    int i;
+
+    if (!host)
+        return 0;
+    hlen = strlen(host);
+    if (hlen > 0 && host[hlen - 1] == '.')
+        hlen--;
+    for (i = 0; i < p->nmx; i++) {
+        const tm_sts_mx *m = &p->mx[i];
+        size_t mlen = strlen(m->name);
+        if (!m->wildcard) {
+            if (hlen == mlen && same(host, m->name, mlen))
+                return 1;
+            continue;
+        }
+        /* "*.example.com": exactly one label, not empty, before ".example.com". */
+        if (hlen > mlen + 1 && host[hlen - mlen - 1] == '.' &&
+            same(host + hlen - mlen, m->name, mlen)) {
+            size_t first = hlen - mlen - 1;
+            if (memchr(host, '.', first) == NULL)
+                return 1;
+        }
+    }
+    return 0;
+}

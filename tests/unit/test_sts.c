@@ -1,0 +1,241 @@
+/*
+ * test_sts.c - the MTA-STS parsers (lib/sts.c): the TXT record of RFC 8461
+ * 3.1, the policy text of 3.2, and MX pattern matching of 4.1.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "internal.h"
+
+static int txt(const char *s, char id[TM_STS_ID_MAX])
+{
+    return tm__sts_parse_txt(s, strlen(s), id);
+}
+
+static void txt_records(void **state)
+{
+    static const struct {
+        const char *text;
+        const char *id; /* NULL: refused */
+    } cases[] = {
+        { "v=STSv1; id=20160831085700Z;", "20160831085700Z" },
+        { "v=STSv1; id=20160831085700Z", "20160831085700Z" },
+        { "v=STSv1;id=abc", "abc" },
+        { "v = STSv1 ; id = abc ;", "abc" },
+        { "v=STSv1; ext=1; id=x9; other=y", "x9" },
+        { "v=STSv1;\tid=T", "T" },
+        { "v=STSv1; id=12345678901234567890123456789012", "12345678901234567890123456789012" },
+        { "v=STSv1; id=123456789012345678901234567890123", NULL }, /* 33 characters */
+        { "v=STSv1; id=ab-c", NULL },   /* not ALPHA / DIGIT */
+        { "v=STSv1; id=", NULL },
+        { "v=STSv1; id=a; id=b", NULL }, /* twice */
+        { "v=STSv1", NULL },            /* no id */
+        { "v=STSv1;", NULL },
+        { "id=abc; v=STSv1", NULL },    /* the version comes first */
+        { "v=STSv2; id=abc", NULL },
+        { "v=stsv1; id=abc", NULL },    /* case-sensitive */
+        { " v=STSv1; id=abc", NULL },
+        { "v=STSv1 id=abc", NULL },     /* no separator */
+        { "v=STSv1; id=abc;; x=1", NULL },
+        { "v=STSv1; =abc", NULL },
+        { "v=STSv1; id abc", NULL },
+        { "", NULL },
+        { "v=spf1 -all", NULL },
+    };
+    char id[TM_STS_ID_MAX];
+    size_t i;
+    (void)state;
+
+    for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int rc = txt(cases[i].text, id);
+        if (cases[i].id) {
+            assert_int_equal(rc, TM_OK);
+            assert_string_equal(id, cases[i].id);
+        } else {
+            if (rc != TM_ESYNTAX)
+                print_error("accepted: %s\n", cases[i].text);
+            assert_int_equal(rc, TM_ESYNTAX);
+            assert_string_equal(id, "");
+        }
+    }
+    /* Bytes past len are not read; NULL is refused. */
+    assert_int_equal(tm__sts_parse_txt("v=STSv1; id=abcXYZ", 15, id), TM_OK);
+    assert_string_equal(id, "abc");
+    assert_int_equal(tm__sts_parse_txt(NULL, 0, id), TM_ESYNTAX);
+}
+
+static int policy(const char *s, tm_sts_policy *p)
+{
+    return tm__sts_parse_policy(s, strlen(s), p);
+}
+
+static void policy_rfc_example(void **state)
+{
+    tm_sts_policy p;
+    (void)state;
+
+    assert_int_equal(policy("version: STSv1\r\n"
+                            "mode: enforce\r\n"
+                            "mx: mail.example.com\r\n"
+                            "mx: *.example.net\r\n"
+                            "mx: backupmx.example.com\r\n"
+                            "max_age: 604800\r\n",
+                            &p),
+                     TM_OK);
+    assert_int_equal(p.mode, TM_STS_ENFORCE);
+    assert_int_equal(p.max_age, 604800);
+    assert_int_equal(p.nmx, 3);
+    assert_string_equal(p.mx[0].name, "mail.example.com");
+    assert_int_equal(p.mx[0].wildcard, 0);
+    assert_string_equal(p.mx[1].name, "example.net");
+    assert_int_equal(p.mx[1].wildcard, 1);
+    assert_string_equal(p.mx[2].name, "backupmx.example.com");
+}
+
+static void policy_forms(void **state)
+{
+    tm_sts_policy p;
+    (void)state;
+
+    /* LF only, keys in any order, no final line end, blanks around ":". */
+    assert_int_equal(policy("mode:testing\nmax_age : 86400\nmx:\t mx.example.org \nversion: STSv1",
+                            &p),
+                     TM_OK);
+    assert_int_equal(p.mode, TM_STS_TESTING);
+    assert_int_equal(p.max_age, 86400);
+    assert_int_equal(p.nmx, 1);
+    assert_string_equal(p.mx[0].name, "mx.example.org");
+    /* mode none needs no mx. */
+    assert_int_equal(policy("version: STSv1\nmode: none\nmax_age: 0\n", &p), TM_OK);
+    assert_int_equal(p.mode, TM_STS_NONE);
+    assert_int_equal(p.nmx, 0);
+    /* Unknown keys are ignored. */
+    assert_int_equal(policy("version: STSv1\nmode: enforce\nmx: a.example\nmax_age: 5\n"
+                            "report_uri: https://x/\nfoo: bar baz\n",
+                            &p),
+                     TM_OK);
+    /* max_age is capped at one year; ten digits at most. */
+    assert_int_equal(policy("version: STSv1\nmode: none\nmax_age: 9999999999\n", &p), TM_OK);
+    assert_int_equal(p.max_age, TM_STS_MAX_AGE_MAX);
+    assert_int_equal(policy("version: STSv1\nmode: none\nmax_age: 31557600\n", &p), TM_OK);
+    assert_int_equal(p.max_age, 31557600);
+    /* More patterns than kept: counted. */
+    {
+        char text[4096];
+        int i, n = 0;
+        n += snprintf(text + n, sizeof text - (size_t)n, "version: STSv1\nmode: enforce\n");
+        for (i = 0; i < TM_STS_MX_MAX + 3; i++)
+            n += snprintf(text + n, sizeof text - (size_t)n, "mx: mx%d.example.com\n", i);
+        snprintf(text + n, sizeof text - (size_t)n, "max_age: 60\n");
+        assert_int_equal(policy(text, &p), TM_OK);
+        assert_int_equal(p.nmx, TM_STS_MX_MAX);
+        assert_int_equal(p.mx_dropped, 3);
+    }
+}
+
+static void policy_refused(void **state)
+{
+    static const char *const bad[] = {
+        "mode: enforce\nmx: a.example\nmax_age: 5\n",                       /* no version */
+        "version: STSv1\nmx: a.example\nmax_age: 5\n",                      /* no mode */
+        "version: STSv1\nmode: enforce\nmx: a.example\n",                   /* no max_age */
+        "version: STSv1\nmode: enforce\nmax_age: 5\n",                      /* enforce, no mx */
+        "version: STSv1\nmode: testing\nmax_age: 5\n",                      /* testing, no mx */
+        "version: STSv2\nmode: none\nmax_age: 5\n",
+        "version: STSv1\nmode: Enforce\nmx: a.example\nmax_age: 5\n",       /* case */
+        "version: STSv1\nmode: strict\nmx: a.example\nmax_age: 5\n",
+        "version: STSv1\nmode: none\nmax_age: -5\n",
+        "version: STSv1\nmode: none\nmax_age: 12345678901\n",               /* 11 digits */
+        "version: STSv1\nmode: none\nmax_age: 5s\n",
+        "version: STSv1\nmode: none\nmax_age:\n",
+        "version: STSv1\nmode: none\nmode: enforce\nmax_age: 5\n",          /* twice */
+        "version: STSv1\nversion: STSv1\nmode: none\nmax_age: 5\n",
+        "version: STSv1\nmode: none\nmax_age: 5\nmax_age: 6\n",
+        "version: STSv1\nmode: enforce\nmx: *\nmax_age: 5\n",
+        "version: STSv1\nmode: enforce\nmx: *.\nmax_age: 5\n",
+        "version: STSv1\nmode: enforce\nmx: a.*.example\nmax_age: 5\n",
+        "version: STSv1\nmode: enforce\nmx: *.*.example\nmax_age: 5\n",
+        "version: STSv1\nmode: enforce\nmx: a..example\nmax_age: 5\n",
+        "version: STSv1\nmode: enforce\nmx: .example\nmax_age: 5\n",
+        "version: STSv1\nmode: enforce\nmx: a.example.\nmax_age: 5\n",
+        "version: STSv1\nmode: enforce\nmx: -a.example\nmax_age: 5\n",
+        "version: STSv1\nmode: enforce\nmx: a_b.example\nmax_age: 5\n",
+        "version: STSv1\nmode: enforce\nmx: a example\nmax_age: 5\n",
+        "version: STSv1\nmode: enforce\nmx:\nmax_age: 5\n",
+        "version: STSv1\nmode none\nmax_age: 5\n",                          /* no colon */
+        "version: STSv1\r\rmode: none\nmax_age: 5\n",                        /* a bare CR */
+        "<html>404</html>",
+        "",
+    };
+    tm_sts_policy p;
+    size_t i;
+    (void)state;
+
+    for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        if (policy(bad[i], &p) != TM_ESYNTAX)
+            print_error("accepted: %s\n", bad[i]);
+        assert_int_equal(policy(bad[i], &p), TM_ESYNTAX);
+    }
+    /* A NUL inside the text. */
+    assert_int_equal(tm__sts_parse_policy("version: STSv1\nmode: none\0\nmax_age: 5\n", 36, &p),
+                     TM_ESYNTAX);
+    /* A label of 64 octets. */
+    {
+        char text[256], label[65];
+        memset(label, 'a', 64);
+        label[64] = '\0';
+        snprintf(text, sizeof text, "version: STSv1\nmode: enforce\nmx: %s.example\nmax_age: 5\n",
+                 label);
+        assert_int_equal(policy(text, &p), TM_ESYNTAX);
+        label[63] = '\0';
+        snprintf(text, sizeof text, "version: STSv1\nmode: enforce\nmx: %s.example\nmax_age: 5\n",
+                 label);
+        assert_int_equal(policy(text, &p), TM_OK);
+    }
+}
+
+static void mx_matching(void **state)
+{
+    tm_sts_policy p;
+    (void)state;
+
+    assert_int_equal(policy("version: STSv1\nmode: enforce\nmx: mail.example.com\n"
+                            "mx: *.example.net\nmax_age: 5\n",
+                            &p),
+                     TM_OK);
+    assert_true(tm__sts_mx_match(&p, "mail.example.com"));
+    assert_true(tm__sts_mx_match(&p, "MAIL.Example.COM"));
+    assert_true(tm__sts_mx_match(&p, "mail.example.com."));
+    assert_false(tm__sts_mx_match(&p, "mail.example.com.."));
+    assert_false(tm__sts_mx_match(&p, "xmail.example.com"));
+    assert_false(tm__sts_mx_match(&p, "a.mail.example.com"));
+    assert_false(tm__sts_mx_match(&p, "example.com"));
+    /* The wildcard stands for exactly one label (RFC 8461 4.1). */
+    assert_true(tm__sts_mx_match(&p, "mx1.example.net"));
+    assert_true(tm__sts_mx_match(&p, "MX1.EXAMPLE.NET."));
+    assert_false(tm__sts_mx_match(&p, "example.net"));
+    assert_false(tm__sts_mx_match(&p, ".example.net"));
+    assert_false(tm__sts_mx_match(&p, "a.b.example.net"));
+    assert_false(tm__sts_mx_match(&p, "mx1xexample.net"));
+    assert_false(tm__sts_mx_match(&p, "mx1.example.network"));
+    assert_false(tm__sts_mx_match(&p, ""));
+    assert_false(tm__sts_mx_match(&p, NULL));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(txt_records),
+        cmocka_unit_test(policy_rfc_example),
+        cmocka_unit_test(policy_forms),
+        cmocka_unit_test(policy_refused),
+        cmocka_unit_test(mx_matching),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
