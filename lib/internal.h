@@ -748,6 +748,16 @@ int tm__dns_parse_tlsa(const unsigned char *msg, int len, tm_tlsa *out, int max,
 int tm__dns_parse_addr(const unsigned char *msg, int len, int type, unsigned int port,
                        tm_addr *out, int max);
 
+/*
+ * tm__dns_parse_sts: the MTA-STS record among the TXT records of msg
+ * (RFC 8461 3.1), at the question's name or the end of its CNAME chain:
+ * each record's strings joined, those not beginning with "v=STSv1"
+ * discarded.  Exactly one must remain and parse (tm__sts_parse_txt):
+ * returns 1 with its id; 0 when none remains, several do (*several set)
+ * or the one left is invalid - no policy; TM_EDNS for a malformed message.
+ */
+int tm__dns_parse_sts(const unsigned char *msg, int len, char id[TM_STS_ID_MAX], int *several);
+
 /* The header of a DNS answer: its RCODE and AD bit (believed only from a
  * trusted validating resolver).  TM_OK, or TM_EDNS when len < 12. */
 int tm__dns_header(const unsigned char *msg, int len, int *rcode, int *ad);

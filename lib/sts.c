@@ -20,9 +20,10 @@ static int is_alnum(int c)
 
 /*
  * RFC 8461 3.1: sts-text-record = sts-version 1*(sts-sep sts-field)
- * [sts-sep]; sts-version = "v" *WSP "=" *WSP "STSv1"; sts-sep = *WSP ";"
- * *WSP; the id field is 1*32(ALPHA / DIGIT); other fields are
- * "name=value" and ignored.  The version comes first.
+ * [sts-sep]; sts-version = "v=STSv1"; sts-sep = *WSP ";" *WSP; sts-id =
+ * "id=" 1*32(ALPHA / DIGIT); sts-extension = sts-ext-name "=" 1*(%x21-3A /
+ * %x3C / %x3E-7E), the name (ALPHA / DIGIT) *31(ALPHA / DIGIT / "_" / "-"
+ * / "."), ignored.  No blanks around "="; the version comes first.
  */
 static int parse_txt(const char *txt, size_t len, char id[TM_STS_ID_MAX])
 {
@@ -32,18 +33,9 @@ static int parse_txt(const char *txt, size_t len, char id[TM_STS_ID_MAX])
     id[0] = '\0';
     if (!txt)
         return TM_ESYNTAX;
-    /* "v" *WSP "=" *WSP "STSv1" */
-    if (len < 1 || txt[i++] != 'v')
+    if (len < 7 || memcmp(txt, "v=STSv1", 7) != 0)
         return TM_ESYNTAX;
-    while (i < len && is_wsp(txt[i]))
-        i++;
-    if (i >= len || txt[i++] != '=')
-        return TM_ESYNTAX;
-    while (i < len && is_wsp(txt[i]))
-        i++;
-    if (len - i < 5 || memcmp(txt + i, "STSv1", 5) != 0)
-        return TM_ESYNTAX;
-    i += 5;
+    i = 7;
     for (;;) {
         size_t name, name_len, value, value_len;
 
@@ -66,13 +58,9 @@ static int parse_txt(const char *txt, size_t len, char id[TM_STS_ID_MAX])
                            txt[i] == '.'))
             i++;
         name_len = i - name;
-        while (i < len && is_wsp(txt[i]))
-            i++;
-        if (i >= len || txt[i] != '=')
+        if (name_len > 32 || i >= len || txt[i] != '=')
             return TM_ESYNTAX;
         i++;
-        while (i < len && is_wsp(txt[i]))
-            i++;
         /* sts-field-value = 1*(%x21-3A / %x3C / %x3E-7E): no ";", "=", space */
         value = i;
         while (i < len && (unsigned char)txt[i] >= 0x21 && (unsigned char)txt[i] <= 0x7e &&

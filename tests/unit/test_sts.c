@@ -27,7 +27,11 @@ static void txt_records(void **state)
         { "v=STSv1; id=20160831085700Z;", "20160831085700Z" },
         { "v=STSv1; id=20160831085700Z", "20160831085700Z" },
         { "v=STSv1;id=abc", "abc" },
-        { "v = STSv1 ; id = abc ;", "abc" },
+        { "v=STSv1 ; id=abc ;", "abc" },
+        { "v = STSv1; id=abc", NULL },  /* no blanks around "=" */
+        { "v=STSv1; id = abc", NULL },
+        { "v=STSv1; id=abc; x-y.z_1=\x21:<>~", "abc" },
+        { "v=STSv1; id=abc; a234567890123456789012345678901234=x", NULL }, /* name > 32 */
         { "v=STSv1; ext=1; id=x9; other=y", "x9" },
         { "v=STSv1;\tid=T", "T" },
         { "v=STSv1; id=12345678901234567890123456789012", "12345678901234567890123456789012" },
