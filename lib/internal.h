@@ -213,6 +213,27 @@ int tm__sts_parse_policy(const char *text, size_t len, tm_sts_policy *p);
  * a trailing dot ignored. */
 int tm__sts_mx_match(const tm_sts_policy *p, const char *host);
 
+/* The HTTP/1.1 response of the policy fetch (RFC 8461 3.3). */
+#define TM_HTTP_HEAD_MAX 8192   /* status line and headers */
+#define TM_STS_BODY_MAX 65536   /* the policy body */
+typedef struct tm_http_response {
+    int status;         /* 100..599 */
+    int text_plain;     /* Content-Type is text/plain (parameters allowed) */
+    size_t body_len;    /* the body, decoded, in the caller's buffer */
+} tm_http_response;
+
+/*
+ * Parses the bytes of a response received so far, buf[0..len); eof: the
+ * server closed the connection.  Returns 1 when complete (for a status
+ * other than 200 at the end of the head: nothing more is read), 0 when
+ * more bytes are needed, TM_EPROTOCOL for a malformed response, a head
+ * over TM_HTTP_HEAD_MAX, a body over cap, a coding other than chunked, or
+ * a close before the end.  The body (Content-Length, chunked, or up to the
+ * close) is copied, decoded, to body[0..cap).
+ */
+int tm__http_parse_response(const char *buf, size_t len, int eof, char *body, size_t cap,
+                            tm_http_response *r);
+
 /* ======================================================================
  * Floor 3: abi.c - struct versions (and tm_abi_layout, public)
  * ==================================================================== */

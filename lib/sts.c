@@ -274,3 +274,166 @@ int tm__sts_mx_match(const tm_sts_policy *p, const char *host)
     }
     return 0;
 }
+
+/* ---- the HTTP response of the policy fetch ------------------------------------- */
+
+/* Case-insensitive: does the header line [p, p+n) name `key` ("key:")? */
+static int header_is(const char *p, size_t n, const char *key, size_t *value)
+{
+    size_t k = strlen(key);
+
+    if (n <= k || p[k] != ':' || !same(p, key, k))
+        return 0;
+    *value = k + 1;
+    while (*value < n && is_wsp(p[*value]))
+        (*value)++;
+    return 1;
+}
+
+/* The body's end in buf[at, len) under chunked coding, the data copied to
+ * body: 1 complete, 0 more needed, TM_EPROTOCOL (bad coding, too big). */
+static int dechunk(const char *buf, size_t len, size_t at, char *body, size_t cap, size_t *blen)
+{
+    *blen = 0;
+    for (;;) {
+        size_t size = 0, digits = 0, eol;
+        const char *nl = memchr(buf + at, '\n', len - at);
+
+        if (!nl)
+            return len - at > 1024 ? TM_EPROTOCOL : 0;
+        eol = (size_t)(nl - buf);
+        while (at + digits < eol) {
+            char c = buf[at + digits];
+            int v = c >= '0' && c <= '9' ? c - '0'
+                  : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                  : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+            if (v < 0)
+                break;
+            if (++digits > 8)
+                return TM_EPROTOCOL;
+            size = size * 16 + (size_t)v;
+        }
+        if (digits == 0)
+            return TM_EPROTOCOL;
+        at = eol + 1; /* chunk extensions after the size are ignored */
+        if (size == 0) {
+            /* Trailer lines, then an empty line. */
+            for (;;) {
+                nl = memchr(buf + at, '\n', len - at);
+                if (!nl)
+                    return len - at > 1024 ? TM_EPROTOCOL : 0;
+                eol = (size_t)(nl - buf);
+                if (eol == at || (eol == at + 1 && buf[at] == '\r'))
+                    return 1;
+                at = eol + 1;
+            }
+        }
+        if (size > cap - *blen)
+            return TM_EPROTOCOL;
+        if (len - at < size + 1)
+            return 0;
+        memcpy(body + *blen, buf + at, size);
+        *blen += size;
+        at += size;
+        if (buf[at] == '\r') {
+            if (len - at < 2)
+                return 0;
+            at++;
+        }
+        if (buf[at] != '\n')
+            return TM_EPROTOCOL;
+        at++;
+    }
+}
+
+int tm__http_parse_response(const char *buf, size_t len, int eof, char *body, size_t cap,
+                            tm_http_response *r)
+{
+    size_t at, head_end = 0, i, value;
+    long content_length = -1;
+    int chunked = 0, first = 1;
+    const char *end;
+
+    memset(r, 0, sizeof *r);
+    /* The head: lines up to an empty one. */
+    for (i = 0; i < len; i++) {
+        if (buf[i] == '\n' && ((i >= 1 && buf[i - 1] == '\n') ||
+                               (i >= 2 && buf[i - 1] == '\r' && buf[i - 2] == '\n'))) {
+            head_end = i + 1;
+            break;
+        }
+    }
+    if (!head_end)
+        return len > TM_HTTP_HEAD_MAX ? TM_EPROTOCOL : (eof ? TM_EPROTOCOL : 0);
+    if (head_end > TM_HTTP_HEAD_MAX)
+        return TM_EPROTOCOL;
+    for (at = 0; at < head_end;) {
+        size_t n;
+        end = memchr(buf + at, '\n', head_end - at);
+        n = (size_t)(end - (buf + at));
+        if (n > 0 && buf[at + n - 1] == '\r')
+            n--;
+        if (memchr(buf + at, '\0', n))
+            return TM_EPROTOCOL;
+        if (first) {
+            /* "HTTP/1.x SSS reason" */
+            if (n < 12 || memcmp(buf + at, "HTTP/1.", 7) != 0 || buf[at + 8] != ' ' ||
+                buf[at + 9] < '1' || buf[at + 9] > '5' || buf[at + 10] < '0' ||
+                buf[at + 10] > '9' || buf[at + 11] < '0' || buf[at + 11] > '9' ||
+                (n > 12 && buf[at + 12] != ' '))
+                return TM_EPROTOCOL;
+            r->status = (buf[at + 9] - '0') * 100 + (buf[at + 10] - '0') * 10 + (buf[at + 11] - '0');
+            first = 0;
+        } else if (n > 0 && header_is(buf + at, n, "content-type", &value)) {
+            size_t v = n - value, k = 0;
+            const char *t = buf + at + value;
+            /* "text/plain", parameters (";charset=...") allowed. */
+            while (k < v && t[k] != ';' && !is_wsp(t[k]))
+                k++;
+            r->text_plain = k == 10 && same(t, "text/plain", 10);
+        } else if (n > 0 && header_is(buf + at, n, "content-length", &value)) {
+            long v = 0;
+            size_t k;
+            if (content_length >= 0 || value >= n)
+                return TM_EPROTOCOL;
+            for (k = value; k < n && !is_wsp(buf[at + k]); k++) {
+                if (buf[at + k] < '0' || buf[at + k] > '9' || v > 100000000L)
+                    return TM_EPROTOCOL;
+                v = v * 10 + (buf[at + k] - '0');
+            }
+            content_length = v;
+        } else if (n > 0 && header_is(buf + at, n, "transfer-encoding", &value)) {
+            if (n - value == 7 && same(buf + at + value, "chunked", 7))
+                chunked = 1;
+            else
+                return TM_EPROTOCOL; /* no other coding is asked for or taken */
+        }
+        at += (size_t)(end - (buf + at)) + 1;
+    }
+    r->body_len = 0;
+    if (r->status != 200)
+        return 1; /* the status says enough: no body is read */
+    if (chunked) {
+        int rc = dechunk(buf, len, head_end, body, cap, &r->body_len);
+        if (rc == 0 && eof)
+            return TM_EPROTOCOL;
+        return rc;
+    }
+    if (content_length >= 0) {
+        if ((size_t)content_length > cap)
+            return TM_EPROTOCOL;
+        if (len - head_end < (size_t)content_length)
+            return eof ? TM_EPROTOCOL : 0;
+        memcpy(body, buf + head_end, (size_t)content_length);
+        r->body_len = (size_t)content_length;
+        return 1;
+    }
+    /* Delimited by the close. */
+    if (len - head_end > cap)
+        return TM_EPROTOCOL;
+    if (!eof)
+        return 0;
+    memcpy(body, buf + head_end, len - head_end);
+    r->body_len = len - head_end;
+    return 1;
+}

@@ -28,6 +28,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         FUZZ_CHECK(id[0] == '\0');
     }
 
+    /* The fetch's HTTP response, as received so far and at the close. */
+    {
+        static char body[TM_STS_BODY_MAX];
+        tm_http_response r;
+        int eof;
+        for (eof = 0; eof <= 1; eof++) {
+            rc = tm__http_parse_response((const char *)data, size, eof, body, sizeof body, &r);
+            FUZZ_CHECK(rc == 1 || rc == 0 || rc == TM_EPROTOCOL);
+            FUZZ_CHECK(!(eof && rc == 0));
+            if (rc == 1) {
+                FUZZ_CHECK(r.status >= 100 && r.status <= 599);
+                FUZZ_CHECK(r.body_len <= sizeof body && r.body_len <= size);
+                FUZZ_CHECK(r.status == 200 || r.body_len == 0);
+            }
+        }
+    }
+
     rc = tm__sts_parse_policy((const char *)data, size, &p);
     FUZZ_CHECK(rc == TM_OK || rc == TM_ESYNTAX);
     if (rc != TM_OK)

@@ -232,6 +232,95 @@ static void mx_matching(void **state)
     assert_false(tm__sts_mx_match(&p, NULL));
 }
 
+/* ---- the HTTP response of the fetch ------------------------------------ */
+
+static char body[TM_STS_BODY_MAX];
+
+static int http(const char *s, int eof, tm_http_response *r)
+{
+    return tm__http_parse_response(s, strlen(s), eof, body, sizeof body, r);
+}
+
+static void http_bodies(void **state)
+{
+    tm_http_response r;
+    (void)state;
+
+    /* Content-Length: complete only with every byte. */
+    assert_int_equal(http("HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                          "Content-Length: 5\r\n\r\nabcde", 0, &r), 1);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(r.text_plain, 1);
+    assert_int_equal(r.body_len, 5);
+    assert_memory_equal(body, "abcde", 5);
+    assert_int_equal(http("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nabc", 0, &r), 0);
+    assert_int_equal(http("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nabc", 1, &r),
+                     TM_EPROTOCOL);
+    /* Chunked, with an extension and a trailer; LF-only lines. */
+    assert_int_equal(http("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
+                          "Content-Type: text/plain\r\n\r\n"
+                          "4;ext=1\r\nvers\r\n6\r\nion: S\r\n0\r\nX-Trailer: 1\r\n\r\n", 0, &r), 1);
+    assert_int_equal(r.body_len, 10);
+    assert_memory_equal(body, "version: S", 10);
+    assert_int_equal(http("HTTP/1.1 200 OK\nTransfer-Encoding: chunked\n\n3\nabc\n0\n\n", 0, &r), 1);
+    assert_int_equal(r.body_len, 3);
+    assert_int_equal(http("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nab", 0, &r),
+                     0);
+    assert_int_equal(http("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nab", 1, &r),
+                     TM_EPROTOCOL);
+    assert_int_equal(http("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 0, &r),
+                     TM_EPROTOCOL);
+    assert_int_equal(http("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcX0\r\n\r\n",
+                          0, &r),
+                     TM_EPROTOCOL);
+    /* Delimited by the close. */
+    assert_int_equal(http("HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nmode: none\n", 0, &r),
+                     0);
+    assert_int_equal(http("HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nmode: none\n", 1, &r),
+                     1);
+    assert_int_equal(r.body_len, 11);
+}
+
+static void http_refused(void **state)
+{
+    static char big[TM_STS_BODY_MAX + 200];
+    tm_http_response r;
+    (void)state;
+
+    /* Not 200: complete at the head, nothing read. */
+    assert_int_equal(http("HTTP/1.1 404 Not Found\r\nContent-Length: 100\r\n\r\n", 0, &r), 1);
+    assert_int_equal(r.status, 404);
+    assert_int_equal(r.body_len, 0);
+    assert_int_equal(http("HTTP/1.1 301 Moved\r\nLocation: https://elsewhere/\r\n\r\n", 0, &r), 1);
+    assert_int_equal(r.status, 301);
+    /* The content type is read, not judged here. */
+    assert_int_equal(http("HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 0\r\n\r\n",
+                          0, &r), 1);
+    assert_int_equal(r.text_plain, 0);
+    assert_int_equal(http("HTTP/1.1 200 OK\r\nContent-Type: text/plainer\r\nContent-Length: 0\r\n\r\n",
+                          0, &r), 1);
+    assert_int_equal(r.text_plain, 0);
+    /* Malformed. */
+    assert_int_equal(http("HTTP/2 200\r\n\r\n", 0, &r), TM_EPROTOCOL);
+    assert_int_equal(http("HTTP/1.1 2000 OK\r\n\r\n", 0, &r), TM_EPROTOCOL);
+    assert_int_equal(http("HTTP/1.1 20 OK\r\n\r\n", 0, &r), TM_EPROTOCOL);
+    assert_int_equal(http("SMTP 220 hello\r\n\r\n", 0, &r), TM_EPROTOCOL);
+    assert_int_equal(http("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx", 0, &r),
+                     TM_EPROTOCOL);
+    assert_int_equal(http("HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", 0, &r), TM_EPROTOCOL);
+    assert_int_equal(http("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", 0, &r),
+                     TM_EPROTOCOL);
+    assert_int_equal(http("HTTP/1.1 200 OK\r\n", 1, &r), TM_EPROTOCOL); /* closed in the head */
+    assert_int_equal(http("HTTP/1.1 200 OK\r\n", 0, &r), 0);
+    /* Too big: the body cap, the head cap. */
+    assert_int_equal(http("HTTP/1.1 200 OK\r\nContent-Length: 65537\r\n\r\n", 0, &r), TM_EPROTOCOL);
+    memset(big, 'a', sizeof big - 1);
+    memcpy(big, "HTTP/1.1 200 OK\r\n\r\n", 19);
+    assert_int_equal(http(big, 1, &r), TM_EPROTOCOL);
+    memcpy(big, "HTTP/1.1 200 OK\r\nX: ", 20);
+    assert_int_equal(http(big, 0, &r), TM_EPROTOCOL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -240,6 +329,8 @@ int main(void)
         cmocka_unit_test(policy_forms),
         cmocka_unit_test(policy_refused),
         cmocka_unit_test(mx_matching),
+        cmocka_unit_test(http_bodies),
+        cmocka_unit_test(http_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
