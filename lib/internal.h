@@ -10,6 +10,7 @@
  *      body.c      content encoder: CRLF normalisation, dot-stuffing
  *      policy.c    the policy truth table and flag resolution, pure
  *      sts.c       MTA-STS TXT record, policy text, MX patterns, pure
+ *      sts_cache.c MTA-STS policies by domain, their text form, pure
  *   2  status.c    the one writer of the public tm_delivery_status and
  *                  tm_rcpt_status, its JSON form; names of results, errors,
  *                  sources, floors
@@ -212,6 +213,39 @@ int tm__sts_parse_policy(const char *text, size_t len, tm_sts_policy *p);
  * exactly, or "*.d" with one label in place of the "*"; case-insensitive,
  * a trailing dot ignored. */
 int tm__sts_mx_match(const tm_sts_policy *p, const char *host);
+
+/* ---- sts_cache.c: policies by domain (RFC 8461 5.1) ---- */
+
+#define TM_STS_CACHE_DEFAULT 1000 /* policies kept by default */
+
+typedef struct tm_sts_entry {
+    char domain[TM_HOST_MAX];   /* the policy domain */
+    char id[TM_STS_ID_MAX];     /* the TXT record's id it was fetched under */
+    int64_t fetched, expires;   /* seconds since the epoch */
+    int64_t used;               /* last use, for eviction */
+    tm_sts_policy policy;
+} tm_sts_entry;
+
+typedef struct tm_sts_cache {
+    tm_sts_entry *e;
+    size_t n, cap, max;
+} tm_sts_cache;
+
+void tm__sts_cache_init(tm_sts_cache *c, size_t max); /* max 0: the default */
+void tm__sts_cache_free(tm_sts_cache *c);
+/* The policy of domain while it has not expired at now (an expired one
+ * is dropped), marked used; NULL when none. */
+const tm_sts_entry *tm__sts_cache_get(tm_sts_cache *c, const char *domain, int64_t now);
+/* Stores (replaces) the entry of its domain; when full, the least
+ * recently used goes.  TM_OK or TM_ENOMEM. */
+int tm__sts_cache_put(tm_sts_cache *c, const tm_sts_entry *entry);
+/* Every entry as one line, "policy DOMAIN ID FETCHED EXPIRES USED MODE
+ * MAX_AGE MX,MX,..." ("-" for no mx); snprintf semantics. */
+int tm__sts_cache_format(const tm_sts_cache *c, char *buf, size_t size);
+/* Parses that text ('#' comments, blank lines) into a new table that
+ * replaces *out only when all of it is valid (ids and policies checked by
+ * their parsers); TM_ESYNTAX with *error_line, TM_ENOMEM. */
+int tm__sts_cache_parse(const char *text, size_t len, tm_sts_cache *out, int *error_line);
 
 /* The HTTP/1.1 response of the policy fetch (RFC 8461 3.3). */
 #define TM_HTTP_HEAD_MAX 8192   /* status line and headers */

@@ -45,6 +45,30 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
     }
 
+    /* The cache's text form: what parses formats back to what parses to
+     * the same text. */
+    {
+        static char text[1 << 20], again[1 << 20];
+        tm_sts_cache c, d;
+        int len, len2, line = 0;
+
+        tm__sts_cache_init(&c, 64);
+        tm__sts_cache_init(&d, 64);
+        rc = tm__sts_cache_parse((const char *)data, size, &c, &line);
+        FUZZ_CHECK(rc == TM_OK || rc == TM_ESYNTAX || rc == TM_ENOMEM);
+        FUZZ_CHECK(rc != TM_ESYNTAX || line >= 1);
+        if (rc == TM_OK) {
+            FUZZ_CHECK(c.n <= 64);
+            len = tm__sts_cache_format(&c, text, sizeof text);
+            FUZZ_CHECK(len >= 0 && (size_t)len < sizeof text);
+            FUZZ_CHECK(tm__sts_cache_parse(text, (size_t)len, &d, &line) == TM_OK);
+            len2 = tm__sts_cache_format(&d, again, sizeof again);
+            FUZZ_CHECK(len2 == len && memcmp(text, again, (size_t)len) == 0);
+        }
+        tm__sts_cache_free(&c);
+        tm__sts_cache_free(&d);
+    }
+
     rc = tm__sts_parse_policy((const char *)data, size, &p);
     FUZZ_CHECK(rc == TM_OK || rc == TM_ESYNTAX);
     if (rc != TM_OK)

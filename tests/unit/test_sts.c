@@ -321,6 +321,123 @@ static void http_refused(void **state)
     assert_int_equal(http(big, 0, &r), TM_EPROTOCOL);
 }
 
+/* ---- the cache ------------------------------------------------------------ */
+
+static tm_sts_entry entry(const char *domain, const char *id, int64_t fetched, const char *text)
+{
+    tm_sts_entry e;
+
+    memset(&e, 0, sizeof e);
+    snprintf(e.domain, sizeof e.domain, "%s", domain);
+    snprintf(e.id, sizeof e.id, "%s", id);
+    assert_int_equal(tm__sts_parse_policy(text, strlen(text), &e.policy), TM_OK);
+    e.fetched = fetched;
+    e.expires = fetched + (int64_t)e.policy.max_age;
+    e.used = fetched;
+    return e;
+}
+
+static void cache_get_put_expire_evict(void **state)
+{
+    static const char *const enforce =
+        "version: STSv1\nmode: enforce\nmx: mx.a.example\nmx: *.b.example\nmax_age: 100\n";
+    tm_sts_cache c;
+    tm_sts_entry e;
+    const tm_sts_entry *got;
+    char name[64];
+    int i;
+    (void)state;
+
+    tm__sts_cache_init(&c, 3);
+    assert_null(tm__sts_cache_get(&c, "a.example", 0));
+    e = entry("a.example", "id1", 1000, enforce);
+    assert_int_equal(tm__sts_cache_put(&c, &e), TM_OK);
+    got = tm__sts_cache_get(&c, "A.EXAMPLE.", 1050);
+    assert_non_null(got);
+    assert_string_equal(got->id, "id1");
+    assert_int_equal(got->policy.mode, TM_STS_ENFORCE);
+    /* A new id replaces the entry. */
+    e = entry("a.example", "id2", 1060, enforce);
+    assert_int_equal(tm__sts_cache_put(&c, &e), TM_OK);
+    assert_int_equal(c.n, 1);
+    assert_string_equal(tm__sts_cache_get(&c, "a.example", 1100)->id, "id2");
+    /* max_age runs out: gone. */
+    assert_null(tm__sts_cache_get(&c, "a.example", 1160));
+    assert_int_equal(c.n, 0);
+    /* Full: the least recently used goes. */
+    for (i = 0; i < 3; i++) {
+        snprintf(name, sizeof name, "d%d.example", i);
+        e = entry(name, "x", 2000 + i, enforce);
+        assert_int_equal(tm__sts_cache_put(&c, &e), TM_OK);
+    }
+    assert_non_null(tm__sts_cache_get(&c, "d0.example", 2010)); /* d1 is now the oldest use */
+    e = entry("d3.example", "x", 2011, enforce);
+    assert_int_equal(tm__sts_cache_put(&c, &e), TM_OK);
+    assert_int_equal(c.n, 3);
+    assert_null(tm__sts_cache_get(&c, "d1.example", 2012));
+    assert_non_null(tm__sts_cache_get(&c, "d0.example", 2012));
+    assert_non_null(tm__sts_cache_get(&c, "d2.example", 2012));
+    assert_non_null(tm__sts_cache_get(&c, "d3.example", 2012));
+    tm__sts_cache_free(&c);
+}
+
+static void cache_text_round_trip(void **state)
+{
+    tm_sts_cache c, d;
+    tm_sts_entry e;
+    char buf[8192], buf2[8192];
+    int n, line = -1;
+    (void)state;
+
+    tm__sts_cache_init(&c, 10);
+    e = entry("a.example", "20240101", 1000,
+              "version: STSv1\nmode: testing\nmx: mx.a.example\nmx: *.b.example\nmax_age: 604800\n");
+    assert_int_equal(tm__sts_cache_put(&c, &e), TM_OK);
+    e = entry("none.example", "n1", 5, "version: STSv1\nmode: none\nmax_age: 60\n");
+    assert_int_equal(tm__sts_cache_put(&c, &e), TM_OK);
+    n = tm__sts_cache_format(&c, buf, sizeof buf);
+    assert_true(n > 0 && (size_t)n < sizeof buf);
+    assert_non_null(strstr(buf, "policy a.example 20240101 1000 605800 1000 testing 604800 "
+                                "mx.a.example,*.b.example\n"));
+    assert_non_null(strstr(buf, "policy none.example n1 5 65 5 none 60 -\n"));
+    assert_int_equal(tm__sts_cache_format(&c, NULL, 0), n);
+
+    tm__sts_cache_init(&d, 10);
+    assert_int_equal(tm__sts_cache_parse(buf, (size_t)n, &d, &line), TM_OK);
+    assert_int_equal(d.n, 2);
+    assert_int_equal(tm__sts_cache_format(&d, buf2, sizeof buf2), n);
+    assert_string_equal(buf, buf2);
+    assert_true(tm__sts_mx_match(&tm__sts_cache_get(&d, "a.example", 2000)->policy,
+                                 "mx1.b.example"));
+
+    /* All or nothing: a bad line keeps the old table and names the line. */
+    {
+        static const char *const bad[] = {
+            "policy a.example id 1 2 3 enforce 60\n",                  /* 8 fields */
+            "policy a.example id 1 2 3 enforce 60 mx.a.example extra\n",
+            "pol a.example id 1 2 3 enforce 60 mx.a.example\n",
+            "policy a..example id 1 2 3 enforce 60 mx.a.example\n",
+            "policy a.example bad-id 1 2 3 enforce 60 mx.a.example\n",
+            "policy a.example id x 2 3 enforce 60 mx.a.example\n",
+            "policy a.example id 1 2 3 strict 60 mx.a.example\n",
+            "policy a.example id 1 2 3 enforce 60 -\n",                 /* enforce, no mx */
+            "policy a.example id 1 2 3 enforce 60 *.*.a.example\n",
+        };
+        size_t k;
+        for (k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+            char text[512];
+            snprintf(text, sizeof text, "# saved\n\npolicy ok.example i 1 2 3 none 9 -\n%s",
+                     bad[k]);
+            line = 0;
+            assert_int_equal(tm__sts_cache_parse(text, strlen(text), &d, &line), TM_ESYNTAX);
+            assert_int_equal(line, 4);
+            assert_int_equal(d.n, 2);
+        }
+    }
+    tm__sts_cache_free(&c);
+    tm__sts_cache_free(&d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -331,6 +448,8 @@ int main(void)
         cmocka_unit_test(mx_matching),
         cmocka_unit_test(http_bodies),
         cmocka_unit_test(http_refused),
+        cmocka_unit_test(cache_get_put_expire_evict),
+        cmocka_unit_test(cache_text_round_trip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
