@@ -25,6 +25,7 @@
  *      abi.c       the library's version; struct versions, initialisers,
  *                  sizes; tm_abi_layout, the structs' layout for bindings
  *   4  mx.c        the MX and address walk, and the fail-over rules
+ *      sts_fetch.c the MTA-STS policy fetch over HTTPS
  *      context.c   the shared context
  *   5  connect.c   a session's connection: the walk, STARTTLS under the policy
  *      session.c   the public entry points: open, STARTTLS, send, deliver
@@ -906,6 +907,20 @@ typedef struct tm_route {
     char why[TM_TEXT_MAX];
     char why_host[TM_HOST_MAX];    /* ... and which host */
 } tm_route;
+
+/*
+ * Fetches the MTA-STS policy of domain from https://mta-sts.<domain>/
+ * .well-known/mta-sts.txt (RFC 8461 3.3) before deadline: the certificate
+ * must verify (PKIX) for mta-sts.<domain>; only 200 with text/plain and a
+ * policy that parses counts.  address (tests and private deployments)
+ * replaces the name's addresses; port 0 is 443.  TM_OK with *p; else
+ * TM_ENOTFOUND (the server answered, and it is no policy), TM_ETLS,
+ * TM_ECONNECT, TM_ETIMEOUT, TM_EPROTOCOL, TM_EDNS, TM_ENOMEM, TM_EINVAL,
+ * with why in words.
+ */
+int tm__sts_fetch(const tm_context *ctx, const char *domain, const char *address,
+                  unsigned int port, int64_t deadline, tm_sts_policy *p, char *why,
+                  size_t whylen);
 
 /* Fills the route from the domain's MX records (or the explicit host).
  * TM_OK or the tm__dns_mx errors, with why/enhanced set. */
