@@ -510,6 +510,29 @@ int tm__dns_tlsa(const tm_context *ctx, const char *host, unsigned int port, tm_
     return n;
 }
 
+int tm__dns_sts(const tm_context *ctx, const char *domain, int64_t deadline,
+                char id[TM_STS_ID_MAX], int *several)
+{
+    struct __res_state rs;
+    unsigned char ans[TM_DNS_ANSWER_MAX];
+    char name[TM_HOST_MAX + 16];
+    int n;
+
+    id[0] = '\0';
+    *several = 0;
+    if (snprintf(name, sizeof name, "_mta-sts.%s", domain) >= (int)sizeof name)
+        return TM_EDNS;
+    if (resolver_open(ctx, &rs, deadline) != TM_OK)
+        return TM_EDNS;
+    n = query(&rs, name, ns_t_txt, ans, sizeof ans, NULL);
+    res_nclose(&rs);
+    if (n == TM_ENODOMAIN || n == 0)
+        return 0;
+    if (n < 0)
+        return TM_EDNS;
+    return tm__dns_parse_sts(ans, n, id, several);
+}
+
 /* Shuffles runs of equal preference (RFC 5321 5.1: spread the load). */
 static void sort_mx(const tm_context *ctx, tm_mx *mx, int n)
 {

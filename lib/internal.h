@@ -63,6 +63,9 @@ unsigned long tm__test_alloc_fail_at(unsigned long n);
 
 /* Monotonic milliseconds; now + ms, or INT64_MAX for ms == 0 (no limit). */
 int64_t tm__now_ms(void);
+/* Wall-clock seconds since the epoch (what outlives the process: cache
+ * expiry). */
+int64_t tm__now_unix(void);
 int64_t tm__deadline(unsigned int ms);
 /* The earlier of two deadlines. */
 int64_t tm__min_deadline(int64_t a, int64_t b);
@@ -813,6 +816,11 @@ int tm__dns_parse_addr(const unsigned char *msg, int len, int type, unsigned int
  * or the one left is invalid - no policy; TM_EDNS for a malformed message.
  */
 int tm__dns_parse_sts(const unsigned char *msg, int len, char id[TM_STS_ID_MAX], int *several);
+/* The lookup itself: TXT _mta-sts.<domain> through the context's
+ * resolver.  1 with id, 0 for no (valid, single) record, TM_EDNS when the
+ * lookup failed. */
+int tm__dns_sts(const tm_context *ctx, const char *domain, int64_t deadline,
+                char id[TM_STS_ID_MAX], int *several);
 
 /* The header of a DNS answer: its RCODE and AD bit (believed only from a
  * trusted validating resolver).  TM_OK, or TM_EDNS when len < 12. */
@@ -865,6 +873,13 @@ struct tm_context {
     void *log_arg;
     int log_level;
     struct tm_tls_config *tls;
+    /* MTA-STS: policies by domain (RFC 8461 5.1), guarded by sts_lock;
+     * the HTTPS address and port of the fetch, for tests (0: DNS, 443). */
+    int sts_on;
+    pthread_mutex_t sts_lock;
+    tm_sts_cache sts;
+    char sts_https_address[TM_IPADDR_MAX + 8];
+    unsigned int sts_https_port;
     /* Settings tables: sorted by (recipient, name), guarded by the lock. */
     pthread_rwlock_t settings_lock;
     tm_setting *settings;
@@ -921,6 +936,24 @@ typedef struct tm_route {
 int tm__sts_fetch(const tm_context *ctx, const char *domain, const char *address,
                   unsigned int port, int64_t deadline, tm_sts_policy *p, char *why,
                   size_t whylen);
+
+/* The MTA-STS policy a delivery to domain follows. */
+enum { TM_STS_R_OFF = 0, TM_STS_R_NONE, TM_STS_R_FETCH_FAILED, TM_STS_R_POLICY };
+typedef struct tm_sts_result {
+    int state;            /* TM_STS_R_* */
+    int from_cache;       /* the policy came from the cache */
+    tm_sts_entry entry;   /* with TM_STS_R_POLICY: id and policy */
+    char why[TM_TEXT_MAX];
+} tm_sts_result;
+
+/*
+ * RFC 8461 3 and 5.1: the TXT record of _mta-sts.<domain>; the cached
+ * policy when its id is current; else a fetch, cached on success.  When
+ * the record is missing, its lookup fails, or the fetch fails, a cached
+ * policy that has not expired still holds (an attacker can block both).
+ * TM_OK with *out, or TM_ENOMEM.
+ */
+int tm__sts_resolve(tm_context *ctx, const char *domain, int64_t deadline, tm_sts_result *out);
 
 /* Fills the route from the domain's MX records (or the explicit host).
  * TM_OK or the tm__dns_mx errors, with why/enhanced set. */

@@ -141,3 +141,83 @@ int tm__sts_fetch(const tm_context *ctx, const char *domain, const char *address
     tm__free(buf);
     return rc;
 }
+
+/* ---- the policy of a domain: TXT, cache, fetch (RFC 8461 3, 5.1) ---------- */
+
+int tm__sts_resolve(tm_context *ctx, const char *domain, int64_t deadline, tm_sts_result *out)
+{
+    char id[TM_STS_ID_MAX], why[TM_TEXT_MAX];
+    const tm_sts_entry *hit;
+    tm_sts_entry fresh, cached;
+    int have_cached = 0, several = 0, txt, rc;
+    int64_t now = tm__now_unix();
+
+    memset(out, 0, sizeof *out);
+    if (!ctx->sts_on) {
+        out->state = TM_STS_R_OFF;
+        return TM_OK;
+    }
+    txt = tm__dns_sts(ctx, domain, deadline, id, &several);
+
+    pthread_mutex_lock(&ctx->sts_lock);
+    hit = tm__sts_cache_get(&ctx->sts, domain, now);
+    if (hit) {
+        cached = *hit;
+        have_cached = 1;
+    }
+    pthread_mutex_unlock(&ctx->sts_lock);
+
+    /* The TXT record says the cached policy is current: no fetch. */
+    if (have_cached && txt == 1 && strcmp(cached.id, id) == 0) {
+        out->state = TM_STS_R_POLICY;
+        out->from_cache = 1;
+        out->entry = cached;
+        return TM_OK;
+    }
+    if (txt != 1) {
+        /* No record, or the lookup failed (an attacker can do both): a
+         * cached policy still holds until it expires. */
+        if (have_cached) {
+            out->state = TM_STS_R_POLICY;
+            out->from_cache = 1;
+            out->entry = cached;
+        } else {
+            out->state = TM_STS_R_NONE;
+            snprintf(out->why, sizeof out->why, "%s",
+                     txt < 0 ? "_mta-sts TXT lookup failed"
+                     : several ? "several MTA-STS TXT records" : "no MTA-STS TXT record");
+        }
+        return TM_OK;
+    }
+    /* A new id, or nothing cached: fetch. */
+    memset(&fresh, 0, sizeof fresh);
+    rc = tm__sts_fetch(ctx, domain, ctx->sts_https_address[0] ? ctx->sts_https_address : NULL,
+                       ctx->sts_https_port, deadline, &fresh.policy, why, sizeof why);
+    if (rc == TM_ENOMEM)
+        return rc;
+    if (rc != TM_OK) {
+        /* The fetch failed: a cached policy (even under an older id)
+         * still holds; none: no policy, and the status says why. */
+        if (have_cached) {
+            out->state = TM_STS_R_POLICY;
+            out->from_cache = 1;
+            out->entry = cached;
+        } else {
+            out->state = TM_STS_R_FETCH_FAILED;
+        }
+        tm__strlcpy(out->why, why, sizeof out->why);
+        return TM_OK;
+    }
+    tm__strlcpy(fresh.domain, domain, sizeof fresh.domain);
+    tm__strlcpy(fresh.id, id, sizeof fresh.id);
+    fresh.fetched = fresh.used = now;
+    fresh.expires = now + (int64_t)fresh.policy.max_age;
+    pthread_mutex_lock(&ctx->sts_lock);
+    rc = tm__sts_cache_put(&ctx->sts, &fresh);
+    pthread_mutex_unlock(&ctx->sts_lock);
+    if (rc != TM_OK)
+        return rc;
+    out->state = TM_STS_R_POLICY;
+    out->entry = fresh;
+    return TM_OK;
+}
