@@ -109,10 +109,18 @@ TM_EXTERN int tm_context_new(tm_context **out, const tm_context_options *given)
         tm__free(ctx);
         return TM_ENOMEM;
     }
+    if (pthread_mutex_init(&ctx->sts_lock, NULL) != 0) {
+        pthread_rwlock_destroy(&ctx->settings_lock);
+        tm__free(ctx);
+        return TM_ENOMEM;
+    }
+    tm__sts_cache_init(&ctx->sts, 0);
+    ctx->sts_on = 1;
     rc = tm__tls_config_new(&ctx->tls, o->ca_file, o->ca_path, err, sizeof err);
     if (rc != TM_OK) {
         tm__log(ctx, TM_LOG_ERROR, "TLS setup failed: %s", err);
         pthread_rwlock_destroy(&ctx->settings_lock);
+        pthread_mutex_destroy(&ctx->sts_lock);
         tm__free(ctx);
         return rc;
     }
@@ -127,6 +135,8 @@ TM_EXTERN void tm_context_free(tm_context *ctx)
     tm__tls_config_free(ctx->tls);
     tm__settings_free(ctx);
     pthread_rwlock_destroy(&ctx->settings_lock);
+    tm__sts_cache_free(&ctx->sts);
+    pthread_mutex_destroy(&ctx->sts_lock);
     tm__free(ctx);
 }
 

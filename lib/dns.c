@@ -219,6 +219,66 @@ int tm__dns_header(const unsigned char *msg, int len, int *rcode, int *ad)
     return TM_OK;
 }
 
+#define TM_STS_TXT_MAX 1024 /* longer TXT records are not MTA-STS ones */
+
+int tm__dns_parse_sts(const unsigned char *msg, int len, char id[TM_STS_ID_MAX], int *several)
+{
+    char name[NS_MAXDNAME], text[TM_STS_TXT_MAX], found[TM_STS_TXT_MAX];
+    size_t found_len = 0;
+    ns_msg h;
+    ns_rr q;
+    int i, count, nsts = 0;
+
+    id[0] = '\0';
+    *several = 0;
+    if (!msg || len <= 0 || ns_initparse(msg, len, &h) < 0 || ns_msg_count(h, ns_s_qd) != 1 ||
+        ns_parserr(&h, ns_s_qd, 0, &q) < 0)
+        return TM_EDNS;
+    tm__strlcpy(name, ns_rr_name(q), sizeof name);
+    if (follow_cnames(&h, name, sizeof name) != TM_OK)
+        return TM_EDNS;
+    count = ns_msg_count(h, ns_s_an);
+    for (i = 0; i < count; i++) {
+        const unsigned char *rd, *end;
+        size_t tlen = 0;
+        int too_long = 0;
+        ns_rr rr;
+
+        if (ns_parserr(&h, ns_s_an, i, &rr) < 0)
+            return TM_EDNS;
+        if (ns_rr_type(rr) != ns_t_txt || ns_rr_class(rr) != ns_c_in ||
+            !tm__domain_equal(ns_rr_name(rr), name))
+            continue;
+        /* character-strings: a length octet, then that many octets. */
+        rd = ns_rr_rdata(rr);
+        end = rd + ns_rr_rdlen(rr);
+        while (rd < end) {
+            size_t n = *rd++;
+            if (n > (size_t)(end - rd))
+                return TM_EDNS;
+            if (tlen + n >= sizeof text)
+                too_long = 1;
+            else
+                memcpy(text + tlen, rd, n);
+            tlen += too_long ? 0 : n;
+            rd += n;
+        }
+        if (tlen < 7 || memcmp(text, "v=STSv1", 7) != 0)
+            continue; /* not an MTA-STS record: discarded */
+        if (++nsts == 1 && !too_long) {
+            memcpy(found, text, tlen);
+            found_len = tlen;
+        } else if (nsts == 1) {
+            found_len = 0; /* too long to be valid */
+        }
+    }
+    if (nsts > 1)
+        *several = 1;
+    if (nsts != 1 || found_len == 0 || tm__sts_parse_txt(found, found_len, id) != TM_OK)
+        return 0;
+    return 1;
+}
+
 /* A private resolver state pointed at the context's server, if any; with
  * DANE on, asking for DNSSEC (EDNS0 with the DO bit) and keeping the AD
  * bit of answers (glibc 2.31 and later clear it without RES_TRUSTAD). */
@@ -448,6 +508,29 @@ int tm__dns_tlsa(const tm_context *ctx, const char *host, unsigned int port, tm_
         return TM_EDNS;
     *secure = ctx->dane && ad;
     return n;
+}
+
+int tm__dns_sts(const tm_context *ctx, const char *domain, int64_t deadline,
+                char id[TM_STS_ID_MAX], int *several)
+{
+    struct __res_state rs;
+    unsigned char ans[TM_DNS_ANSWER_MAX];
+    char name[TM_HOST_MAX + 16];
+    int n;
+
+    id[0] = '\0';
+    *several = 0;
+    if (snprintf(name, sizeof name, "_mta-sts.%s", domain) >= (int)sizeof name)
+        return TM_EDNS;
+    if (resolver_open(ctx, &rs, deadline) != TM_OK)
+        return TM_EDNS;
+    n = query(&rs, name, ns_t_txt, ans, sizeof ans, NULL);
+    res_nclose(&rs);
+    if (n == TM_ENODOMAIN || n == 0)
+        return 0;
+    if (n < 0)
+        return TM_EDNS;
+    return tm__dns_parse_sts(ans, n, id, several);
 }
 
 /* Shuffles runs of equal preference (RFC 5321 5.1: spread the load). */

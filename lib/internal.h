@@ -9,6 +9,8 @@
  *   1  smtp.c      reply parser, capabilities, address and name checks
  *      body.c      content encoder: CRLF normalisation, dot-stuffing
  *      policy.c    the policy truth table and flag resolution, pure
+ *      sts.c       MTA-STS TXT record, policy text, MX patterns, pure
+ *      sts_cache.c MTA-STS policies by domain, their text form, pure
  *   2  status.c    the one writer of the public tm_delivery_status and
  *                  tm_rcpt_status, its JSON form; names of results, errors,
  *                  sources, floors
@@ -23,6 +25,7 @@
  *      abi.c       the library's version; struct versions, initialisers,
  *                  sizes; tm_abi_layout, the structs' layout for bindings
  *   4  mx.c        the MX and address walk, and the fail-over rules
+ *      sts_fetch.c the MTA-STS policy fetch over HTTPS
  *      context.c   the shared context
  *   5  connect.c   a session's connection: the walk, STARTTLS under the policy
  *      session.c   the public entry points: open, STARTTLS, send, deliver
@@ -60,6 +63,9 @@ unsigned long tm__test_alloc_fail_at(unsigned long n);
 
 /* Monotonic milliseconds; now + ms, or INT64_MAX for ms == 0 (no limit). */
 int64_t tm__now_ms(void);
+/* Wall-clock seconds since the epoch (what outlives the process: cache
+ * expiry). */
+int64_t tm__now_unix(void);
 int64_t tm__deadline(unsigned int ms);
 /* The earlier of two deadlines. */
 int64_t tm__min_deadline(int64_t a, int64_t b);
@@ -174,6 +180,97 @@ int tm__body_encode(tm_body *b, const unsigned char *in, size_t inlen, size_t *c
  * Returns the bytes written; out needs TM_BODY_FINISH_MAX bytes. */
 #define TM_BODY_FINISH_MAX 5
 size_t tm__body_finish(tm_body *b, unsigned char *out);
+
+/* ======================================================================
+ * Floor 1: sts.c - MTA-STS (RFC 8461) parsers (pure)
+ * ==================================================================== */
+
+#define TM_STS_ID_MAX 33             /* 1*32(ALPHA / DIGIT), NUL included */
+#define TM_STS_MX_MAX 16             /* mx patterns kept per policy */
+#define TM_STS_MAX_AGE_MAX 31557600ul /* one year: max_age is capped to it */
+
+enum { TM_STS_NONE = 0, TM_STS_TESTING = 1, TM_STS_ENFORCE = 2 };
+
+typedef struct tm_sts_mx {
+    int wildcard;            /* "*." + name: one more label, any */
+    char name[TM_HOST_MAX];  /* as written (compared case-insensitively) */
+} tm_sts_mx;
+
+typedef struct tm_sts_policy {
+    int mode;                /* TM_STS_* */
+    unsigned long max_age;   /* seconds, at most TM_STS_MAX_AGE_MAX */
+    int nmx;
+    int mx_dropped;          /* patterns past TM_STS_MX_MAX, not kept */
+    tm_sts_mx mx[TM_STS_MX_MAX];
+} tm_sts_policy;
+
+/* The TXT record of _mta-sts.<domain> (RFC 8461 3.1): "v=STSv1" first,
+ * then ";"-separated fields, one of them id (1 to 32 letters and digits)
+ * into id.  TM_OK, or TM_ESYNTAX (not an STS record, or a bad one). */
+int tm__sts_parse_txt(const char *txt, size_t len, char id[TM_STS_ID_MAX]);
+/* The policy text (RFC 8461 3.2): "key: value" lines ended by LF or CRLF;
+ * version STSv1, mode, max_age (capped at one year) required, mx patterns
+ * required unless mode is none; unknown keys ignored, a known key twice
+ * (mx aside) or a bad value refused.  TM_OK, or TM_ESYNTAX. */
+int tm__sts_parse_policy(const char *text, size_t len, tm_sts_policy *p);
+/* Whether host matches one of the policy's mx patterns (RFC 8461 4.1):
+ * exactly, or "*.d" with one label in place of the "*"; case-insensitive,
+ * a trailing dot ignored. */
+int tm__sts_mx_match(const tm_sts_policy *p, const char *host);
+
+/* ---- sts_cache.c: policies by domain (RFC 8461 5.1) ---- */
+
+#define TM_STS_CACHE_DEFAULT 1000 /* policies kept by default */
+
+typedef struct tm_sts_entry {
+    char domain[TM_HOST_MAX];   /* the policy domain */
+    char id[TM_STS_ID_MAX];     /* the TXT record's id it was fetched under */
+    int64_t fetched, expires;   /* seconds since the epoch */
+    int64_t used;               /* last use, for eviction */
+    tm_sts_policy policy;
+} tm_sts_entry;
+
+typedef struct tm_sts_cache {
+    tm_sts_entry *e;
+    size_t n, cap, max;
+} tm_sts_cache;
+
+void tm__sts_cache_init(tm_sts_cache *c, size_t max); /* max 0: the default */
+void tm__sts_cache_free(tm_sts_cache *c);
+/* The policy of domain while it has not expired at now (an expired one
+ * is dropped), marked used; NULL when none. */
+const tm_sts_entry *tm__sts_cache_get(tm_sts_cache *c, const char *domain, int64_t now);
+/* Stores (replaces) the entry of its domain; when full, the least
+ * recently used goes.  TM_OK or TM_ENOMEM. */
+int tm__sts_cache_put(tm_sts_cache *c, const tm_sts_entry *entry);
+/* Every entry as one line, "policy DOMAIN ID FETCHED EXPIRES USED MODE
+ * MAX_AGE MX,MX,..." ("-" for no mx); snprintf semantics. */
+int tm__sts_cache_format(const tm_sts_cache *c, char *buf, size_t size);
+/* Parses that text ('#' comments, blank lines) into a new table that
+ * replaces *out only when all of it is valid (ids and policies checked by
+ * their parsers); TM_ESYNTAX with *error_line, TM_ENOMEM. */
+int tm__sts_cache_parse(const char *text, size_t len, tm_sts_cache *out, int *error_line);
+
+/* The HTTP/1.1 response of the policy fetch (RFC 8461 3.3). */
+#define TM_HTTP_HEAD_MAX 8192   /* status line and headers */
+#define TM_STS_BODY_MAX 65536   /* the policy body */
+typedef struct tm_http_response {
+    int status;         /* 100..599 */
+    int text_plain;     /* Content-Type is text/plain (parameters allowed) */
+    size_t body_len;    /* the body, decoded, in the caller's buffer */
+} tm_http_response;
+
+/*
+ * Parses the bytes of a response received so far, buf[0..len); eof: the
+ * server closed the connection.  Returns 1 when complete (for a status
+ * other than 200 at the end of the head: nothing more is read), 0 when
+ * more bytes are needed, TM_EPROTOCOL for a malformed response, a head
+ * over TM_HTTP_HEAD_MAX, a body over cap, a coding other than chunked, or
+ * a close before the end.  The body (Content-Length, chunked, or up to the
+ * close) is copied, decoded, to body[0..cap).
+ */
+int tm__http_parse_response(const char *buf, size_t len, int eof, char *body, size_t cap,
+                            tm_http_response *r);
 
 /* ======================================================================
  * Floor 3: abi.c - struct versions (and tm_abi_layout, public)
@@ -710,6 +807,21 @@ int tm__dns_parse_tlsa(const unsigned char *msg, int len, tm_tlsa *out, int max,
 int tm__dns_parse_addr(const unsigned char *msg, int len, int type, unsigned int port,
                        tm_addr *out, int max);
 
+/*
+ * tm__dns_parse_sts: the MTA-STS record among the TXT records of msg
+ * (RFC 8461 3.1), at the question's name or the end of its CNAME chain:
+ * each record's strings joined, those not beginning with "v=STSv1"
+ * discarded.  Exactly one must remain and parse (tm__sts_parse_txt):
+ * returns 1 with its id; 0 when none remains, several do (*several set)
+ * or the one left is invalid - no policy; TM_EDNS for a malformed message.
+ */
+int tm__dns_parse_sts(const unsigned char *msg, int len, char id[TM_STS_ID_MAX], int *several);
+/* The lookup itself: TXT _mta-sts.<domain> through the context's
+ * resolver.  1 with id, 0 for no (valid, single) record, TM_EDNS when the
+ * lookup failed. */
+int tm__dns_sts(const tm_context *ctx, const char *domain, int64_t deadline,
+                char id[TM_STS_ID_MAX], int *several);
+
 /* The header of a DNS answer: its RCODE and AD bit (believed only from a
  * trusted validating resolver).  TM_OK, or TM_EDNS when len < 12. */
 int tm__dns_header(const unsigned char *msg, int len, int *rcode, int *ad);
@@ -761,6 +873,13 @@ struct tm_context {
     void *log_arg;
     int log_level;
     struct tm_tls_config *tls;
+    /* MTA-STS: policies by domain (RFC 8461 5.1), guarded by sts_lock;
+     * the HTTPS address and port of the fetch, for tests (0: DNS, 443). */
+    int sts_on;
+    pthread_mutex_t sts_lock;
+    tm_sts_cache sts;
+    char sts_https_address[TM_IPADDR_MAX + 8];
+    unsigned int sts_https_port;
     /* Settings tables: sorted by (recipient, name), guarded by the lock. */
     pthread_rwlock_t settings_lock;
     tm_setting *settings;
@@ -803,6 +922,38 @@ typedef struct tm_route {
     char why[TM_TEXT_MAX];
     char why_host[TM_HOST_MAX];    /* ... and which host */
 } tm_route;
+
+/*
+ * Fetches the MTA-STS policy of domain from https://mta-sts.<domain>/
+ * .well-known/mta-sts.txt (RFC 8461 3.3) before deadline: the certificate
+ * must verify (PKIX) for mta-sts.<domain>; only 200 with text/plain and a
+ * policy that parses counts.  address (tests and private deployments)
+ * replaces the name's addresses; port 0 is 443.  TM_OK with *p; else
+ * TM_ENOTFOUND (the server answered, and it is no policy), TM_ETLS,
+ * TM_ECONNECT, TM_ETIMEOUT, TM_EPROTOCOL, TM_EDNS, TM_ENOMEM, TM_EINVAL,
+ * with why in words.
+ */
+int tm__sts_fetch(const tm_context *ctx, const char *domain, const char *address,
+                  unsigned int port, int64_t deadline, tm_sts_policy *p, char *why,
+                  size_t whylen);
+
+/* The MTA-STS policy a delivery to domain follows. */
+enum { TM_STS_R_OFF = 0, TM_STS_R_NONE, TM_STS_R_FETCH_FAILED, TM_STS_R_POLICY };
+typedef struct tm_sts_result {
+    int state;            /* TM_STS_R_* */
+    int from_cache;       /* the policy came from the cache */
+    tm_sts_entry entry;   /* with TM_STS_R_POLICY: id and policy */
+    char why[TM_TEXT_MAX];
+} tm_sts_result;
+
+/*
+ * RFC 8461 3 and 5.1: the TXT record of _mta-sts.<domain>; the cached
+ * policy when its id is current; else a fetch, cached on success.  When
+ * the record is missing, its lookup fails, or the fetch fails, a cached
+ * policy that has not expired still holds (an attacker can block both).
+ * TM_OK with *out, or TM_ENOMEM.
+ */
+int tm__sts_resolve(tm_context *ctx, const char *domain, int64_t deadline, tm_sts_result *out);
 
 /* Fills the route from the domain's MX records (or the explicit host).
  * TM_OK or the tm__dns_mx errors, with why/enhanced set. */

@@ -40,6 +40,13 @@ void tm__free(void *p)
     free(p);
 }
 
+int64_t tm__now_unix(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec;
+}
+
 int64_t tm__now_ms(void)
 {
     struct timespec ts;

@@ -15,7 +15,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     tm_mx mx[8];
     tm_addr addr[8];
     tm_tlsa tlsa[4];
-    int null_mx = 0, n, i, unusable = -1, ad = -1, rcode = -1, hdr_ad = -1, rc, max;
+    int null_mx = 0, n, i, unusable = -1, ad = -1, rcode = -1, hdr_ad = -1, rc, max, several;
+    char sts_id[TM_STS_ID_MAX];
 
     if (size > 65535)
         return 0;
@@ -61,5 +62,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         FUZZ_CHECK(tlsa[i].len <= TM_TLSA_DATA_MAX);
         FUZZ_CHECK(tlsa[i].full == (tlsa[i].mtype == 0));
     }
+
+    /* MTA-STS TXT: an id of 1 to 32 letters and digits, or none. */
+    n = tm__dns_parse_sts(data, (int)size, sts_id, &several);
+    FUZZ_CHECK(n == TM_EDNS || n == 0 || n == 1);
+    FUZZ_CHECK(n == 1 ? strlen(sts_id) >= 1 && strlen(sts_id) <= 32 && !several
+                      : sts_id[0] == '\0');
     return 0;
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """The test suite's one certificate generator: a throwaway CA made with openssl.
 
-    certs.py DIR [--set peers|hostile] [--key-type ec|rsa]
+    certs.py DIR [--set peers|hostile|sts] [--key-type ec|rsa]
 
 Writes DIR/ca.pem (the root CA the tests trust, 1901-2049) and, per leaf,
 DIR/<name>.pem + DIR/<name>.key (EC P-256 or RSA 2048, SHA-256).  DIR must
@@ -36,6 +36,15 @@ not exist yet or be empty.  Nothing here is meant to be committed.
     domain         atk.test                 (the domain, not its MX host)
     mxhost         mx.atk.test              (the MX host of atk.test)
     mxpair         mx-a.atk.test and mx-b.atk.test (the two-MX cases)
+
+--set sts (tests/peers/sts_https.py: the MTA-STS policy server)
+    sts            mta-sts.ok.test, mta-sts.chunked.test, mta-sts.close.test,
+                   mta-sts.notfound.test, mta-sts.redirect.test,
+                   mta-sts.html.test, mta-sts.big.test, mta-sts.badsyntax.test,
+                   mta-sts.slow.test (one leaf, every scenario's name)
+    sts-wrongname  mta-sts.other.test       (the name-mismatch listener)
+    sts-untrusted  mta-sts.ok.test, from a second CA (other-ca.pem, for a
+                   client store that does not hold the test CA)
 
 Dates are set with "openssl ca" (-startdate/-enddate, UTCTime), which works
 with OpenSSL 1.1 and 3.x.  Keys, requests and signatures are made with a few
@@ -142,6 +151,11 @@ CA_END = "491231235959Z"          # not-yet-valid leaves (UTCTime, < 2050)
 EXPIRED = ("200101000000Z", "201231235959Z")
 NOTYET = ("400101000000Z", "410101000000Z")
 
+# The MTA-STS scenarios of tests/peers/sts_https.py, one host name each
+# (mta-sts.NAME.test).
+STS_SCENARIOS = ["ok", "chunked", "close", "notfound", "redirect", "html", "big",
+                 "badsyntax", "slow"]
+
 # name -> (subject/SAN names, issuing CA section, dates: "now"|EXPIRED|NOTYET)
 # "ca_other" is the untrusted CA; "self" a self-signed leaf.
 SETS = {
@@ -170,6 +184,11 @@ SETS = {
         ("domain", ["atk.test"], "ca_root", "now"),
         ("mxhost", ["mx.atk.test"], "ca_root", "now"),
         ("mxpair", ["mx-a.atk.test", "mx-b.atk.test"], "ca_root", "now"),
+    ],
+    "sts": [
+        ("sts", ["mta-sts.%s.test" % s for s in STS_SCENARIOS], "ca_root", "now"),
+        ("sts-wrongname", ["mta-sts.other.test"], "ca_root", "now"),
+        ("sts-untrusted", ["mta-sts.ok.test"], "ca_other", "now"),
     ],
 }
 

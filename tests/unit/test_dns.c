@@ -666,6 +666,74 @@ static void header_short(void **state)
     assert_int_equal(tm__dns_header(NULL, 0, &rcode, &ad), TM_EDNS);
 }
 
+/* ---- MTA-STS TXT records (RFC 8461 3.1) ---------------------------------- */
+
+/* A TXT record at the question's name made of the given strings. */
+static void txt(msg *m, const char *const *strs, size_t n)
+{
+    size_t i, rdlen = 0;
+
+    for (i = 0; i < n; i++)
+        rdlen += 1 + strlen(strs[i]);
+    rr(m, 16, (unsigned)rdlen);
+    for (i = 0; i < n; i++) {
+        size_t l = strlen(strs[i]);
+        put8(m, (unsigned)l);
+        memcpy(m->b + m->len, strs[i], l);
+        m->len += (int)l;
+    }
+}
+
+static void sts_txt_records(void **state)
+{
+    static const char *const spf[] = { "v=spf1 -all" };
+    static const char *const sts[] = { "v=STSv1; id=20190429T010101;" };
+    static const char *const split[] = { "v=STSv1; ", "id=abc" };
+    static const char *const other[] = { "v=STSv1; id=def" };
+    static const char *const bad[] = { "v=STSv1; id=not-valid" };
+    char id[TM_STS_ID_MAX];
+    int several;
+    msg m;
+    (void)state;
+
+    /* One STS record among others. */
+    begin(&m, "_mta-sts.example.com", 16, 2);
+    txt(&m, spf, 1);
+    txt(&m, sts, 1);
+    assert_int_equal(tm__dns_parse_sts(m.b, m.len, id, &several), 1);
+    assert_string_equal(id, "20190429T010101");
+    assert_int_equal(several, 0);
+    /* Strings of one record are joined. */
+    begin(&m, "_mta-sts.example.com", 16, 1);
+    txt(&m, split, 2);
+    assert_int_equal(tm__dns_parse_sts(m.b, m.len, id, &several), 1);
+    assert_string_equal(id, "abc");
+    /* Two STS records: no policy. */
+    begin(&m, "_mta-sts.example.com", 16, 2);
+    txt(&m, sts, 1);
+    txt(&m, other, 1);
+    assert_int_equal(tm__dns_parse_sts(m.b, m.len, id, &several), 0);
+    assert_int_equal(several, 1);
+    assert_string_equal(id, "");
+    /* None, or an invalid one: no policy. */
+    begin(&m, "_mta-sts.example.com", 16, 1);
+    txt(&m, spf, 1);
+    assert_int_equal(tm__dns_parse_sts(m.b, m.len, id, &several), 0);
+    assert_int_equal(several, 0);
+    begin(&m, "_mta-sts.example.com", 16, 1);
+    txt(&m, bad, 1);
+    assert_int_equal(tm__dns_parse_sts(m.b, m.len, id, &several), 0);
+    /* A string length past the record: malformed. */
+    begin(&m, "_mta-sts.example.com", 16, 1);
+    rr(&m, 16, 4);
+    put8(&m, 10);
+    put8(&m, 'v');
+    put8(&m, '=');
+    put8(&m, 'S');
+    assert_int_equal(tm__dns_parse_sts(m.b, m.len, id, &several), TM_EDNS);
+    assert_int_equal(tm__dns_parse_sts(NULL, 0, id, &several), TM_EDNS);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -689,6 +757,7 @@ int main(void)
         cmocka_unit_test(tlsa_owner_rules),
         cmocka_unit_test(header_rcode_and_ad),
         cmocka_unit_test(header_short),
+        cmocka_unit_test(sts_txt_records),
     };
     return cmocka_run_group_tests_name("dns", tests, NULL, NULL);
 }
