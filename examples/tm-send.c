@@ -54,6 +54,14 @@ static void usage(FILE *f)
           "                         the least TLS for the recipient domain in this run (as a\n"
           "                         `recipient` line of --settings; dane: only DANE-authenticated\n"
           "                         TLS)\n"
+          "  --no-mta-sts           MTA-STS (RFC 8461) off: the domain's published policy is\n"
+          "                         not looked up\n"
+          "  --sts-cache FILE       MTA-STS policy cache: loaded before (if it exists), saved\n"
+          "                         after the delivery\n"
+          "  --sts-https-address IP, --sts-https-port N\n"
+          "                         fetch MTA-STS policies from this address and port instead\n"
+          "                         of mta-sts.DOMAIN:443 (tests and private deployments only;\n"
+          "                         the certificate must still be valid for mta-sts.DOMAIN)\n"
           "  --ca-file FILE         trust these CA certificates instead of the system store\n"
           "  --helo NAME            name announced in EHLO (default: this host's name)\n"
           "  --timeout SECONDS      per-command timeout (defaults follow RFC 5321)\n"
@@ -177,6 +185,12 @@ static void print_summary(const tm_delivery_status *st, const tm_rcpt_status *rc
                st->dane_tlsa, st->mx_dnssec ? "true" : "false");
     if (st->cert_verified)
         printf("certificate-verified-by: %s\n", tm_verified_by_name(st->cert_verified_by));
+    printf("mta-sts: %s%s%s%s\n", tm_mta_sts_name(st->mta_sts), st->mta_sts_id[0] ? " id=" : "",
+           st->mta_sts_id, st->mta_sts_cached ? " (cached)" : "");
+    if (st->mta_sts_would_refuse)
+        printf("mta-sts-would-refuse: true\n");
+    if (st->mta_sts_error[0])
+        printf("mta-sts-error: %s\n", st->mta_sts_error);
     printf("policy: require-tls=%s (%s) skip-verify=%s (%s) keep-unverified-tls=%s (%s) "
            "recipient-floor=%s\n",
            st->policy.require_tls ? "yes" : "no", tm_policy_source_name(st->require_tls_source),
@@ -195,7 +209,8 @@ int main(int argc, char **argv)
 {
     enum { O_MX = 256, O_PORT, O_DNS, O_REQ, O_SKIP, O_KEEP, O_NO_REQ, O_NO_SKIP, O_NO_KEEP, O_CA,
            O_HELO, O_TIMEOUT, O_JSON, O_VERBOSE, O_VERSION, O_HELP, O_SETTINGS, O_SENDING,
-           O_DNSSEC, O_TRUST, O_NO_DANE, O_FLOOR };
+           O_DNSSEC, O_TRUST, O_NO_DANE, O_FLOOR, O_NO_STS, O_STS_CACHE, O_STS_ADDR,
+           O_STS_PORT };
     static const struct option longopts[] = {
         { "from", required_argument, NULL, 'f' },
         { "to", required_argument, NULL, 't' },
@@ -221,6 +236,10 @@ int main(int argc, char **argv)
         { "dnssec-trust-resolver", no_argument, NULL, O_TRUST },
         { "no-dane", no_argument, NULL, O_NO_DANE },
         { "floor", required_argument, NULL, O_FLOOR },
+        { "no-mta-sts", no_argument, NULL, O_NO_STS },
+        { "sts-cache", required_argument, NULL, O_STS_CACHE },
+        { "sts-https-address", required_argument, NULL, O_STS_ADDR },
+        { "sts-https-port", required_argument, NULL, O_STS_PORT },
         { NULL, 0, NULL, 0 },
     };
     const char **to = NULL;
@@ -233,7 +252,7 @@ int main(int argc, char **argv)
     tm_delivery_status st;
     tm_context *ctx = NULL;
     int flag, floor = -1;
-    const char *from = NULL, *file = NULL, *settings = NULL, *sending = NULL;
+    const char *from = NULL, *file = NULL, *settings = NULL, *sending = NULL, *sts_cache = NULL;
     char *mx = NULL;
     int json = 0, opt, rc, fd = -1, ret = EX_SOFTWARE_;
     void *map = NULL;
@@ -344,6 +363,26 @@ int main(int argc, char **argv)
         case O_NO_DANE:
             co.dane = TM_OFF;
             break;
+        case O_NO_STS:
+            co.mta_sts = TM_OFF;
+            break;
+        case O_STS_CACHE:
+            sts_cache = optarg;
+            break;
+        case O_STS_ADDR:
+            co.sts_https_address = optarg;
+            break;
+        case O_STS_PORT: {
+            char *end;
+            unsigned long v = strtoul(optarg, &end, 10);
+            if (*optarg == '\0' || *end != '\0' || v == 0 || v > 65535) {
+                fprintf(stderr, "tm-send: bad --sts-https-port %s\n", optarg);
+                ret = EX_USAGE_;
+                goto out;
+            }
+            co.sts_https_port = (unsigned int)v;
+            break;
+        }
         case O_FLOOR:
             if (strcmp(optarg, "none") == 0)
                 floor = TM_FLOOR_NONE;
@@ -455,7 +494,18 @@ int main(int argc, char **argv)
             goto out;
         }
     }
+    if (sts_cache && access(sts_cache, F_OK) == 0) {
+        int line = 0;
+        rc = tm_sts_cache_load(ctx, sts_cache, &line);
+        if (rc != TM_OK) {
+            fprintf(stderr, "tm-send: %s:%d: %s\n", sts_cache, line, tm_strerror(rc));
+            ret = EX_USAGE_;
+            goto out;
+        }
+    }
     rc = tm_deliver(ctx, &msg, &policy, &so, &st);
+    if (sts_cache && tm_sts_cache_save(ctx, sts_cache) != TM_OK)
+        fprintf(stderr, "tm-send: could not save the MTA-STS cache to %s\n", sts_cache);
     if (rc == TM_EINVAL && st.result == TM_RESULT_BOUNCED && st.mx_host[0] == '\0' &&
         st.attempt_no == 0) {
         fprintf(stderr, "tm-send: %s\n", tm_strerror(rc));

@@ -232,6 +232,31 @@ typedef enum tm_verified_by {
 /* "", "pkix", "dane". */
 TM_EXTERN const char *tm_verified_by_name(int by);
 
+/* What MTA-STS (RFC 8461) made of the recipient domain
+ * (tm_delivery_status.mta_sts).  See docs/mta-sts.md. */
+typedef enum tm_mta_sts {
+    TM_MTA_STS_OFF = 0,          /* off in the context, or the host was given
+                                    explicitly (tm_session_options.host) */
+    TM_MTA_STS_NO_POLICY = 1,    /* no usable _mta-sts TXT record (none, several,
+                                    malformed, or the lookup failed) and no
+                                    cached policy: delivered as without one */
+    TM_MTA_STS_NONE = 2,         /* a policy in mode "none": as without one */
+    TM_MTA_STS_TESTING = 3,      /* mode "testing": delivered under the normal
+                                    policy; mta_sts_would_refuse says whether
+                                    enforce would have refused the host */
+    TM_MTA_STS_ENFORCE = 4,      /* mode "enforce": only MX hosts matching the
+                                    policy, over TLS with a certificate valid
+                                    for the MX name (PKIX), or deferred */
+    TM_MTA_STS_FETCH_FAILED = 5  /* a TXT record, but no policy could be fetched
+                                    (HTTP error, redirect, wrong type, too
+                                    large, bad syntax, TLS or connection
+                                    failure; mta_sts_error says which) and
+                                    none is cached: delivered as without one */
+} tm_mta_sts;
+
+/* "off", "no-policy", "none", "testing", "enforce", "fetch-failed". */
+TM_EXTERN const char *tm_mta_sts_name(int mode);
+
 /* ------------------------------------------------------------------------
  * Delivery status
  * ---------------------------------------------------------------------- */
@@ -243,6 +268,7 @@ TM_EXTERN const char *tm_verified_by_name(int by);
 #define TM_RCPT_TEXT_MAX 256  /* a recipient's reply text */
 #define TM_ENHANCED_MAX 16    /* "x.yyy.zzz" */
 #define TM_TLSA_TEXT_MAX 16   /* "3 1 1": a TLSA record's parameters */
+#define TM_STS_ID_TEXT_MAX 33 /* an MTA-STS policy id (1 to 32 letters and digits) */
 
 /*
  * The outcome for one recipient, written into the caller's array named in
@@ -317,6 +343,20 @@ typedef struct tm_rcpt_status {
  *                else TM_VERIFIED_BY_NONE.
  * dane_tlsa      the TLSA record that authenticated the server as
  *                "usage selector matching-type" (e.g. "3 1 1"), or "".
+ * mta_sts        tm_mta_sts: the MTA-STS policy the recipient domain's
+ *                delivery followed (RFC 8461; docs/mta-sts.md).  On a host
+ *                with usable TLSA records DANE applies instead (RFC 8461 2).
+ * mta_sts_id     the id of that policy (from its TXT record), or "".
+ * mta_sts_cached 1 if the policy came from the cache (its TXT id unchanged,
+ *                or the TXT record or the fetch failed while a cached policy
+ *                still held).
+ * mta_sts_would_refuse  in testing mode, 1 if enforce would have refused
+ *                the host the session or message went to: an MX name
+ *                matching no pattern, no TLS, or a certificate not valid
+ *                for the MX name.
+ * mta_sts_error  in words: what enforce refused or would have refused,
+ *                why no policy could be fetched, or why the domain has
+ *                none (no TXT record, its lookup failed); "" otherwise.
  */
 typedef struct tm_delivery_status {
     unsigned int version;
@@ -354,11 +394,16 @@ typedef struct tm_delivery_status {
     int mx_dnssec;
     int cert_verified_by;      /* tm_verified_by */
     char dane_tlsa[TM_TLSA_TEXT_MAX];
+    int mta_sts;               /* tm_mta_sts */
+    char mta_sts_id[TM_STS_ID_TEXT_MAX];
+    int mta_sts_cached;
+    int mta_sts_would_refuse;
+    char mta_sts_error[TM_TEXT_MAX];
 } tm_delivery_status;
 
 #define TM_STATUS_INIT                                                                      \
     { TM_STATUS_VERSION, 0, 0, 0, "", "", "", 0, 0, 0, "", "", "", "", "", 0, 0, 0.0, 0,     \
-      TM_POLICY_INIT, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, "" }
+      TM_POLICY_INIT, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, "", 0, "", 0, 0, "" }
 /* Sets *status to an empty status of struct version `version` (pass
  * TM_STATUS_VERSION): result TM_RESULT_NONE.  TM_EINVAL for NULL or an
  * unknown version. */
@@ -386,6 +431,8 @@ TM_EXTERN const char *tm_abi_layout(void);
  *    "tls-version": "TLSv1.2", "tls-cipher": "...", "tls-error": "",
  *    "tls-resumed": false, "dane": "verified", "dane-tlsa": "3 1 1",
  *    "mx-dnssec": true, "certificate-verified-by": "dane",
+ *    "mta-sts": "enforce", "mta-sts-id": "20261201", "mta-sts-cached": false,
+ *    "mta-sts-would-refuse": false, "mta-sts-error": "",
  *    "attempt-no": 1, "session-seconds": 0.012, "utf8": false,
  *    "policy": {"require-tls": true, "require-tls-from": "message",
  *               "skip-verify": false, "skip-verify-from": "default",
@@ -410,7 +457,7 @@ TM_EXTERN const char *tm_abi_layout(void);
  * unknown version, buf is NULL with size > 0, or rcpts is NULL with
  * nrcpts > 0.
  */
-#define TM_STATUS_JSON_MAX 16384
+#define TM_STATUS_JSON_MAX 20480
 #define TM_RCPT_JSON_MAX 3328
 TM_EXTERN int tm_status_json(const tm_delivery_status *status, const tm_rcpt_status *rcpts,
                              size_t nrcpts, char *buf, size_t size);
@@ -434,6 +481,32 @@ typedef enum tm_log_level {
 typedef void (*tm_log_fn)(void *arg, int level, const char *message);
 
 #define TM_CONTEXT_OPTIONS_VERSION 2
+
+/*
+ * MTA-STS policy fetch by the host (tm_context_options.sts_fetch), for a
+ * host that wants its own HTTP client or proxy.  Called on the delivering
+ * thread with the policy domain and the URL to fetch
+ * ("https://mta-sts.<domain>/.well-known/mta-sts.txt").  The callback must
+ * do what RFC 8461 3.3 asks: HTTPS with a certificate valid for
+ * mta-sts.<domain> (PKIX), a GET, no redirects followed, status 200 and
+ * Content-Type text/plain only, a timeout.  On success it copies the body
+ * into body (at most size bytes, 65536: a larger body is a failure), sets
+ * *len and returns TM_OK; anything else means no policy could be fetched
+ * (why, in words, may go to the log).  The library parses the body.
+ */
+typedef int (*tm_sts_fetch_fn)(void *arg, const char *domain, const char *url, char *body,
+                               size_t size, size_t *len);
+/*
+ * MTA-STS cache in the host's own store (tm_context_options.sts_store and
+ * sts_lookup), keyed by policy domain; `entry` is one line of the cache
+ * file format (tm_sts_cache_save), without the newline.  sts_store is
+ * called when a fetched policy enters the context's cache; sts_lookup when
+ * a delivery finds nothing cached for the domain: it copies a stored entry
+ * (NUL-terminated) into buf and returns TM_OK, or returns TM_ENOTFOUND.
+ * An entry that does not parse, or has expired, is ignored.
+ */
+typedef void (*tm_sts_store_fn)(void *arg, const char *domain, const char *entry);
+typedef int (*tm_sts_lookup_fn)(void *arg, const char *domain, char *buf, size_t size);
 
 /*
  * Options of a context.  Every field 0/NULL means the default shown.
@@ -474,6 +547,30 @@ typedef void (*tm_log_fn)(void *arg, int level, const char *message);
  * skip_verify, whatever the policy; the host is skipped otherwise, and
  * with no host left the message is deferred.  A TLSA lookup that fails
  * validation leaves the host unused.  Unsigned zones get the normal policy.
+ *
+ * MTA-STS (RFC 8461; see docs/mta-sts.md).  (Version 2.)
+ * mta_sts          TM_OFF: MTA-STS off (0 and TM_ON: on).  On, a delivery
+ *                  to a domain's MX hosts (not to an explicit host) looks up
+ *                  TXT _mta-sts.<domain> and follows the domain's policy,
+ *                  fetched over HTTPS and cached; enforce means only MX
+ *                  hosts matching the policy, over TLS verified for the MX
+ *                  name, whatever require_tls and skip_verify say, or the
+ *                  message is deferred.  DANE wins on hosts with usable TLSA.
+ * sts_fetch, sts_fetch_arg  the host's own fetcher (tm_sts_fetch_fn) in
+ *                  place of the built-in one.
+ * sts_store, sts_lookup, sts_cache_arg  the host's own cache store
+ *                  (tm_sts_store_fn, tm_sts_lookup_fn), beside the
+ *                  context's in-memory cache.
+ * sts_cache_max    policies kept in memory (default 1000; the least
+ *                  recently used goes first).
+ * sts_timeout_ms   the TXT lookup and the policy fetch together (default
+ *                  20000), also bounded by delivery_timeout_ms.
+ * sts_https_address, sts_https_port  FOR TESTS AND PRIVATE DEPLOYMENTS
+ *                  ONLY: the built-in fetcher connects to this IP address
+ *                  (instead of the addresses of mta-sts.<domain>) and port
+ *                  (instead of 443).  The certificate must still be valid
+ *                  for mta-sts.<domain>.
+ *
  * connect_timeout_ms   TCP connect (default 30000)
  * greeting_timeout_ms  initial 220 (default 300000)
  * ehlo_timeout_ms      EHLO/HELO, STARTTLS, RSET, NOOP (default 300000)
@@ -516,9 +613,19 @@ typedef struct tm_context_options {
     const char *dnssec_resolver; /* version 2 */
     int dnssec_trust_resolver;   /* version 2 */
     int dane;                    /* version 2 */
+    int mta_sts;                 /* version 2 */
+    tm_sts_fetch_fn sts_fetch;   /* version 2 */
+    void *sts_fetch_arg;         /* version 2 */
+    tm_sts_store_fn sts_store;   /* version 2 */
+    tm_sts_lookup_fn sts_lookup; /* version 2 */
+    void *sts_cache_arg;         /* version 2 */
+    unsigned int sts_cache_max;  /* version 2 */
+    unsigned int sts_timeout_ms; /* version 2 */
+    const char *sts_https_address; /* version 2: tests and private deployments */
+    unsigned int sts_https_port;   /* version 2: tests and private deployments */
 } tm_context_options;
 
-#define TM_CONTEXT_OPTIONS_INIT { TM_CONTEXT_OPTIONS_VERSION, NULL, NULL, NULL, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, NULL, NULL, 0, NULL, NULL, 0, 0 }
+#define TM_CONTEXT_OPTIONS_INIT { TM_CONTEXT_OPTIONS_VERSION, NULL, NULL, NULL, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, NULL, NULL, 0, NULL, NULL, 0, 0, 0, NULL, NULL, NULL, NULL, NULL, 0, 0, NULL, 0 }
 /* Sets *options to the defaults of struct version `version` (pass
  * TM_CONTEXT_OPTIONS_VERSION).  TM_EINVAL for NULL or an unknown version. */
 TM_EXTERN int tm_context_options_init(tm_context_options *options, unsigned int version);
@@ -788,6 +895,31 @@ TM_EXTERN int tm_settings_list(tm_context *ctx, char *buf, size_t size);
  */
 TM_EXTERN int tm_settings_load(tm_context *ctx, const char *path, int replace, int *error_line);
 TM_EXTERN int tm_settings_save(tm_context *ctx, const char *path);
+
+/* ------------------------------------------------------------------------
+ * MTA-STS policy cache (RFC 8461 5.1)
+ * ---------------------------------------------------------------------- */
+
+/*
+ * The context keeps fetched MTA-STS policies in memory until their max_age
+ * runs out (at most one year), and uses a cached policy when the TXT record
+ * is gone or its lookup or the fetch fails - the point of MTA-STS, since an
+ * attacker can block both.  A sending service that restarts should save and
+ * load the cache, one line per policy domain:
+ *
+ *     policy DOMAIN ID FETCHED EXPIRES USED MODE MAX_AGE MX,MX,...
+ *
+ * (times in seconds since the epoch; "-" for no mx pattern; '#' starts a
+ * comment).  tm_sts_cache_load parses the whole file first and changes
+ * nothing unless all of it is valid (TM_ESYNTAX with *error_line); then
+ * each entry replaces the cached one of its domain, expired entries are
+ * dropped.  tm_sts_cache_save writes atomically (temporary file, rename).
+ * tm_sts_cache_list writes the same text into buf (snprintf semantics).
+ * Errors: TM_EINVAL, TM_EIO, TM_ESYNTAX, TM_ENOMEM.  Thread-safe.
+ */
+TM_EXTERN int tm_sts_cache_load(tm_context *ctx, const char *path, int *error_line);
+TM_EXTERN int tm_sts_cache_save(tm_context *ctx, const char *path);
+TM_EXTERN int tm_sts_cache_list(tm_context *ctx, char *buf, size_t size);
 
 /* sizeof of the public structs as compiled into the library (for bindings). */
 TM_EXTERN size_t tm_policy_size(void);

@@ -17,6 +17,32 @@ static int64_t deadline_of(const tm_session *s, unsigned int ms)
     return tm__min_deadline(tm__deadline(ms), s->deadline);
 }
 
+static void set_tls_error(tm_session *s, int failure, const char *fmt, ...) TM_PRINTF(3, 4);
+
+/* What MTA-STS refused or would have refused, in words (cut to fit). */
+static void sts_note(tm_session *s, const char *fmt, ...) TM_PRINTF(2, 3);
+static void sts_note(tm_session *s, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(s->sts_error, sizeof s->sts_error, fmt, ap);
+    va_end(ap);
+}
+
+/* The mode of the domain's MTA-STS policy (TM_STS_*), or -1 for none. */
+static int sts_mode(const tm_session *s)
+{
+    return s->sts.state == TM_STS_R_POLICY ? s->sts.entry.policy.mode : -1;
+}
+
+/* MTA-STS speaks for the current host: a policy in enforce or testing
+ * mode, and no usable TLSA records (DANE wins, RFC 8461 2). */
+static int sts_applies(const tm_session *s, int mode)
+{
+    return sts_mode(s) == mode && s->route.dane != TM_HD_USABLE;
+}
+
 tm_want tm__session_run(tm_session *s)
 {
     s->drive.tr = s->tr;
@@ -113,6 +139,25 @@ int tm__session_connect(tm_session *s)
             return last;
         tm__strlcpy(s->host, tm__route_host(&s->route), sizeof s->host);
         tm__strlcpy(s->address, s->route.address, sizeof s->address);
+        if (sts_applies(s, TM_STS_ENFORCE) && !tm__sts_mx_match(&s->sts.entry.policy, s->host)) {
+            /* RFC 8461 4.1, 5: an MX host the policy does not name is
+             * not used at all. */
+            sts_note(s, "MTA-STS (enforce): %s matches no mx pattern of the policy of %s", s->host,
+                     s->domain);
+            set_tls_error(s, TM_TLS_FAILURE_NOT_TRIED, "%s", s->sts_error);
+            s->fail.error = TM_ETLSREQUIRED;
+            s->fail.code = 0;
+            s->fail.message[0] = '\0';
+            tm__strlcpy(s->fail.enhanced, "4.7.5", sizeof s->fail.enhanced);
+            tm__strlcpy(s->fail.why, s->sts_error, sizeof s->fail.why);
+            tm__strlcpy(s->fail.host, s->host, sizeof s->fail.host);
+            tm__strlcpy(s->fail.address, s->address, sizeof s->fail.address);
+            tm__log(s->ctx, TM_LOG_WARNING, "%s", s->sts_error);
+            s->dane_left = tm__session_dane(s);
+            last = TM_ETLSREQUIRED;
+            tm__route_next_host(&s->route);
+            continue;
+        }
         s->route.attempts++;
         s->dane_left = tm__session_dane(s); /* what a failure here reports */
         tm__log(s->ctx, TM_LOG_INFO, "connecting to %s[%s]", s->host, s->address);
@@ -151,7 +196,6 @@ int tm__session_connect(tm_session *s)
 /* ---- STARTTLS under the policy ------------------------------------------------- */
 
 /* Why TLS is not in use, in words (cut to fit: a reason, not a record). */
-static void set_tls_error(tm_session *s, int failure, const char *fmt, ...) TM_PRINTF(3, 4);
 static void set_tls_error(tm_session *s, int failure, const char *fmt, ...)
 {
     va_list ap;
@@ -312,12 +356,20 @@ static int reconnect_plain(tm_session *s)
  * asks of the host (RFC 7672 2.2): usable TLSA records make TLS mandatory
  * and authenticated by them alone, whatever the policy says; TLSA records
  * none of which is usable make TLS mandatory, authenticated only when the
- * policy asked for verified TLS.
+ * policy asked for verified TLS.  Without usable TLSA records, an MTA-STS
+ * policy in enforce mode makes TLS mandatory and verified (PKIX, the MX
+ * name).
  */
 static void host_policy(const tm_session *s, tm_policy *p)
 {
     *p = s->resolved.policy;
-    if (s->route.dane == TM_HD_USABLE) {
+    if (sts_applies(s, TM_STS_ENFORCE)) {
+        /* MTA-STS enforce (RFC 8461 5): TLS with a certificate valid for
+         * the MX name, whatever the policy says. */
+        p->require_tls = 1;
+        p->skip_verify = 0;
+        p->keep_unverified_tls = 0;
+    } else if (s->route.dane == TM_HD_USABLE) {
         p->require_tls = 1;
         p->skip_verify = 0;
         p->keep_unverified_tls = 0;
@@ -347,6 +399,43 @@ int tm__session_dane(const tm_session *s)
     default:
         return TM_DANE_OFF;
     }
+}
+
+int tm__session_sts(const tm_session *s)
+{
+    switch (s->sts.state) {
+    case TM_STS_R_NONE:
+        return TM_MTA_STS_NO_POLICY;
+    case TM_STS_R_FETCH_FAILED:
+        return TM_MTA_STS_FETCH_FAILED;
+    case TM_STS_R_POLICY:
+        return sts_mode(s) == TM_STS_ENFORCE   ? TM_MTA_STS_ENFORCE
+               : sts_mode(s) == TM_STS_TESTING ? TM_MTA_STS_TESTING
+                                                : TM_MTA_STS_NONE;
+    default:
+        return TM_MTA_STS_OFF;
+    }
+}
+
+int tm__session_sts_would_refuse(tm_session *s)
+{
+    const char *pre = "MTA-STS (testing): enforce would refuse";
+
+    if (!sts_applies(s, TM_STS_TESTING) || !s->policy_applied || !s->host[0])
+        return 0;
+    if (!tm__sts_mx_match(&s->sts.entry.policy, s->host))
+        sts_note(s, "%s %s: it matches no mx pattern of the "
+                 "policy of %s", pre, s->host, s->domain);
+    else if (!s->tls_active)
+        sts_note(s, "%s %s: no TLS (%s)", pre, s->host,
+                 s->tls_error);
+    else if (!s->cert_verified)
+        sts_note(s, "%s %s: its certificate is not valid for "
+                 "the MX name (%s)", pre, s->host, s->tls_error);
+    else
+        return 0;
+    tm__log(s->ctx, TM_LOG_WARNING, "%s", s->sts_error);
+    return 1;
 }
 
 /* Applies the truth table to the current connection until one satisfies
@@ -427,6 +516,9 @@ int tm__session_apply_policy(tm_session *s)
             break;
         case TM_ACT_NEXT_MX:
             tm__log(s->ctx, TM_LOG_INFO, "leaving %s: %s", s->host, s->tls_error);
+            if (sts_applies(s, TM_STS_ENFORCE))
+                sts_note(s, "MTA-STS (enforce): left %s: %s",
+                         s->host, s->tls_error);
             s->dane_left = s->route.dane == TM_HD_USABLE ? TM_DANE_FAILED : tm__session_dane(s);
             /* After a failed handshake the connection is unusable: not even
              * a QUIT goes over it.  Under require_tls nothing but EHLO,

@@ -44,8 +44,16 @@ TM_EXTERN int tm_context_new(tm_context **out, const tm_context_options *given)
     }
     if (o->helo_name && (tm__name_check(o->helo_name) != TM_OK))
         return TM_EINVAL;
-    if (o->port > 65535)
+    if (o->port > 65535 || o->sts_https_port > 65535)
         return TM_EINVAL;
+    if (o->sts_https_address) {
+        /* An IP address only: the name checked is always mta-sts.<domain>. */
+        struct sockaddr_storage ss;
+        socklen_t sl;
+        if (strlen(o->sts_https_address) >= TM_IPADDR_MAX ||
+            tm__net_parse_addr(o->sts_https_address, 443, &ss, &sl) != TM_OK)
+            return TM_EINVAL;
+    }
 
     ctx = tm__calloc(1, sizeof *ctx);
     if (!ctx)
@@ -114,8 +122,18 @@ TM_EXTERN int tm_context_new(tm_context **out, const tm_context_options *given)
         tm__free(ctx);
         return TM_ENOMEM;
     }
-    tm__sts_cache_init(&ctx->sts, 0);
-    ctx->sts_on = 1;
+    /* MTA-STS (RFC 8461): on unless switched off. */
+    tm__sts_cache_init(&ctx->sts, o->sts_cache_max);
+    ctx->sts_on = o->mta_sts >= 0;
+    ctx->sts_timeout = o->sts_timeout_ms ? o->sts_timeout_ms : 20000;
+    ctx->sts_fetch = o->sts_fetch;
+    ctx->sts_fetch_arg = o->sts_fetch_arg;
+    ctx->sts_store = o->sts_store;
+    ctx->sts_lookup = o->sts_lookup;
+    ctx->sts_cache_arg = o->sts_cache_arg;
+    ctx->sts_https_port = o->sts_https_port;
+    if (o->sts_https_address)
+        tm__strlcpy(ctx->sts_https_address, o->sts_https_address, sizeof ctx->sts_https_address);
     rc = tm__tls_config_new(&ctx->tls, o->ca_file, o->ca_path, err, sizeof err);
     if (rc != TM_OK) {
         tm__log(ctx, TM_LOG_ERROR, "TLS setup failed: %s", err);

@@ -5,7 +5,7 @@
  * and no two files call each other (no cycles):
  *
  *   0  util.c      allocation hook, monotonic clock, bounded string copies,
- *                  the log call
+ *                  the log call, small files read whole and written atomically
  *   1  smtp.c      reply parser, capabilities, address and name checks
  *      body.c      content encoder: CRLF normalisation, dot-stuffing
  *      policy.c    the policy truth table and flag resolution, pure
@@ -60,6 +60,14 @@
 void *tm__calloc(size_t n, size_t size);
 void tm__free(void *p);
 unsigned long tm__test_alloc_fail_at(unsigned long n);
+
+/* A whole file into *text (tm__free it; NUL-terminated when not empty),
+ * at most max bytes: TM_OK, TM_EIO (unreadable, or larger than max),
+ * TM_ENOMEM. */
+int tm__file_read(const char *path, size_t max, char **text, size_t *len);
+/* header then text into path, atomically: a temporary file beside it,
+ * fsync, rename.  TM_OK, TM_EIO, TM_EINVAL (path too long). */
+int tm__file_write_atomic(const char *path, const char *header, const char *text);
 
 /* Monotonic milliseconds; now + ms, or INT64_MAX for ms == 0 (no limit). */
 int64_t tm__now_ms(void);
@@ -362,6 +370,10 @@ void tm__status_set_policy(tm_delivery_status *st, const tm_resolved *r);
  * outcome first) and the matching TLSA record as "u s m". */
 void tm__status_set_dane(tm_delivery_status *st, int dane, int mx_dnssec, int verified_by,
                          const char *tlsa);
+/* MTA-STS: the mode (tm_mta_sts), policy id, whether cached, and in
+ * testing mode whether enforce would have refused the host; why in words. */
+void tm__status_set_sts(tm_delivery_status *st, int mode, const char *id, int cached,
+                        int would_refuse, const char *error);
 void tm__status_set_utf8(tm_delivery_status *st, int utf8);
 /* The whole message ends as `result` with `error`, and how long it took. */
 void tm__status_finish(tm_delivery_status *st, int error, int64_t start_ms);
@@ -484,6 +496,10 @@ int tm__tls_verified(const tm_tls *t);
 /* Whether the last handshake resumed a cached session; whether one was
  * offered (a failed handshake that offered one may be retried without). */
 int tm__tls_resumed(const tm_tls *t);
+/* 1 if the peer ended the connection with a TLS close_notify; a bare TCP
+ * close (which anyone on the path can forge) leaves it 0.  A read that
+ * returned TM_ECLOSED tells the two apart through this. */
+int tm__tls_close_notify(const tm_tls *t);
 int tm__tls_offered(const tm_tls *t);
 void tm__tls_verify_error(const tm_tls *t, char *buf, size_t size);
 const char *tm__tls_version(const tm_tls *t);
@@ -880,6 +896,12 @@ struct tm_context {
     tm_sts_cache sts;
     char sts_https_address[TM_IPADDR_MAX + 8];
     unsigned int sts_https_port;
+    unsigned int sts_timeout;          /* ms: TXT lookup and fetch together */
+    tm_sts_fetch_fn sts_fetch;         /* the host's fetcher, or NULL */
+    void *sts_fetch_arg;
+    tm_sts_store_fn sts_store;         /* the host's cache store, or NULL */
+    tm_sts_lookup_fn sts_lookup;
+    void *sts_cache_arg;
     /* Settings tables: sorted by (recipient, name), guarded by the lock. */
     pthread_rwlock_t settings_lock;
     tm_setting *settings;
@@ -1018,6 +1040,14 @@ struct tm_session {
     char dane_tlsa[16];
     const char *dane_names[2];
 
+    /* MTA-STS (RFC 8461): the domain's policy (state TM_STS_R_OFF when it
+     * does not apply), what enforce refused or, in testing mode, would
+     * have refused (sts_error), and whether the current host is one of
+     * those (sts_refused). */
+    tm_sts_result sts;
+    int sts_refused;
+    char sts_error[TM_TEXT_MAX];
+
     tm_failure fail;
     tm_drive drive;
     tm_txn txn;
@@ -1041,5 +1071,10 @@ int tm__session_connect(tm_session *s);
 int tm__session_apply_policy(tm_session *s);
 /* The tm_dane outcome of the current host and connection. */
 int tm__session_dane(const tm_session *s);
+/* The tm_mta_sts mode of the session's domain. */
+int tm__session_sts(const tm_session *s);
+/* Testing mode: 1 if enforce would refuse the current host and its
+ * connection (writes why into s->sts_error). */
+int tm__session_sts_would_refuse(tm_session *s);
 
 #endif

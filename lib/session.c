@@ -64,8 +64,24 @@ static int session_route(tm_session *s, const tm_session_options *o, tm_delivery
         /* A validating resolver answers SERVFAIL for a bogus MX RRset. */
         if (rc == TM_EDNS && s->ctx->dane)
             tm__status_set_dane(st, TM_DANE_FAILED, 0, TM_VERIFIED_BY_NONE, NULL);
+        return rc;
     }
+    /* MTA-STS (RFC 8461) speaks for the domain's MX hosts, not for a host
+     * the caller chose. */
+    if (!s->route.explicit_host)
+        rc = tm__sts_resolve(s->ctx, s->domain,
+                             tm__min_deadline(tm__deadline(s->ctx->sts_timeout), s->deadline),
+                             &s->sts);
     return rc;
+}
+
+/* The MTA-STS part of the status. */
+static void status_sts(tm_session *s, tm_delivery_status *st)
+{
+    int refuse = tm__session_sts_would_refuse(s);
+
+    tm__status_set_sts(st, tm__session_sts(s), s->sts.entry.id, s->sts.from_cache, refuse,
+                       s->sts_error[0] ? s->sts_error : s->sts.why);
 }
 
 /* The status of a walk that reached no usable host: its last failure. */
@@ -81,7 +97,14 @@ static void status_failure(tm_session *s, tm_delivery_status *st, int rc)
     if (s->tls_failure != TM_TLS_FAILURE_NOT_TRIED || s->tls_error[0])
         tm__status_set_tls(st, 0, 0, 0, s->tls_failure, s->tls_error, NULL, NULL);
     tm__status_set_dane(st, s->dane_left, s->route.mx_secure, TM_VERIFIED_BY_NONE, NULL);
-    if (rc == TM_ETLSREQUIRED && (s->dane_left == TM_DANE_FAILED ||
+    tm__status_set_sts(st, tm__session_sts(s), s->sts.entry.id, s->sts.from_cache, 0,
+                       s->sts_error[0] ? s->sts_error : s->sts.why);
+    if (rc == TM_ETLSREQUIRED && tm__session_sts(s) == TM_MTA_STS_ENFORCE &&
+        s->dane_left != TM_DANE_FAILED && s->resolved.floor != TM_FLOOR_DANE)
+        tm__status_describe(st, "the MTA-STS policy of %s (enforce) allows no MX host that "
+                                "gave TLS with a certificate valid for its name: %s",
+                            s->domain, s->sts_error[0] ? s->sts_error : s->tls_error);
+    else if (rc == TM_ETLSREQUIRED && (s->dane_left == TM_DANE_FAILED ||
                                   s->resolved.floor == TM_FLOOR_DANE))
         tm__status_describe(st, "no MX host of %s gave TLS that its TLSA records (DANE) "
                                 "authenticate: %s",
@@ -96,7 +119,7 @@ static void status_failure(tm_session *s, tm_delivery_status *st, int rc)
         tm__status_describe(st, "%s", f->why[0] ? f->why : tm_strerror(rc));
 }
 
-static void status_connection(const tm_session *s, tm_delivery_status *st)
+static void status_connection(tm_session *s, tm_delivery_status *st)
 {
     tm__status_set_host(st, s->host, s->address, s->route.port, s->route.attempts);
     tm__status_set_tls(st, s->tls_active, s->cert_verified,
@@ -106,11 +129,12 @@ static void status_connection(const tm_session *s, tm_delivery_status *st)
     tm__status_set_dane(st, tm__session_dane(s), s->route.mx_secure,
                         s->route.dane == TM_HD_USABLE ? TM_VERIFIED_BY_DANE : TM_VERIFIED_BY_PKIX,
                         s->dane_tlsa);
+    status_sts(s, st);
 }
 
 /* The status of a session ready to send: the server's last word (EHLO),
  * the connection and its TLS. */
-static int status_ready(const tm_session *s, tm_delivery_status *st, int64_t start)
+static int status_ready(tm_session *s, tm_delivery_status *st, int64_t start)
 {
     if (st) {
         tm__status_set_reply(st, &s->client.reply);

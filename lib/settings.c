@@ -397,42 +397,14 @@ TM_EXTERN int tm_settings_load(tm_context *ctx, const char *path, int replace, i
     size_t n = 0, cap = 0, i;
     char *text = NULL;
     size_t len = 0;
-    FILE *f;
-    int line = 0, rc = TM_OK;
+    int line = 0, rc;
 
     if (error_line)
         *error_line = 0;
     if (!ctx || !path)
         return TM_EINVAL;
-    f = fopen(path, "rb");
-    if (!f)
-        return TM_EIO;
     /* Settings files are small: read whole, bounded at 16 MiB. */
-    for (;;) {
-        char chunk[4096];
-        size_t got = fread(chunk, 1, sizeof chunk, f);
-        char *t;
-        if (got == 0)
-            break;
-        if (len + got > (16u << 20)) {
-            rc = TM_EIO;
-            break;
-        }
-        t = tm__calloc(1, len + got + 1);
-        if (!t) {
-            rc = TM_ENOMEM;
-            break;
-        }
-        if (len)
-            memcpy(t, text, len);
-        memcpy(t + len, chunk, got);
-        tm__free(text);
-        text = t;
-        len += got;
-    }
-    if (ferror(f))
-        rc = TM_EIO;
-    fclose(f);
+    rc = tm__file_read(path, 16u << 20, &text, &len);
     if (rc == TM_OK)
         rc = tm__settings_parse(text ? text : "", len, &tab, &n, &cap, &line);
     tm__free(text);
@@ -461,12 +433,10 @@ TM_EXTERN int tm_settings_load(tm_context *ctx, const char *path, int replace, i
 
 TM_EXTERN int tm_settings_save(tm_context *ctx, const char *path)
 {
-    char tmp[4096];
     char *text = NULL;
-    int need, fd, rc = TM_OK;
-    FILE *f;
+    int need, rc;
 
-    if (!ctx || !path || strlen(path) + 16 > sizeof tmp)
+    if (!ctx || !path)
         return TM_EINVAL;
     /* Snapshot under the lock, write without it. */
     for (;;) {
@@ -478,29 +448,7 @@ TM_EXTERN int tm_settings_save(tm_context *ctx, const char *path)
         if (tm_settings_list(ctx, text, (size_t)need + 64) < need + 64)
             break;
     }
-    snprintf(tmp, sizeof tmp, "%s.XXXXXX", path);
-    fd = mkstemp(tmp);
-    if (fd < 0) {
-        tm__free(text);
-        return TM_EIO;
-    }
-    f = fdopen(fd, "w");
-    if (!f) {
-        close(fd);
-        unlink(tmp);
-        tm__free(text);
-        return TM_EIO;
-    }
-    if (fputs("# libtlsmail connection settings\n", f) < 0 || fputs(text, f) < 0)
-        rc = TM_EIO;
-    if (fflush(f) != 0 || fsync(fileno(f)) != 0)
-        rc = TM_EIO;
-    if (fclose(f) != 0)
-        rc = TM_EIO;
-    if (rc == TM_OK && rename(tmp, path) != 0)
-        rc = TM_EIO;
-    if (rc != TM_OK)
-        unlink(tmp);
+    rc = tm__file_write_atomic(path, "# libtlsmail connection settings\n", text);
     tm__free(text);
     return rc;
 }

@@ -125,6 +125,24 @@ TM_EXTERN const char *tm_verified_by_name(int by)
     }
 }
 
+TM_EXTERN const char *tm_mta_sts_name(int mode)
+{
+    switch (mode) {
+    case TM_MTA_STS_NO_POLICY:
+        return "no-policy";
+    case TM_MTA_STS_NONE:
+        return "none";
+    case TM_MTA_STS_TESTING:
+        return "testing";
+    case TM_MTA_STS_ENFORCE:
+        return "enforce";
+    case TM_MTA_STS_FETCH_FAILED:
+        return "fetch-failed";
+    default:
+        return "off";
+    }
+}
+
 int tm__result_of_code(int code)
 {
     if (code >= 200 && code <= 299)
@@ -262,6 +280,18 @@ void tm__status_set_dane(tm_delivery_status *st, int dane, int mx_dnssec, int ve
     st->mx_dnssec = mx_dnssec;
     st->cert_verified_by = st->cert_verified ? verified_by : TM_VERIFIED_BY_NONE;
     tm__strlcpy(st->dane_tlsa, dane == TM_DANE_VERIFIED ? tlsa : NULL, sizeof(st->dane_tlsa));
+}
+
+void tm__status_set_sts(tm_delivery_status *st, int mode, const char *id, int cached,
+                        int would_refuse, const char *error)
+{
+    if (st == NULL)
+        return;
+    st->mta_sts = mode;
+    tm__strlcpy(st->mta_sts_id, id, sizeof(st->mta_sts_id));
+    st->mta_sts_cached = cached;
+    st->mta_sts_would_refuse = mode == TM_MTA_STS_TESTING && would_refuse;
+    tm__strlcpy(st->mta_sts_error, error, sizeof(st->mta_sts_error));
 }
 
 void tm__status_set_policy(tm_delivery_status *st, const tm_resolved *r)
@@ -521,7 +551,15 @@ TM_EXTERN int tm_status_json(const tm_delivery_status *status, const tm_rcpt_sta
     puts_(&j, status->mx_dnssec ? ", \"mx-dnssec\": true" : ", \"mx-dnssec\": false");
     puts_(&j, ", \"certificate-verified-by\": \"");
     puts_(&j, tm_verified_by_name(status->cert_verified_by));
+    puts_(&j, "\", \"mta-sts\": \"");
+    puts_(&j, tm_mta_sts_name(status->mta_sts));
     puts_(&j, "\"");
+    PUT_FIELD(&j, ", \"mta-sts-id\": ", status->mta_sts_id);
+    puts_(&j, status->mta_sts_cached ? ", \"mta-sts-cached\": true"
+                                     : ", \"mta-sts-cached\": false");
+    puts_(&j, status->mta_sts_would_refuse ? ", \"mta-sts-would-refuse\": true"
+                                           : ", \"mta-sts-would-refuse\": false");
+    PUT_FIELD(&j, ", \"mta-sts-error\": ", status->mta_sts_error);
     puts_(&j, ", \"attempt-no\": ");
     put_uint(&j, status->attempt_no);
 

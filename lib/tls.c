@@ -101,6 +101,7 @@ struct tm_tls {
     int verified_now;    /* the chain was verified in this handshake */
     int resumed;         /* the handshake resumed the offered session */
     int ticket;          /* a TLS 1.3 ticket arrived on this connection */
+    int close_notify;    /* the peer closed with close_notify (not a bare TCP close) */
     int keep;            /* the policy kept this connection: cache it */
     int dropped;         /* the session was dropped: never save it again */
     char key[TM_TLS_KEY_MAX]; /* cache key of this connection, "" = none */
@@ -706,6 +707,11 @@ void tm__tls_cache_save(tm_tls *t)
         cache_save(t);
 }
 
+int tm__tls_close_notify(const tm_tls *t)
+{
+    return t && t->close_notify;
+}
+
 int tm__tls_resumed(const tm_tls *t)
 {
     return t->resumed;
@@ -900,6 +906,7 @@ int tm__tls_start(tm_tls *t, tm_transport *inner, const char *hostname, const ch
     err[0] = '\0';
     *out = NULL;
     t->flags = (uint32_t)-1;
+    t->close_notify = 0;
     /* The current store.  After a reload, set up anew over it. */
     pthread_mutex_lock(&cfg->lock);
     cur = cfg->trust;
@@ -1079,6 +1086,8 @@ static long tls_read(tm_transport *tr, void *buf, size_t size, int64_t deadline)
             continue;
         }
 #endif
+        if (ret == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY)
+            t->close_notify = 1;
         return map_io_error(ret);
     }
 }

@@ -1,12 +1,15 @@
 /*
  * util.c - the ground floor: the allocation hook, the monotonic clock,
- * bounded string copies and the log call.  Calls nothing else in lib/.
+ * bounded string copies, the log call, and whole small files read and
+ * written atomically (the settings and the MTA-STS cache).  Calls nothing
+ * else in lib/.
  */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "internal.h"
 
@@ -100,4 +103,89 @@ void tm__log(const tm_context *ctx, int level, const char *fmt, ...)
     vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
     ctx->log(ctx->log_arg, level, line);
+}
+
+int tm__file_read(const char *path, size_t max, char **text, size_t *len)
+{
+    char *t = NULL;
+    size_t n = 0, cap = 0;
+    FILE *f;
+    int rc = TM_OK;
+
+    *text = NULL;
+    *len = 0;
+    f = fopen(path, "rb");
+    if (!f)
+        return TM_EIO;
+    for (;;) {
+        char chunk[4096];
+        size_t got = fread(chunk, 1, sizeof chunk, f);
+
+        if (got == 0)
+            break;
+        if (n + got > max) {
+            rc = TM_EIO;
+            break;
+        }
+        if (n + got + 1 > cap) {
+            size_t ncap = cap ? cap * 2 : 8192;
+            char *nt;
+
+            while (ncap < n + got + 1)
+                ncap *= 2;
+            nt = tm__calloc(1, ncap);
+            if (!nt) {
+                rc = TM_ENOMEM;
+                break;
+            }
+            if (n)
+                memcpy(nt, t, n);
+            tm__free(t);
+            t = nt;
+            cap = ncap;
+        }
+        memcpy(t + n, chunk, got);
+        n += got;
+    }
+    if (rc == TM_OK && ferror(f))
+        rc = TM_EIO;
+    fclose(f);
+    if (rc != TM_OK) {
+        tm__free(t);
+        return rc;
+    }
+    *text = t;
+    *len = n;
+    return TM_OK;
+}
+
+int tm__file_write_atomic(const char *path, const char *header, const char *text)
+{
+    char tmp[4096];
+    int fd, rc = TM_OK;
+    FILE *f;
+
+    if (strlen(path) + 16 > sizeof tmp)
+        return TM_EINVAL;
+    snprintf(tmp, sizeof tmp, "%s.XXXXXX", path);
+    fd = mkstemp(tmp);
+    if (fd < 0)
+        return TM_EIO;
+    f = fdopen(fd, "w");
+    if (!f) {
+        close(fd);
+        unlink(tmp);
+        return TM_EIO;
+    }
+    if (fputs(header, f) < 0 || fputs(text, f) < 0)
+        rc = TM_EIO;
+    if (fflush(f) != 0 || fsync(fileno(f)) != 0)
+        rc = TM_EIO;
+    if (fclose(f) != 0)
+        rc = TM_EIO;
+    if (rc == TM_OK && rename(tmp, path) != 0)
+        rc = TM_EIO;
+    if (rc != TM_OK)
+        unlink(tmp);
+    return rc;
 }

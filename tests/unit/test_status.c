@@ -275,7 +275,9 @@ static const char delivered_json[] =
     "\"mx-address\": \"192.0.2.10\", \"mx-port\": 25, \"tls-version\": \"TLSv1.2\", "
     "\"tls-cipher\": \"TLS-ECDHE-RSA-WITH-AES-256-GCM-SHA384\", \"tls-error\": \"\", "
     "\"tls-resumed\": false, \"dane\": \"off\", \"dane-tlsa\": \"\", \"mx-dnssec\": false, "
-    "\"certificate-verified-by\": \"\", \"attempt-no\": 1, \"session-seconds\": 0.012, \"utf8\": false, "
+    "\"certificate-verified-by\": \"\", \"mta-sts\": \"off\", \"mta-sts-id\": \"\", "
+    "\"mta-sts-cached\": false, \"mta-sts-would-refuse\": false, \"mta-sts-error\": \"\", "
+    "\"attempt-no\": 1, \"session-seconds\": 0.012, \"utf8\": false, "
     "\"policy\": {\"require-tls\": true, \"require-tls-from\": \"message\", "
     "\"skip-verify\": false, \"skip-verify-from\": \"default\", "
     "\"keep-unverified-tls\": false, \"keep-unverified-tls-from\": \"default\", "
@@ -309,7 +311,9 @@ static void test_json_exact(void **state)
                         "\"mx-host\": \"\", \"mx-address\": \"\", \"mx-port\": 0, \"tls-version\": \"\", "
                         "\"tls-cipher\": \"\", \"tls-error\": \"\", \"tls-resumed\": false, "
                         "\"dane\": \"off\", \"dane-tlsa\": \"\", \"mx-dnssec\": false, "
-                        "\"certificate-verified-by\": \"\", \"attempt-no\": 0, "
+                        "\"certificate-verified-by\": \"\", \"mta-sts\": \"off\", \"mta-sts-id\": \"\", "
+                        "\"mta-sts-cached\": false, \"mta-sts-would-refuse\": false, \"mta-sts-error\": \"\", "
+                        "\"attempt-no\": 0, "
                         "\"session-seconds\": 0.000, \"utf8\": false, "
                         "\"policy\": {\"require-tls\": false, \"require-tls-from\": \"default\", "
                         "\"skip-verify\": false, \"skip-verify-from\": \"default\", "
@@ -437,7 +441,7 @@ static void test_json_dane(void **state)
     n = tm_status_json(&st, rcpt, nrcpt, buf, sizeof(buf));
     assert_non_null(strstr(buf, "\"tls-error\": \"\", \"tls-resumed\": false, \"dane\": \"verified\", "
                                 "\"dane-tlsa\": \"3 1 1\", \"mx-dnssec\": true, "
-                                "\"certificate-verified-by\": \"dane\", \"attempt-no\": 1, "));
+                                "\"certificate-verified-by\": \"dane\", \"mta-sts\": \"off\", "));
     assert_true(json_valid(buf, (size_t)n));
     python_validates(buf, (size_t)n);
 
@@ -456,7 +460,7 @@ static void test_json_dane(void **state)
         st.cert_verified_by = bys[i].by;
         tm_status_json(&st, rcpt, nrcpt, buf, sizeof(buf));
         snprintf(want, sizeof(want),
-                 "\"mx-dnssec\": false, \"certificate-verified-by\": \"%s\", \"attempt-no\": ",
+                 "\"mx-dnssec\": false, \"certificate-verified-by\": \"%s\", \"mta-sts\": ",
                  bys[i].name);
         if (strstr(buf, want) == NULL)
             fail_msg("cert_verified_by %d: %s", bys[i].by, buf);
@@ -598,6 +602,8 @@ static void test_json_unterminated_fields(void **state)
     memset(st.message, 'm', sizeof(st.message));
     memset(st.mx_host, 'h', sizeof(st.mx_host));
     memset(st.dane_tlsa, 't', sizeof(st.dane_tlsa));
+    memset(st.mta_sts_id, 'i', sizeof(st.mta_sts_id));
+    memset(st.mta_sts_error, 'e', sizeof(st.mta_sts_error));
     memset(rcpt[0].address, 'a', sizeof(rcpt[0].address));
     st.rcpt_count = 1000; /* a count, not the array's length */
     nrcpt = 1;
@@ -605,6 +611,51 @@ static void test_json_unterminated_fields(void **state)
     assert_true(n > 0 && (size_t)n < sizeof(buf));
     assert_true(json_valid(buf, (size_t)n));
     assert_non_null(strstr(buf, "\"dane-tlsa\": \"tttttttttttttttt\", \"mx-dnssec\""));
+}
+
+/* MTA-STS: every mode by its name, the fields in their place, the
+ * testing-only flag. */
+static void test_json_sts(void **state)
+{
+    static const struct {
+        int mode;
+        const char *name;
+    } modes[] = {
+        { TM_MTA_STS_OFF, "off" },         { TM_MTA_STS_NO_POLICY, "no-policy" },
+        { TM_MTA_STS_NONE, "none" },       { TM_MTA_STS_TESTING, "testing" },
+        { TM_MTA_STS_ENFORCE, "enforce" }, { TM_MTA_STS_FETCH_FAILED, "fetch-failed" },
+        { 6, "off" },                      { -1, "off" },
+    };
+    tm_delivery_status st;
+    char buf[4096], want[256];
+    size_t i;
+    int n;
+    (void)state;
+
+    delivered(&st);
+    tm__status_set_sts(&st, TM_MTA_STS_TESTING, "20261201T1", 1, 1,
+                       "MTA-STS (testing): enforce would refuse mx: \"no TLS\"");
+    assert_int_equal(st.mta_sts_would_refuse, 1);
+    n = tm_status_json(&st, rcpt, nrcpt, buf, sizeof(buf));
+    assert_non_null(strstr(buf, "\"certificate-verified-by\": \"\", \"mta-sts\": \"testing\", "
+                                "\"mta-sts-id\": \"20261201T1\", \"mta-sts-cached\": true, "
+                                "\"mta-sts-would-refuse\": true, \"mta-sts-error\": "
+                                "\"MTA-STS (testing): enforce would refuse mx: \\\"no TLS\\\"\", "
+                                "\"attempt-no\": 1, "));
+    assert_true(json_valid(buf, (size_t)n));
+    python_validates(buf, (size_t)n);
+    /* would_refuse belongs to testing mode only. */
+    tm__status_set_sts(&st, TM_MTA_STS_ENFORCE, "a", 0, 1, NULL);
+    assert_int_equal(st.mta_sts_would_refuse, 0);
+    assert_string_equal(st.mta_sts_error, "");
+    for (i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) {
+        assert_string_equal(tm_mta_sts_name(modes[i].mode), modes[i].name);
+        st.mta_sts = modes[i].mode;
+        n = tm_status_json(&st, rcpt, nrcpt, buf, sizeof(buf));
+        snprintf(want, sizeof(want), "\"mta-sts\": \"%s\", ", modes[i].name);
+        assert_non_null(strstr(buf, want));
+        assert_true(json_valid(buf, (size_t)n));
+    }
 }
 
 static void test_json_snprintf(void **state)
@@ -679,6 +730,10 @@ static void test_json_worst_case(void **state)
     fill(st.mx_host, sizeof(st.mx_host), 1);
     fill(st.mx_address, sizeof(st.mx_address), 1);
     fill(st.dane_tlsa, sizeof(st.dane_tlsa), 1);
+    fill(st.mta_sts_id, sizeof(st.mta_sts_id), 1);
+    fill(st.mta_sts_error, sizeof(st.mta_sts_error), 1);
+    st.mta_sts = TM_MTA_STS_FETCH_FAILED; /* the longest name */
+    st.mta_sts_cached = 1;
     st.dane = TM_DANE_TLSA_UNUSABLE; /* the longest name */
     st.mx_dnssec = 1;
     st.cert_verified_by = TM_VERIFIED_BY_PKIX;
@@ -974,6 +1029,7 @@ int main(void)
         cmocka_unit_test(test_set_dane),
         cmocka_unit_test(test_json_escaping),
         cmocka_unit_test(test_json_unterminated_fields),
+        cmocka_unit_test(test_json_sts),
         cmocka_unit_test(test_json_snprintf),
         cmocka_unit_test(test_json_worst_case),
         cmocka_unit_test(test_json_one_recipient_4096),
