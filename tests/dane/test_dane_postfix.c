@@ -1068,6 +1068,86 @@ static void sessions_api(void **state)
 
 /* ---------------------------------------------------------------------- */
 
+/* ---------------------------------------------------------------------- */
+/* MTA-STS beside DANE (RFC 8461 2) */
+
+/* The policies of the sts* domains, served by the host's fetcher. */
+static int sts_fetch(void *arg, const char *domain, const char *url, char *body, size_t size,
+                     size_t *len)
+{
+    char want[300];
+    const char *mx = NULL, *text;
+    char policy[300];
+    (void)arg;
+
+    if (strcmp(domain, "stsdane.dane.test") == 0)
+        mx = "nomatch.example.net"; /* DANE must win anyway */
+    else if (strcmp(domain, "stspkix.dane.test") == 0)
+        mx = "*.dane.test";
+    else if (strcmp(domain, "stsnomatch.dane.test") == 0)
+        mx = "mx.elsewhere.example";
+    else
+        return TM_ENOTFOUND;
+    snprintf(want, sizeof want, "https://mta-sts.%s/.well-known/mta-sts.txt", domain);
+    assert_string_equal(url, want);
+    snprintf(policy, sizeof policy, "version: STSv1\r\nmode: enforce\r\nmx: %s\r\n"
+                                    "max_age: 86400\r\n", mx);
+    text = policy;
+    assert_true(strlen(text) <= size);
+    memcpy(body, text, strlen(text));
+    *len = strlen(text);
+    return TM_OK;
+}
+
+/*
+ * MTA-STS enforce policies on signed domains.  stsdane: its MX host has
+ * DANE-EE records on a certificate PKIX refuses (expired, wrong name) and
+ * the policy names another host: DANE decides, delivered under every
+ * policy.  stspkix: a secure host without TLSA records, named by the
+ * policy: delivered over TLS verified by PKIX, even under skip_verify.
+ * stsnomatch: the same host, not named by the policy: deferred, nothing
+ * sent.
+ * Bug caught: MTA-STS applied to a host DANE authenticates (RFC 8461 2),
+ * or not applied to a host without TLSA records.
+ */
+static void mta_sts_beside_dane(void **state)
+{
+    tm_context_options o;
+    tm_context *ctx = NULL;
+    delivery d;
+    int pol;
+    (void)state;
+
+    assert_int_equal(tm_context_options_init(&o, TM_CONTEXT_OPTIONS_VERSION), TM_OK);
+    o.ca_file = need_env("TM_TEST_CA");
+    o.dnssec_resolver = need_env("TM_DNSSEC_RESOLVER");
+    o.port = (unsigned int)atoi(need_env("TM_TEST_PORT"));
+    o.helo_name = "client.tm.test";
+    o.command_timeout_ms = 10000;
+    o.sts_fetch = sts_fetch;
+    assert_int_equal(tm_context_new(&ctx, &o), TM_OK);
+
+    for (pol = P_DEFAULT; pol <= P_SKIP_KEEP; pol++) {
+        deliver(ctx, "stsdane.dane.test", NULL, pol, &d, "mta-sts enforce, dane wins");
+        want_dane(&d, "3 1 1", "mx-expired.dane.test");
+        assert_int_equal(d.st.mta_sts, TM_MTA_STS_ENFORCE);
+        assert_string_equal(d.st.mta_sts_id, "dane1");
+        assert_int_equal(d.st.mta_sts_cached, pol != P_DEFAULT);
+    }
+    deliver(ctx, "stspkix.dane.test", NULL, P_SKIP, &d, "mta-sts enforce, no tlsa");
+    want_normal(&d, TM_DANE_NO_TLSA, 1, 1, 1);
+    assert_int_equal(d.st.mta_sts, TM_MTA_STS_ENFORCE);
+    assert_string_equal(d.st.mta_sts_id, "pkix1");
+    assert_string_equal(d.st.mx_host, "mx-pkix.dane.test");
+    deliver(ctx, "stsnomatch.dane.test", NULL, P_DEFAULT, &d, "mta-sts enforce, not named");
+    assert_int_equal(d.rc, TM_ETLSREQUIRED);
+    assert_int_equal(d.st.result, TM_RESULT_DEFERRED);
+    assert_int_equal(d.st.mta_sts, TM_MTA_STS_ENFORCE);
+    assert_non_null(strstr(d.st.mta_sts_error, "matches no mx pattern"));
+    assert_int_equal(d.log.connects, 0);
+    tm_context_free(ctx);
+}
+
 /*
  * Last: a message the peers surely deliver, waited for (Postfix has then
  * worked through what came before it), then every mailbox that had to stay
@@ -1126,6 +1206,7 @@ int main(void)
         cmocka_unit_test(address_table_full),
         cmocka_unit_test(floor_dane),
         cmocka_unit_test(sessions_api),
+        cmocka_unit_test(mta_sts_beside_dane),
         cmocka_unit_test(nothing_arrived_late),
     };
     return cmocka_run_group_tests_name("dane-postfix", tests, group_setup, group_teardown);

@@ -90,6 +90,10 @@ sha256(SubjectPublicKeyInfo of certificate x) unless said otherwise:
   tabad                mx-tabad        .8   2 0 1 intermediate: the chain
                        matches, the name (mx-chain.tm.test) does not
   pkix                 mx-pkix         .10  none: PKIX-valid, secure, no TLSA
+  stsdane              mx-expired      .4   as expired, and an MTA-STS TXT record
+                       (id dane1; the test's fetcher serves the policy)
+  stspkix, stsnomatch  mx-pkix         .10  as pkix, and MTA-STS TXT records
+                       (ids pkix1, nomatch1)
   nosuch               NXDOMAIN (secure denial)
 
   insecure.test:  mx.insecure.test A 127.0.0.2 and TLSA 3 1 1 selfsigned;
@@ -434,6 +438,12 @@ tabad        IN MX 10 mx-tabad
 mx-tabad     IN A  127.0.0.8
 pkix         IN MX 10 mx-pkix
 mx-pkix      IN A  127.0.0.10
+stsdane      IN MX 10 mx-expired
+_mta-sts.stsdane IN TXT "v=STSv1; id=dane1;"
+stspkix      IN MX 10 mx-pkix
+_mta-sts.stspkix IN TXT "v=STSv1; id=pkix1;"
+stsnomatch   IN MX 10 mx-pkix
+_mta-sts.stsnomatch IN TXT "v=STSv1; id=nomatch1;"
 """
 
 INSECURE_RECORDS = """\
