@@ -7,7 +7,9 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -438,6 +440,122 @@ static void cache_text_round_trip(void **state)
     tm__sts_cache_free(&d);
 }
 
+/* ---- the public cache file functions ---------------------------------------------- */
+
+static void write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    assert_int_equal(fputs(text, f) >= 0, 1);
+    assert_int_equal(fclose(f), 0);
+}
+
+/*
+ * tm_sts_cache_load / _list / _save: a valid file loads (expired lines
+ * dropped), a file with one bad line changes nothing and names the line,
+ * save writes what list says and loads back the same, NULLs are refused.
+ * Bug caught: a half-applied load, an expired policy resurrected from a
+ * file, a save that loses entries.
+ */
+static void cache_file_functions(void **state)
+{
+    char dir[] = "/tmp/tm-sts-unit.XXXXXX", path[128], path2[128], buf[4096], buf2[4096];
+    long long future = (long long)tm__now_unix() + 86400;
+    tm_context_options o;
+    tm_context *ctx = NULL, *ctx2 = NULL;
+    char text[1024];
+    int line = -1;
+    (void)state;
+
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/cache", dir);
+    snprintf(path2, sizeof path2, "%s/saved", dir);
+    assert_int_equal(tm_context_options_init(&o, TM_CONTEXT_OPTIONS_VERSION), TM_OK);
+    o.helo_name = "client.example";
+    assert_int_equal(tm_context_new(&ctx, &o), TM_OK);
+    assert_int_equal(tm_context_new(&ctx2, &o), TM_OK);
+
+    /* Empty to begin with. */
+    assert_int_equal(tm_sts_cache_list(ctx, NULL, 0), 0);
+    /* Valid: two live entries, one expired (dropped on load). */
+    snprintf(text, sizeof text,
+             "# comment\n\n"
+             "policy example.com abc123 1000 %lld 1000 enforce 86400 mx1.example.com,*.example.net\n"
+             "policy old.example id1 1000 2000 1000 enforce 1000 mx.old.example\n"
+             "policy none.example n1 1000 %lld 1000 none 86400 -\n",
+             future, future);
+    write_file(path, text);
+    assert_int_equal(tm_sts_cache_load(ctx, path, &line), TM_OK);
+    assert_int_equal(line, 0);
+    assert_true(tm_sts_cache_list(ctx, buf, sizeof buf) > 0);
+    assert_non_null(strstr(buf, "policy example.com abc123 1000 "));
+    assert_non_null(strstr(buf, " enforce 86400 mx1.example.com,*.example.net\n"));
+    assert_non_null(strstr(buf, "policy none.example n1 "));
+    assert_null(strstr(buf, "old.example"));
+
+    /* One bad line: nothing changes, its number reported. */
+    snprintf(text, sizeof text,
+             "policy fresh.example f1 1000 %lld 1000 testing 600 mx.fresh.example\n"
+             "policy bad.example id-with-dash 1000 %lld 1000 enforce 600 mx.bad.example\n",
+             future, future);
+    write_file(path, text);
+    assert_int_equal(tm_sts_cache_load(ctx, path, &line), TM_ESYNTAX);
+    assert_int_equal(line, 2);
+    assert_true(tm_sts_cache_list(ctx, buf2, sizeof buf2) > 0);
+    assert_string_equal(buf, buf2);
+    write_file(path, "policy x.example a 1 2 3 sometimes 5 mx.x.example\n");
+    assert_int_equal(tm_sts_cache_load(ctx, path, &line), TM_ESYNTAX);
+    assert_int_equal(line, 1);
+
+    /* Save, load into another context: the same list. */
+    assert_int_equal(tm_sts_cache_save(ctx, path2), TM_OK);
+    assert_int_equal(tm_sts_cache_load(ctx2, path2, NULL), TM_OK);
+    assert_true(tm_sts_cache_list(ctx2, buf2, sizeof buf2) > 0);
+    assert_string_equal(buf, buf2);
+    /* snprintf semantics: the whole length, cut to fit. */
+    assert_int_equal(tm_sts_cache_list(ctx, buf2, 10), (int)strlen(buf));
+    assert_true(strlen(buf2) < 10); /* whole lines only */
+
+    /* Refusals. */
+    assert_int_equal(tm_sts_cache_load(NULL, path, NULL), TM_EINVAL);
+    assert_int_equal(tm_sts_cache_load(ctx, NULL, NULL), TM_EINVAL);
+    assert_int_equal(tm_sts_cache_save(ctx, NULL), TM_EINVAL);
+    assert_int_equal(tm_sts_cache_list(NULL, buf, sizeof buf), TM_EINVAL);
+    assert_int_equal(tm_sts_cache_list(ctx, NULL, 5), TM_EINVAL);
+    snprintf(path, sizeof path, "%s/missing", dir);
+    assert_int_equal(tm_sts_cache_load(ctx, path, NULL), TM_EIO);
+    snprintf(path, sizeof path, "%s/no/such/dir/file", dir);
+    assert_int_equal(tm_sts_cache_save(ctx, path), TM_EIO);
+
+    tm_context_free(ctx);
+    tm_context_free(ctx2);
+    snprintf(text, sizeof text, "rm -rf '%s'", dir);
+    assert_int_equal(system(text), 0);
+}
+
+/* An invalid test address for the HTTPS fetch is refused at creation. */
+static void context_sts_options(void **state)
+{
+    tm_context_options o;
+    tm_context *ctx = NULL;
+    (void)state;
+
+    assert_int_equal(tm_context_options_init(&o, TM_CONTEXT_OPTIONS_VERSION), TM_OK);
+    o.helo_name = "client.example";
+    o.sts_https_address = "mta-sts.example.com";
+    assert_int_equal(tm_context_new(&ctx, &o), TM_EINVAL);
+    assert_null(ctx);
+    o.sts_https_address = "127.0.0.1";
+    o.sts_https_port = 70000;
+    assert_int_equal(tm_context_new(&ctx, &o), TM_EINVAL);
+    o.sts_https_port = 8443;
+    assert_int_equal(tm_context_new(&ctx, &o), TM_OK);
+    tm_context_free(ctx);
+    o.sts_https_address = "::1";
+    assert_int_equal(tm_context_new(&ctx, &o), TM_OK);
+    tm_context_free(ctx);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -450,6 +568,8 @@ int main(void)
         cmocka_unit_test(http_refused),
         cmocka_unit_test(cache_get_put_expire_evict),
         cmocka_unit_test(cache_text_round_trip),
+        cmocka_unit_test(cache_file_functions),
+        cmocka_unit_test(context_sts_options),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
