@@ -54,6 +54,21 @@ func (f TLSFailure) String() string {
 	return "unknown"
 }
 
+// MTASTSMode is tm_mta_sts: what MTA-STS (RFC 8461) made of the recipient
+// domain.  DeliveryStatus.MTASTS holds its String(), the library's name.
+type MTASTSMode int
+
+const (
+	MTASTSOff         MTASTSMode = 0 // "off": switched off, or an explicit host
+	MTASTSNoPolicy    MTASTSMode = 1 // "no-policy": no usable TXT record, nothing cached
+	MTASTSNone        MTASTSMode = 2 // "none": a policy in mode none
+	MTASTSTesting     MTASTSMode = 3 // "testing": normal policy, MTASTSWouldRefuse reports
+	MTASTSEnforce     MTASTSMode = 4 // "enforce": matching MX hosts over verified TLS, or deferred
+	MTASTSFetchFailed MTASTSMode = 5 // "fetch-failed": a TXT record, no policy, none cached
+)
+
+func (m MTASTSMode) String() string { return C.GoString(C.tm_mta_sts_name(C.int(m))) }
+
 // RecipientStatus is tm_rcpt_status: the outcome for one recipient.
 type RecipientStatus struct {
 	Address      string
@@ -78,6 +93,16 @@ type RecipientStatus struct {
 // "" (nothing: CertVerified is false), "pkix" (a trusted CA and the host
 // name) or "dane" (a TLSA record); DANETLSA is the record that matched,
 // "usage selector mtype" (e.g. "3 1 1"), else "".
+//
+// MTA-STS (RFC 8461, docs/mta-sts.md): MTASTS is the policy the delivery
+// followed, by tm_mta_sts_name (MTASTSMode.String): "off" (switched off,
+// or an explicit host), "no-policy", "none", "testing", "enforce" or
+// "fetch-failed".  MTASTSID is the policy's id from its TXT record, else
+// ""; MTASTSCached is true when the policy came from the context's cache;
+// MTASTSWouldRefuse (testing mode) is true when enforce would have refused
+// the host; MTASTSError says in words what enforce refused or would have
+// refused, or why no policy could be fetched.  On a host with usable TLSA
+// records DANE applies instead.
 type DeliveryStatus struct {
 	Result       Result
 	ErrorCode    int // the tm_error the call returned (0 = TM_OK)
@@ -98,6 +123,12 @@ type DeliveryStatus struct {
 	MXDNSSEC       bool   // the MX (or address) records validated
 	CertVerifiedBy string // "", "pkix" or "dane"
 	DANETLSA       string // the TLSA record that matched, "3 1 1", else ""
+
+	MTASTS            string // "off", "no-policy", "none", "testing", "enforce", "fetch-failed"
+	MTASTSID          string // the policy's id, else ""
+	MTASTSCached      bool   // the policy came from the cache
+	MTASTSWouldRefuse bool   // testing: enforce would have refused the host
+	MTASTSError       string // what enforce refused (or would have), or why no fetch
 
 	MXHost    string
 	MXAddress string
@@ -155,6 +186,22 @@ func statusRoundTrip(dane, mxDNSSEC, verified, verifiedBy int, tlsa string) Deli
 	return statusFromC(st, nil, 0)
 }
 
+// statusSTSRoundTrip fills a C status with the MTA-STS fields given and
+// converts it (for the tests).
+func statusSTSRoundTrip(mode int, id string, cached, wouldRefuse int, why string) DeliveryStatus {
+	st := newCStatus()
+	st.mta_sts = C.int(mode)
+	st.mta_sts_cached = C.int(cached)
+	st.mta_sts_would_refuse = C.int(wouldRefuse)
+	for i := 0; i < len(id) && i < len(st.mta_sts_id)-1; i++ {
+		st.mta_sts_id[i] = C.char(id[i])
+	}
+	for i := 0; i < len(why) && i < len(st.mta_sts_error)-1; i++ {
+		st.mta_sts_error[i] = C.char(why[i])
+	}
+	return statusFromC(st, nil, 0)
+}
+
 func resolvedFlag(v C.int) Flag {
 	if v > 0 {
 		return On
@@ -202,6 +249,8 @@ func statusFromC(st *C.tm_delivery_status, rcpts *C.tm_rcpt_status, capacity int
 		TLSCipher: gostr(&st.tls_cipher[0]), TLSError: gostr(&st.tls_error[0]),
 		DANE: C.GoString(C.tm_dane_name(st.dane)), MXDNSSEC: st.mx_dnssec != 0,
 		CertVerifiedBy: C.GoString(C.tm_verified_by_name(st.cert_verified_by)), DANETLSA: gostr(&st.dane_tlsa[0]),
+		MTASTS: C.GoString(C.tm_mta_sts_name(st.mta_sts)), MTASTSID: gostr(&st.mta_sts_id[0]),
+		MTASTSCached: st.mta_sts_cached != 0, MTASTSWouldRefuse: st.mta_sts_would_refuse != 0, MTASTSError: gostr(&st.mta_sts_error[0]),
 		MXHost: gostr(&st.mx_host[0]), MXAddress: gostr(&st.mx_address[0]), MXPort: int(st.mx_port),
 		AttemptNo: int(st.attempt_no), SessionSeconds: float64(st.session_seconds),
 		UTF8: st.utf8 != 0,

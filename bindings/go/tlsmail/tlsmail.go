@@ -26,6 +26,12 @@
 // against the Err* sentinels (errors.Is(err, tlsmail.ErrTLSRequired)).
 // Look at DeliveryStatus.Result for the class: Deferred and Uncertain may
 // be retried (Uncertain may duplicate), Bounced must not.
+//
+// MTA-STS (RFC 8461, docs/mta-sts.md) is on by default: a delivery to a
+// domain's MX hosts follows the domain's published policy, and
+// DeliveryStatus.MTASTS says which.  ContextOptions{MTASTS: Off} turns it
+// off; (*Context).STSCacheSave and STSCacheLoad keep the policy cache
+// across restarts.
 package tlsmail
 
 /*
@@ -36,6 +42,10 @@ package tlsmail
 
 extern void tmgoLog(uintptr_t h, int level, char *msg);
 extern long tmgoRead(uintptr_t h, unsigned char *buf, size_t size);
+extern int tmgoStsFetch(uintptr_t h, char *domain, char *url, char *body, size_t size,
+                        size_t *len);
+extern void tmgoStsStore(uintptr_t h, char *domain, char *entry);
+extern int tmgoStsLookup(uintptr_t h, char *domain, char *buf, size_t size);
 
 static void tmgo_log_tramp(void *arg, int level, const char *msg)
 {
@@ -45,6 +55,54 @@ static void tmgo_log_tramp(void *arg, int level, const char *msg)
 static long tmgo_read_tramp(void *arg, unsigned char *buf, size_t size)
 {
 	return tmgoRead((uintptr_t)arg, buf, size);
+}
+
+static int tmgo_sts_fetch_tramp(void *arg, const char *domain, const char *url, char *body,
+                                size_t size, size_t *len)
+{
+	return tmgoStsFetch((uintptr_t)arg, (char *)domain, (char *)url, body, size, len);
+}
+
+static void tmgo_sts_store_tramp(void *arg, const char *domain, const char *entry)
+{
+	tmgoStsStore((uintptr_t)arg, (char *)domain, (char *)entry);
+}
+
+static int tmgo_sts_lookup_tramp(void *arg, const char *domain, char *buf, size_t size)
+{
+	return tmgoStsLookup((uintptr_t)arg, (char *)domain, buf, size);
+}
+
+// One handle for the three MTA-STS callbacks; only those set are installed.
+static void tmgo_set_sts(tm_context_options *o, uintptr_t h, int fetch, int store, int lookup)
+{
+	if (fetch) {
+		o->sts_fetch = tmgo_sts_fetch_tramp;
+		o->sts_fetch_arg = (void *)h;
+	}
+	if (store)
+		o->sts_store = tmgo_sts_store_tramp;
+	if (lookup)
+		o->sts_lookup = tmgo_sts_lookup_tramp;
+	if (store || lookup)
+		o->sts_cache_arg = (void *)h;
+}
+
+// The trampolines as the library calls them (for the tests).
+static int tmgo_probe_sts_fetch(uintptr_t h, const char *domain, const char *url, char *body,
+                                size_t size, size_t *len)
+{
+	return tmgo_sts_fetch_tramp((void *)h, domain, url, body, size, len);
+}
+
+static void tmgo_probe_sts_store(uintptr_t h, const char *domain, const char *entry)
+{
+	tmgo_sts_store_tramp((void *)h, domain, entry);
+}
+
+static int tmgo_probe_sts_lookup(uintptr_t h, const char *domain, char *buf, size_t size)
+{
+	return tmgo_sts_lookup_tramp((void *)h, domain, buf, size);
 }
 
 static void tmgo_set_log(tm_context_options *o, uintptr_t h)
@@ -363,6 +421,33 @@ const (
 // Off turns it off again (Unset and On leave it on when a trusted resolver
 // is set).  Without a trusted resolver DANE is off and the AD bit is never
 // believed.
+//
+// MTA-STS (RFC 8461; docs/mta-sts.md) is on unless MTASTS is Off (Unset
+// and On leave it on).  STSCacheMax bounds the policies kept in memory
+// (default 1000, least recently used first out), STSTimeout the TXT lookup
+// and the policy fetch together (default 20 s, also bounded by
+// DeliveryTimeout).  STSHTTPSAddress (an IP address) and STSHTTPSPort make
+// the built-in fetcher connect there instead of to mta-sts.<domain>:443:
+// FOR TESTS AND PRIVATE DEPLOYMENTS ONLY; the certificate must still be
+// valid for mta-sts.<domain>.
+//
+// The MTA-STS callbacks are optional and run on the goroutine of the
+// delivery that needs them (possibly on several goroutines at once):
+//
+//   - STSFetch fetches the policy itself (your HTTP client, your proxy)
+//     instead of the built-in fetcher: it must do what RFC 8461 3.3 asks
+//     (HTTPS verified for mta-sts.<domain>, no redirects, status 200 and
+//     Content-Type text/plain only, a timeout) and return the body, at
+//     most 65536 bytes; an error means no policy could be fetched.
+//   - STSStore is told each policy that enters the cache, as one line of
+//     the cache file format, to keep in your own store.
+//   - STSLookup is asked when nothing is cached for a domain: the entry
+//     STSStore last got for it, and true; or false.
+//
+// A callback that panics or returns an error counts as failed (no policy
+// fetched, nothing stored, not found); (*Context).STSCallbackError returns
+// the last such error.  A host that keeps no callbacks saves and loads the
+// cache file instead ((*Context).STSCacheSave, STSCacheLoad).
 type ContextOptions struct {
 	CAFile    string // PEM bundle of trusted CAs
 	CAPath    string // directory of CA certificates, one per file
@@ -390,6 +475,16 @@ type ContextOptions struct {
 	DNSSECTrustResolver bool   // the resolver asked anyway validates and is trusted
 	DANE                Flag   // Off: DANE off even with a trusted resolver
 
+	MTASTS          Flag          // Off: MTA-STS off (on by default)
+	STSCacheMax     int           // MTA-STS policies kept in memory (default 1000)
+	STSTimeout      time.Duration // TXT lookup + policy fetch (default 20 s)
+	STSHTTPSAddress string        // tests and private deployments only
+	STSHTTPSPort    int           // tests and private deployments only
+
+	STSFetch  func(domain, url string) ([]byte, error)
+	STSStore  func(domain, entry string)
+	STSLookup func(domain string) (entry string, ok bool)
+
 	// Log, when set, receives the library's diagnostics up to LogLevel,
 	// synchronously on the goroutine running the call.
 	Log      func(level LogLevel, line string)
@@ -403,6 +498,8 @@ type Context struct {
 	mu       sync.RWMutex // RLock: a call uses ptr; Lock: Close
 	ptr      *C.tm_context
 	log      cgo.Handle
+	sts      cgo.Handle // *stsCallbacks, 0 without MTA-STS callbacks
+	stsCB    *stsCallbacks
 	sessions int // open sessions, under mu (write)
 	smu      sync.Mutex
 }
@@ -458,6 +555,7 @@ func NewContext(o ContextOptions) (*Context, error) {
 		C.free(unsafe.Pointer(co.helo_name))
 		C.free(unsafe.Pointer(co.dns_server))
 		C.free(unsafe.Pointer(co.dnssec_resolver))
+		C.free(unsafe.Pointer(co.sts_https_address))
 		C.free(unsafe.Pointer(co))
 	}()
 	C.tm_context_options_init(co, C.TM_CONTEXT_OPTIONS_VERSION)
@@ -475,6 +573,9 @@ func NewContext(o ContextOptions) (*Context, error) {
 		return nil, err
 	}
 	if err = o.dnssecToC(co); err != nil {
+		return nil, err
+	}
+	if err = o.stsToC(co); err != nil {
 		return nil, err
 	}
 	durations := []struct {
@@ -516,14 +617,143 @@ func NewContext(o ContextOptions) (*Context, error) {
 		C.tmgo_set_log(co, C.uintptr_t(c.log))
 		co.log_level = C.int(o.LogLevel)
 	}
+	if cb := o.stsCallbacks(); cb != nil {
+		c.stsCB = cb
+		c.sts = cgo.NewHandle(cb)
+		C.tmgo_set_sts(co, C.uintptr_t(c.sts), cbool(cb.fetch != nil), cbool(cb.store != nil),
+			cbool(cb.lookup != nil))
+	}
 	rc := C.tm_context_new(&c.ptr, co)
 	if rc != C.TM_OK {
 		if c.log != 0 {
 			c.log.Delete()
 		}
+		if c.sts != 0 {
+			c.sts.Delete()
+		}
 		return nil, codeError(int(rc))
 	}
 	return c, nil
+}
+
+func cbool(b bool) C.int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// stsToC sets the MTA-STS fields of co (version 2) but the callbacks; the
+// address string is C memory the caller frees.
+func (o *ContextOptions) stsToC(co *C.tm_context_options) error {
+	var err error
+	co.mta_sts = C.int(o.MTASTS)
+	if co.sts_cache_max, err = cuint(o.STSCacheMax, "STSCacheMax"); err != nil {
+		return err
+	}
+	if co.sts_timeout_ms, err = ms(o.STSTimeout, "STSTimeout"); err != nil {
+		return err
+	}
+	if o.STSHTTPSPort < 0 || o.STSHTTPSPort > 65535 {
+		return newError(int(C.TM_EINVAL), "STSHTTPSPort is out of range")
+	}
+	co.sts_https_port = C.uint(o.STSHTTPSPort)
+	if co.sts_https_address, err = cstr(o.STSHTTPSAddress); err != nil {
+		return err
+	}
+	return nil
+}
+
+// stsCallbacks returns the MTA-STS callbacks of o, or nil when none is set.
+func (o *ContextOptions) stsCallbacks() *stsCallbacks {
+	if o.STSFetch == nil && o.STSStore == nil && o.STSLookup == nil {
+		return nil
+	}
+	return &stsCallbacks{fetch: o.STSFetch, store: o.STSStore, lookup: o.STSLookup}
+}
+
+// stsOptions are the MTA-STS fields of a tm_context_options, read back.
+type stsOptions struct {
+	mode, cacheMax, timeoutMS, port int
+	address                         string
+	addressNull                     bool
+	fetch, store, lookup            bool // the callback pointers are set
+	fetchArg, cacheArg              bool // and their arguments
+}
+
+// stsRoundTrip converts the MTA-STS options to tm_context_options and
+// reads the C fields back (for the tests).
+func stsRoundTrip(o ContextOptions) (stsOptions, error) {
+	var r stsOptions
+	co := (*C.tm_context_options)(C.calloc(1, C.size_t(unsafe.Sizeof(C.tm_context_options{}))))
+	if co == nil {
+		return r, ErrNoMem
+	}
+	defer C.free(unsafe.Pointer(co))
+	C.tm_context_options_init(co, C.TM_CONTEXT_OPTIONS_VERSION)
+	if err := o.stsToC(co); err != nil {
+		return r, err
+	}
+	defer C.free(unsafe.Pointer(co.sts_https_address))
+	if cb := o.stsCallbacks(); cb != nil {
+		h := cgo.NewHandle(cb)
+		defer h.Delete()
+		C.tmgo_set_sts(co, C.uintptr_t(h), cbool(cb.fetch != nil), cbool(cb.store != nil),
+			cbool(cb.lookup != nil))
+	}
+	r.mode, r.cacheMax, r.timeoutMS = int(co.mta_sts), int(co.sts_cache_max), int(co.sts_timeout_ms)
+	r.port = int(co.sts_https_port)
+	r.addressNull = co.sts_https_address == nil
+	r.address = C.GoString(co.sts_https_address)
+	r.fetch, r.store, r.lookup = co.sts_fetch != nil, co.sts_store != nil, co.sts_lookup != nil
+	r.fetchArg, r.cacheArg = co.sts_fetch_arg != nil, co.sts_cache_arg != nil
+	return r, nil
+}
+
+// stsProbeResult is what stsProbe saw.
+type stsProbeResult struct {
+	fetchRC  int
+	body     []byte
+	fetchErr error // the callbacks' last error right after the fetch
+	lookupRC int
+	entry    string
+	lastErr  error // after the store and the lookup
+}
+
+// stsProbe calls the C trampolines of o's MTA-STS callbacks as the library
+// would: a fetch into a body buffer of bodySize bytes, a store of a fixed
+// entry, and a lookup into a buffer of lookupSize (for the tests).
+func stsProbe(o ContextOptions, domain string, bodySize, lookupSize int) stsProbeResult {
+	var r stsProbeResult
+	cb := o.stsCallbacks()
+	if cb == nil {
+		cb = &stsCallbacks{}
+	}
+	h := cgo.NewHandle(cb)
+	defer h.Delete()
+	d := C.CString(domain)
+	defer C.free(unsafe.Pointer(d))
+	url := C.CString("https://mta-sts." + domain + "/.well-known/mta-sts.txt")
+	defer C.free(unsafe.Pointer(url))
+	bbuf := (*C.char)(C.malloc(C.size_t(bodySize + 1)))
+	lbuf := (*C.char)(C.malloc(C.size_t(lookupSize + 1)))
+	defer C.free(unsafe.Pointer(bbuf))
+	defer C.free(unsafe.Pointer(lbuf))
+	var n C.size_t
+	r.fetchRC = int(C.tmgo_probe_sts_fetch(C.uintptr_t(h), d, url, bbuf, C.size_t(bodySize), &n))
+	if r.fetchRC == 0 {
+		r.body = C.GoBytes(unsafe.Pointer(bbuf), C.int(n))
+	}
+	r.fetchErr = cb.lastError()
+	e := C.CString("policy " + domain + " 1 0 0 0 none 86400 -")
+	C.tmgo_probe_sts_store(C.uintptr_t(h), d, e)
+	C.free(unsafe.Pointer(e))
+	r.lookupRC = int(C.tmgo_probe_sts_lookup(C.uintptr_t(h), d, lbuf, C.size_t(lookupSize)))
+	if r.lookupRC == 0 {
+		r.entry = C.GoString(lbuf)
+	}
+	r.lastErr = cb.lastError()
+	return r
 }
 
 // dnssecToC sets the DNSSEC and DANE fields of co (version 2); the
@@ -596,7 +826,20 @@ func (c *Context) Close() error {
 		c.log.Delete()
 		c.log = 0
 	}
+	if c.sts != 0 {
+		c.sts.Delete()
+		c.sts = 0
+	}
 	return nil
+}
+
+// STSCallbackError returns the last error an MTA-STS callback (STSFetch,
+// STSStore, STSLookup) returned or panicked with, or nil.
+func (c *Context) STSCallbackError() error {
+	if c == nil || c.stsCB == nil {
+		return nil
+	}
+	return c.stsCB.lastError()
 }
 
 // ReloadCA reads the trust store again from where the options named it
@@ -746,6 +989,80 @@ func (c *Context) SaveSettings(path string) error {
 	}
 	defer C.free(unsafe.Pointer(cp))
 	return codeError(int(C.tm_settings_save(p, cp)))
+}
+
+// ---------------------------------------------------------------------------
+// MTA-STS policy cache
+
+// STSCacheList returns the cached MTA-STS policies in the cache file
+// format (tm_sts_cache_list), one line per policy domain:
+//
+//	policy DOMAIN ID FETCHED EXPIRES USED MODE MAX_AGE MX,MX,...
+func (c *Context) STSCacheList() (string, error) {
+	p, done, err := c.use()
+	if err != nil {
+		return "", err
+	}
+	defer done()
+	size := C.size_t(4096)
+	for {
+		buf := (*C.char)(C.malloc(size))
+		if buf == nil {
+			return "", ErrNoMem
+		}
+		n := C.tm_sts_cache_list(p, buf, size)
+		if n < 0 {
+			C.free(unsafe.Pointer(buf))
+			return "", codeError(int(n))
+		}
+		if C.size_t(n) < size {
+			s := C.GoStringN(buf, n)
+			C.free(unsafe.Pointer(buf))
+			return s, nil
+		}
+		C.free(unsafe.Pointer(buf))
+		size = C.size_t(n) + 1 // the cache grew between the two calls
+	}
+}
+
+// STSCacheLoad adds the policies of a cache file written by STSCacheSave
+// to the context's cache (tm_sts_cache_load): each replaces the cached one
+// of its domain, expired ones are dropped.  All or nothing: a malformed
+// line changes nothing and is an *Error with Code TM_ESYNTAX and the
+// 1-based Line (errors.Is(err, ErrSyntax)); an unreadable file is ErrIO.
+func (c *Context) STSCacheLoad(path string) error {
+	p, done, err := c.use()
+	if err != nil {
+		return err
+	}
+	defer done()
+	cp, err := cstrReq(path)
+	if err != nil {
+		return err
+	}
+	defer C.free(unsafe.Pointer(cp))
+	var line C.int
+	rc := C.tm_sts_cache_load(p, cp, &line)
+	if rc == C.TM_ESYNTAX {
+		return &Error{Code: int(rc), Msg: fmt.Sprintf("%s:%d: %s", path, int(line), strerror(int(rc))), Line: int(line)}
+	}
+	return codeError(int(rc))
+}
+
+// STSCacheSave writes the cached MTA-STS policies to path atomically
+// (tm_sts_cache_save: a temporary file, then a rename), for the next start.
+func (c *Context) STSCacheSave(path string) error {
+	p, done, err := c.use()
+	if err != nil {
+		return err
+	}
+	defer done()
+	cp, err := cstrReq(path)
+	if err != nil {
+		return err
+	}
+	defer C.free(unsafe.Pointer(cp))
+	return codeError(int(C.tm_sts_cache_save(p, cp)))
 }
 
 // ---------------------------------------------------------------------------

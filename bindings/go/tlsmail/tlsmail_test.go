@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 var body = []byte("Subject: tlsmail go test\r\nFrom: sender@tm.test\r\n\r\nHello from Go.\r\n")
@@ -195,8 +196,9 @@ func TestLayoutCheckRejectsMismatch(t *testing.T) {
 	}
 }
 
-// The fields added last (tls_resumed and the DANE fields of the status,
-// ca_path and the DNSSEC options of the context options) are where the
+// The fields added last (tls_resumed, the DANE and the MTA-STS fields of
+// the status, ca_path, the DNSSEC and the MTA-STS options of the context
+// options) are where the
 // library has them, and a header without any trailing one of them (the
 // layout before) and a library without it are each refused.  Without an
 // int at the end the struct may even keep its size (on LP64 it fits in what
@@ -210,8 +212,11 @@ func TestLayoutNewFields(t *testing.T) {
 		name string
 		new  []string
 	}{
-		{"tm_delivery_status", []string{"tls_resumed", "dane", "mx_dnssec", "cert_verified_by", "dane_tlsa"}},
-		{"tm_context_options", []string{"ca_path", "dnssec_resolver", "dnssec_trust_resolver", "dane"}},
+		{"tm_delivery_status", []string{"tls_resumed", "dane", "mx_dnssec", "cert_verified_by", "dane_tlsa",
+			"mta_sts", "mta_sts_id", "mta_sts_cached", "mta_sts_would_refuse", "mta_sts_error"}},
+		{"tm_context_options", []string{"ca_path", "dnssec_resolver", "dnssec_trust_resolver", "dane",
+			"mta_sts", "sts_fetch", "sts_fetch_arg", "sts_store", "sts_lookup", "sts_cache_arg",
+			"sts_cache_max", "sts_timeout_ms", "sts_https_address", "sts_https_port"}},
 	} {
 		fl := layout[c.name]
 		typ := cStructs[c.name]
@@ -258,6 +263,25 @@ func TestLayoutNewFields(t *testing.T) {
 	}
 	if byName["dane_tlsa"].size != 16 || byName["dane"].size != 4 || byName["cert_verified_by"].size != 4 {
 		t.Fatalf("DANE status fields: %+v", byName)
+	}
+	if byName["mta_sts_id"].size != 33 || byName["mta_sts_error"].size != 512 || byName["mta_sts"].size != 4 ||
+		byName["mta_sts_cached"].size != 4 || byName["mta_sts_would_refuse"].size != 4 {
+		t.Fatalf("MTA-STS status fields: %+v", byName)
+	}
+	opts := map[string]layoutField{}
+	for _, f := range layout["tm_context_options"] {
+		opts[f.name] = f
+	}
+	ptr := unsafe.Sizeof(uintptr(0))
+	for _, n := range []string{"sts_fetch", "sts_fetch_arg", "sts_store", "sts_lookup", "sts_cache_arg", "sts_https_address"} {
+		if opts[n].size != ptr {
+			t.Errorf("tm_context_options.%s: %d bytes, want a pointer", n, opts[n].size)
+		}
+	}
+	for _, n := range []string{"mta_sts", "sts_cache_max", "sts_timeout_ms", "sts_https_port"} {
+		if opts[n].size != 4 {
+			t.Errorf("tm_context_options.%s: %d bytes, want 4", n, opts[n].size)
+		}
 	}
 }
 
@@ -312,6 +336,297 @@ func TestStatusDANEFields(t *testing.T) {
 	}
 	if m["dane"] != "verified" || m["mx-dnssec"] != true || m["certificate-verified-by"] != "dane" || m["dane-tlsa"] != "3 1 1" {
 		t.Fatalf("DANE-verified JSON: %s", b)
+	}
+}
+
+func TestStatusMTASTSFields(t *testing.T) {
+	// Empty (Go-built and library-initialised): MTA-STS off.
+	for _, st := range []DeliveryStatus{{}, statusSTSRoundTrip(0, "", 0, 0, "")} {
+		if st.raw != nil && (st.MTASTS != "off" || st.MTASTSID != "" || st.MTASTSCached || st.MTASTSWouldRefuse || st.MTASTSError != "") {
+			t.Fatalf("empty status: %+v", st)
+		}
+		var m map[string]interface{}
+		if err := json.Unmarshal([]byte(st.JSON()), &m); err != nil {
+			t.Fatal(err)
+		}
+		if m["mta-sts"] != "off" || m["mta-sts-id"] != "" || m["mta-sts-cached"] != false ||
+			m["mta-sts-would-refuse"] != false || m["mta-sts-error"] != "" {
+			t.Fatalf("empty status JSON: %v", m)
+		}
+	}
+	// The names are the library's, value for value.
+	names := []string{"off", "no-policy", "none", "testing", "enforce", "fetch-failed"}
+	modes := []MTASTSMode{MTASTSOff, MTASTSNoPolicy, MTASTSNone, MTASTSTesting, MTASTSEnforce, MTASTSFetchFailed}
+	for v, name := range names {
+		if got := statusSTSRoundTrip(v, "", 0, 0, "").MTASTS; got != name {
+			t.Errorf("tm_mta_sts %d: %q, want %q", v, got, name)
+		}
+		if int(modes[v]) != v || modes[v].String() != name {
+			t.Errorf("MTASTSMode %d: %d %q", v, modes[v], modes[v].String())
+		}
+	}
+	why := `mx-other.example matches no "mx" of the policy`
+	st := statusSTSRoundTrip(int(MTASTSTesting), "20261201T000000", 1, 1, why)
+	if st.MTASTS != "testing" || st.MTASTSID != "20261201T000000" || !st.MTASTSCached || !st.MTASTSWouldRefuse || st.MTASTSError != why {
+		t.Fatalf("testing status: %+v", st)
+	}
+	var m map[string]interface{}
+	b, _ := json.Marshal(st)
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	if m["mta-sts"] != "testing" || m["mta-sts-id"] != "20261201T000000" || m["mta-sts-cached"] != true ||
+		m["mta-sts-would-refuse"] != true || m["mta-sts-error"] != why {
+		t.Fatalf("testing JSON: %s", b)
+	}
+	// The longest id and error fit, NUL-terminated.
+	st = statusSTSRoundTrip(int(MTASTSEnforce), strings.Repeat("A", 40), 0, 0, strings.Repeat("e", 600))
+	if st.MTASTSID != strings.Repeat("A", 32) || len(st.MTASTSError) != 511 {
+		t.Fatalf("long fields: %q %d", st.MTASTSID, len(st.MTASTSError))
+	}
+}
+
+func TestMTASTSOptions(t *testing.T) {
+	cases := []struct {
+		o    ContextOptions
+		want stsOptions
+	}{
+		{ContextOptions{}, stsOptions{addressNull: true}},
+		{ContextOptions{MTASTS: Off}, stsOptions{mode: -1, addressNull: true}},
+		{ContextOptions{MTASTS: On}, stsOptions{mode: 1, addressNull: true}},
+		{ContextOptions{STSCacheMax: 10, STSTimeout: 1500 * time.Millisecond}, stsOptions{cacheMax: 10, timeoutMS: 1500, addressNull: true}},
+		{ContextOptions{STSTimeout: time.Microsecond}, stsOptions{timeoutMS: 1, addressNull: true}}, // rounded up
+		{ContextOptions{STSHTTPSAddress: "127.0.0.1", STSHTTPSPort: 8443}, stsOptions{address: "127.0.0.1", port: 8443}},
+		{ContextOptions{STSFetch: func(string, string) ([]byte, error) { return nil, nil }},
+			stsOptions{addressNull: true, fetch: true, fetchArg: true}},
+		{ContextOptions{STSStore: func(string, string) {}},
+			stsOptions{addressNull: true, store: true, cacheArg: true}},
+		{ContextOptions{STSLookup: func(string) (string, bool) { return "", false }},
+			stsOptions{addressNull: true, lookup: true, cacheArg: true}},
+	}
+	for i, c := range cases {
+		got, err := stsRoundTrip(c.o)
+		if err != nil || got != c.want {
+			t.Errorf("case %d: got %+v err=%v, want %+v", i, got, err, c.want)
+		}
+	}
+	for _, o := range []ContextOptions{
+		{STSHTTPSPort: 65536}, {STSHTTPSPort: -1}, {STSCacheMax: -1}, {STSTimeout: -time.Second},
+		{STSHTTPSAddress: "127.0.0.1\x00"},
+	} {
+		if _, err := stsRoundTrip(o); !errors.Is(err, ErrInvalid) {
+			t.Errorf("%+v: %v, want ErrInvalid", o, err)
+		}
+		if ctx, err := NewContext(o); !errors.Is(err, ErrInvalid) {
+			t.Errorf("NewContext(%+v): %v, want ErrInvalid", o, err)
+			ctx.Close()
+		}
+	}
+	// The library checks the address: an IP address, not a name.
+	for _, bad := range []string{"mta-sts.example.org", "not-an-ip", "127.0.0.1.1"} {
+		ctx, err := NewContext(ContextOptions{STSHTTPSAddress: bad})
+		if !errors.Is(err, ErrInvalid) {
+			t.Errorf("STSHTTPSAddress %q: %v, want ErrInvalid", bad, err)
+		}
+		if err == nil {
+			ctx.Close()
+		}
+	}
+	for _, o := range []ContextOptions{
+		{MTASTS: Off}, {MTASTS: On}, {STSCacheMax: 1, STSTimeout: 100 * time.Millisecond},
+		{STSHTTPSAddress: "127.0.0.1", STSHTTPSPort: 8443}, {STSHTTPSAddress: "::1"},
+		{STSFetch: func(string, string) ([]byte, error) { return nil, errors.New("none") },
+			STSStore: func(string, string) {}, STSLookup: func(string) (string, bool) { return "", false }},
+	} {
+		ctx, err := NewContext(o)
+		if err != nil {
+			t.Errorf("NewContext(MTA-STS %v %d %v %q %d): %v", o.MTASTS, o.STSCacheMax, o.STSTimeout, o.STSHTTPSAddress, o.STSHTTPSPort, err)
+			continue
+		}
+		if ctx.STSCallbackError() != nil {
+			t.Errorf("a new context has a callback error: %v", ctx.STSCallbackError())
+		}
+		if err := ctx.Close(); err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+const testPolicy = "version: STSv1\r\nmode: enforce\r\nmx: mx1.example.org\r\nmax_age: 86400\r\n"
+
+// The callbacks as the library calls them: through their C trampolines.
+func TestSTSCallbacks(t *testing.T) {
+	var seen []string
+	db := map[string]string{}
+	var mu sync.Mutex
+	o := ContextOptions{
+		STSFetch: func(domain, url string) ([]byte, error) {
+			seen = append(seen, domain+" "+url)
+			switch domain {
+			case "example.org":
+				return []byte(testPolicy), nil
+			case "big.example":
+				return make([]byte, 65537), nil
+			case "panic.example":
+				panic("boom")
+			}
+			return nil, errors.New("no policy")
+		},
+		STSStore: func(domain, entry string) {
+			mu.Lock()
+			defer mu.Unlock()
+			if domain == "panic.example" {
+				panic("store")
+			}
+			db[domain] = entry
+		},
+		STSLookup: func(domain string) (string, bool) {
+			mu.Lock()
+			defer mu.Unlock()
+			if domain == "panic.example" {
+				panic("lookup")
+			}
+			e, ok := db[domain]
+			return e, ok
+		},
+	}
+	r := stsProbe(o, "example.org", 65536, 1024)
+	if r.fetchRC != 0 || string(r.body) != testPolicy || r.lastErr != nil {
+		t.Fatalf("fetch: %+v", r)
+	}
+	if len(seen) != 1 || seen[0] != "example.org https://mta-sts.example.org/.well-known/mta-sts.txt" {
+		t.Fatalf("fetch saw %q", seen)
+	}
+	// The probe stores an entry, then looks it up.
+	want := "policy example.org 1 0 0 0 none 86400 -"
+	if r.lookupRC != 0 || r.entry != want || db["example.org"] != want {
+		t.Fatalf("store/lookup: %+v db=%q", r, db)
+	}
+	// An error, a body larger than the buffer, a panic: failures, recorded.
+	for _, c := range []struct {
+		domain string
+		size   int
+		want   string
+	}{
+		{"none.example", 65536, "no policy"},
+		{"big.example", 65536, "more than 65536"},
+		{"example.org", 10, "more than 10"},
+		{"panic.example", 65536, "STSFetch panicked: boom"},
+	} {
+		r = stsProbe(o, c.domain, c.size, 1024)
+		if r.fetchRC != -21 || r.body != nil || r.fetchErr == nil || !strings.Contains(r.fetchErr.Error(), c.want) {
+			t.Errorf("fetch %s (%d bytes): %+v, want TM_EIO and %q", c.domain, c.size, r, c.want)
+		}
+	}
+	// Store and lookup panic: nothing stored, not found, recorded.
+	r = stsProbe(o, "panic.example", 65536, 1024)
+	if _, ok := db["panic.example"]; ok || r.lookupRC != -23 || r.lastErr == nil ||
+		!strings.Contains(r.lastErr.Error(), "STSLookup panicked: lookup") {
+		t.Errorf("store/lookup panic: %+v", r)
+	}
+	// An entry longer than the buffer: not found; one that fits exactly: found.
+	if r = stsProbe(o, "example.org", 65536, len(want)); r.lookupRC != -23 {
+		t.Errorf("lookup into %d bytes: %+v", len(want), r)
+	}
+	if r = stsProbe(o, "example.org", 65536, len(want)+1); r.lookupRC != 0 || r.entry != want {
+		t.Errorf("lookup into %d bytes: %+v", len(want)+1, r)
+	}
+	// Without callbacks the trampolines fail safely.
+	if r = stsProbe(ContextOptions{}, "example.org", 65536, 1024); r.fetchRC != -21 || r.lookupRC != -23 {
+		t.Errorf("no callbacks: %+v", r)
+	}
+}
+
+func stsLine(domain, id, mode string, maxAge int, mx string, expires int64) string {
+	now := time.Now().Unix()
+	return fmt.Sprintf("policy %s %s %d %d %d %s %d %s", domain, id, now, expires, now, mode, maxAge, mx)
+}
+
+// 2100-01-01: an entry that never expires during a test.
+const farFuture = 4102444800
+
+func stsEntries(text string) []string {
+	var out []string
+	for _, l := range strings.Split(text, "\n") {
+		if l != "" && !strings.HasPrefix(l, "#") {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+func TestSTSCache(t *testing.T) {
+	ctx, err := NewContext(ContextOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ctx.Close()
+	dir := t.TempDir()
+	if list, err := ctx.STSCacheList(); err != nil || len(stsEntries(list)) != 0 {
+		t.Fatalf("empty cache: %q %v", list, err)
+	}
+	good := stsLine("example.org", "20261201", "enforce", 86400, "mx1.example.org,*.mx.example.org", farFuture)
+	other := stsLine("testing.example", "abc123", "testing", 604800, "mx.testing.example", farFuture)
+	path := filepath.Join(dir, "sts-cache")
+	writeFile(t, path, []byte("# a comment\n\n"+good+"\n"+other+"\n"))
+	if err = ctx.STSCacheLoad(path); err != nil {
+		t.Fatal(err)
+	}
+	list, err := ctx.STSCacheList()
+	got := stsEntries(list)
+	if err != nil || len(got) != 2 || !strings.Contains(list, good+"\n") || !strings.Contains(list, other+"\n") {
+		t.Fatalf("loaded: %q %v", list, err)
+	}
+	saved := filepath.Join(dir, "saved")
+	if err = ctx.STSCacheSave(saved); err != nil {
+		t.Fatal(err)
+	}
+	o2, _ := NewContext(ContextOptions{})
+	defer o2.Close()
+	if err = o2.STSCacheLoad(saved); err != nil {
+		t.Fatal(err)
+	}
+	if l2, _ := o2.STSCacheList(); !reflect.DeepEqual(stsEntries(l2), got) {
+		t.Fatalf("reloaded %q != %q", l2, list)
+	}
+	// Expired entries are dropped on load.
+	writeFile(t, path, []byte(stsLine("old.example", "1", "enforce", 86400, "mx.old.example", time.Now().Unix()-10)+"\n"))
+	if err = o2.STSCacheLoad(path); err != nil {
+		t.Fatal(err)
+	}
+	if l2, _ := o2.STSCacheList(); strings.Contains(l2, "old.example") {
+		t.Fatalf("an expired entry was loaded: %q", l2)
+	}
+	// A malformed line: ErrSyntax with the line, and nothing loaded.
+	for _, bad := range []string{
+		"policy example.net",
+		strings.Replace(good, " enforce ", " strict ", 1),
+		strings.Replace(good, "20261201", "id-with-dash", 1),
+		strings.Replace(good, "*.mx.example.org", "*.*.example.org", 1),
+		"sts " + strings.TrimPrefix(good, "policy "),
+	} {
+		fresh, _ := NewContext(ContextOptions{})
+		writeFile(t, path, []byte("# cache\n"+good+"\n"+bad+"\n"))
+		err = fresh.STSCacheLoad(path)
+		var te *Error
+		if !errors.Is(err, ErrSyntax) || !errors.As(err, &te) || te.Line != 3 || !strings.Contains(err.Error(), ":3:") {
+			t.Errorf("%q: %v", bad, err)
+		}
+		if l, _ := fresh.STSCacheList(); len(stsEntries(l)) != 0 {
+			t.Errorf("%q: a bad file must load nothing, got %q", bad, l)
+		}
+		fresh.Close()
+	}
+	if err = ctx.STSCacheLoad(filepath.Join(dir, "missing")); !errors.Is(err, ErrIO) {
+		t.Fatalf("missing file: %v", err)
+	}
+	if err = ctx.STSCacheSave(filepath.Join(dir, "no", "such", "dir")); !errors.Is(err, ErrIO) {
+		t.Fatalf("save into a missing directory: %v", err)
+	}
+	closed, _ := NewContext(ContextOptions{})
+	closed.Close()
+	if _, err = closed.STSCacheList(); !errors.Is(err, ErrState) {
+		t.Fatalf("closed context: %v", err)
 	}
 }
 
@@ -598,6 +913,167 @@ func TestDANEWithoutDNSSEC(t *testing.T) {
 	if mailCount("valid.tm.test", l) != 0 {
 		t.Fatal("floor dane without DANE delivered")
 	}
+}
+
+// dnsmasq serves no _mta-sts TXT records: no policy, delivered as before;
+// an explicit host and a context with MTA-STS off report "off".
+func TestMTASTSWithoutPolicy(t *testing.T) {
+	ctx := peersContext(t, ContextOptions{})
+	l, st, err := deliverValid(ctx, "stsnone", nil)
+	if err != nil || st.MTASTS != "no-policy" || st.MTASTSID != "" || st.MTASTSCached || st.MTASTSWouldRefuse {
+		t.Fatalf("no policy: %v %+v", err, st)
+	}
+	var m map[string]interface{}
+	json.Unmarshal([]byte(st.JSON()), &m)
+	if m["mta-sts"] != "no-policy" {
+		t.Fatalf("JSON: %v", m)
+	}
+	waitMail(t, "valid.tm.test", l)
+	l = local("stshost")
+	st, err = Deliver(ctx, Message{From: "sender@tm.test", To: []string{l + "@valid.tm.test"}, Data: body}, nil,
+		&SessionOptions{Host: os.Getenv("TM_TEST_MX_VALID")})
+	if err != nil || st.MTASTS != "off" {
+		t.Fatalf("explicit host: %v %+v", err, st)
+	}
+	waitMail(t, "valid.tm.test", l)
+	fetched := 0
+	off := peersContext(t, ContextOptions{MTASTS: Off, STSFetch: func(string, string) ([]byte, error) {
+		fetched++
+		return nil, errors.New("not expected")
+	}})
+	l, st, err = deliverValid(off, "stsoff", nil)
+	if err != nil || st.MTASTS != "off" || st.MTASTSError != "" || fetched != 0 {
+		t.Fatalf("MTA-STS off: %v %+v (fetched %d)", err, st, fetched)
+	}
+	waitMail(t, "valid.tm.test", l)
+}
+
+// stsPolicy is an MTA-STS policy text (RFC 8461 3.2).
+func stsPolicy(mode string, mx ...string) []byte {
+	var b strings.Builder
+	fmt.Fprintf(&b, "version: STSv1\r\nmode: %s\r\n", mode)
+	for _, m := range mx {
+		fmt.Fprintf(&b, "mx: %s\r\n", m)
+	}
+	b.WriteString("max_age: 86400\r\n")
+	return []byte(b.String())
+}
+
+// MTA-STS through STSFetch against Postfix: the peers' sts.test domains
+// publish _mta-sts TXT records (callback: id cb1, MX mx-valid; plain: id
+// p1, MX mx-plain without STARTTLS); the policies come from the callback.
+func TestMTASTSEnforce(t *testing.T) {
+	const dom = "callback.sts.test"
+	var mu sync.Mutex
+	fetches := 0
+	stored := map[string]string{}
+	ctx := peersContext(t, ContextOptions{
+		STSFetch: func(domain, url string) ([]byte, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			fetches++
+			if domain != dom || url != "https://mta-sts."+dom+"/.well-known/mta-sts.txt" {
+				return nil, fmt.Errorf("unexpected fetch %s %s", domain, url)
+			}
+			return stsPolicy("enforce", "mx-valid.tm.test"), nil
+		},
+		STSStore: func(domain, entry string) {
+			mu.Lock()
+			defer mu.Unlock()
+			stored[domain] = entry
+		},
+	})
+	send := func(c *Context, tag, domain string, p *Policy) (string, DeliveryStatus, error) {
+		l := local(tag)
+		st, err := Deliver(c, Message{From: "sender@tm.test", To: []string{l + "@" + domain}, Data: body}, p, nil)
+		return l, st, err
+	}
+	l, st, err := send(ctx, "stsenforce", dom, nil)
+	if err != nil || st.MTASTS != "enforce" || st.MTASTSID != "cb1" || st.MTASTSCached || st.MTASTSError != "" ||
+		!st.TLS || !st.CertVerified || fetches != 1 {
+		t.Fatalf("enforce: %v %+v (fetches %d, callback error %v)", err, st, fetches, ctx.STSCallbackError())
+	}
+	waitMail(t, dom, l)
+	entry := stored[dom]
+	if !strings.HasPrefix(entry, "policy "+dom+" cb1 ") || !strings.HasSuffix(entry, " enforce 86400 mx-valid.tm.test") {
+		t.Fatalf("stored %q", stored)
+	}
+	if list, _ := ctx.STSCacheList(); !strings.Contains(list, entry+"\n") {
+		t.Fatalf("cache %q lacks %q", list, entry)
+	}
+	l, st, err = send(ctx, "stscached", dom, nil)
+	if err != nil || st.MTASTS != "enforce" || !st.MTASTSCached || fetches != 1 {
+		t.Fatalf("cached: %v %+v (fetches %d)", err, st, fetches)
+	}
+	waitMail(t, dom, l)
+	path := filepath.Join(t.TempDir(), "sts-cache")
+	if err = ctx.STSCacheSave(path); err != nil {
+		t.Fatal(err)
+	}
+	// After a "restart": the file, or the host's store, and no fetch.
+	none := func(string, string) ([]byte, error) { return nil, errors.New("offline") }
+	fromFile := peersContext(t, ContextOptions{STSFetch: none})
+	if err = fromFile.STSCacheLoad(path); err != nil {
+		t.Fatal(err)
+	}
+	fromStore := peersContext(t, ContextOptions{STSFetch: none, STSLookup: func(d string) (string, bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		e, ok := stored[d]
+		return e, ok
+	}})
+	for _, c := range []*Context{fromFile, fromStore} {
+		l, st, err = send(c, "stsreload", dom, nil)
+		if err != nil || st.MTASTS != "enforce" || st.MTASTSID != "cb1" || !st.MTASTSCached || c.STSCallbackError() != nil {
+			t.Fatalf("reloaded: %v %+v %v", err, st, c.STSCallbackError())
+		}
+		waitMail(t, dom, l)
+	}
+	// No MX host matches: deferred, whatever the message's policy says.
+	nomatch := peersContext(t, ContextOptions{STSFetch: func(string, string) ([]byte, error) {
+		return stsPolicy("enforce", "*.elsewhere.example"), nil
+	}})
+	l, st, err = send(nomatch, "stsnomatch", dom, &Policy{RequireTLS: Off, SkipVerify: On})
+	if !errors.Is(err, ErrTLSRequired) || st.Result != Deferred || st.MTASTS != "enforce" ||
+		!strings.Contains(st.MTASTSError, "matches no mx pattern") {
+		t.Fatalf("no matching MX: %v %+v", err, st)
+	}
+	// A matching host without STARTTLS: deferred, never plaintext.
+	plain := peersContext(t, ContextOptions{STSFetch: func(string, string) ([]byte, error) {
+		return stsPolicy("enforce", "mx-plain.tm.test"), nil
+	}})
+	l2, st, err := send(plain, "stsplain", "plain.sts.test", nil)
+	if !errors.Is(err, ErrTLSRequired) || st.Result != Deferred || st.MTASTS != "enforce" || st.MTASTSID != "p1" || st.TLS {
+		t.Fatalf("enforce without STARTTLS: %v %+v", err, st)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if mailCount(dom, l) != 0 || mailCount("plain.sts.test", l2) != 0 {
+		t.Fatal("a refused message arrived")
+	}
+}
+
+// Testing mode: delivered under the normal policy, and the status says
+// what enforce would have refused; a failing fetcher: fetch-failed.
+func TestMTASTSTestingAndFetchFailed(t *testing.T) {
+	tctx := peersContext(t, ContextOptions{STSFetch: func(string, string) ([]byte, error) {
+		return stsPolicy("testing", "mx-plain.tm.test"), nil
+	}})
+	l := local("ststesting")
+	st, err := Deliver(tctx, Message{From: "sender@tm.test", To: []string{l + "@plain.sts.test"}, Data: body}, nil, nil)
+	if err != nil || st.TLS || st.MTASTS != "testing" || !st.MTASTSWouldRefuse || !strings.Contains(st.MTASTSError, "no TLS") {
+		t.Fatalf("testing: %v %+v", err, st)
+	}
+	waitMail(t, "plain.sts.test", l)
+	failing := peersContext(t, ContextOptions{STSFetch: func(string, string) ([]byte, error) {
+		panic("proxy down")
+	}})
+	l = local("stsfailed")
+	st, err = Deliver(failing, Message{From: "sender@tm.test", To: []string{l + "@callback.sts.test"}, Data: body}, nil, nil)
+	if err != nil || st.MTASTS != "fetch-failed" || st.MTASTSError == "" || failing.STSCallbackError() == nil ||
+		!strings.Contains(failing.STSCallbackError().Error(), "proxy down") {
+		t.Fatalf("fetch failed: %v %+v %v", err, st, failing.STSCallbackError())
+	}
+	waitMail(t, "callback.sts.test", l)
 }
 
 func TestRequireTLS(t *testing.T) {

@@ -97,12 +97,17 @@ class StructLayout(unittest.TestCase):
             _ffi.check_structure(_ffi.tm_policy, "tm_no_such_struct")
 
     # The fields each struct gained last, in order, where the library has
-    # them: tls_resumed and the DANE fields end tm_delivery_status, ca_path
-    # and the DNSSEC options tm_context_options.
+    # them: tls_resumed, the DANE and the MTA-STS fields end
+    # tm_delivery_status, ca_path, the DNSSEC and the MTA-STS options
+    # tm_context_options.
     NEW_FIELDS = {
         "tm_delivery_status": ["tls_resumed", "dane", "mx_dnssec", "cert_verified_by",
-                               "dane_tlsa"],
-        "tm_context_options": ["ca_path", "dnssec_resolver", "dnssec_trust_resolver", "dane"],
+                               "dane_tlsa", "mta_sts", "mta_sts_id", "mta_sts_cached",
+                               "mta_sts_would_refuse", "mta_sts_error"],
+        "tm_context_options": ["ca_path", "dnssec_resolver", "dnssec_trust_resolver", "dane",
+                               "mta_sts", "sts_fetch", "sts_fetch_arg", "sts_store",
+                               "sts_lookup", "sts_cache_arg", "sts_cache_max",
+                               "sts_timeout_ms", "sts_https_address", "sts_https_port"],
     }
 
     def test_new_fields_are_checked(self):
@@ -137,6 +142,22 @@ class StructLayout(unittest.TestCase):
         self.assertEqual(opts["dnssec_resolver"][2], ctypes.sizeof(ctypes.c_char_p))
         self.assertEqual(opts["dane"][2], ctypes.sizeof(ctypes.c_int))
 
+    def test_mta_sts_fields_types(self):
+        # mta_sts_id is char[33], mta_sts_error char[512], the rest ints;
+        # the options' callbacks and strings are pointers.
+        _, fields = _ffi.library_layout()["tm_delivery_status"]
+        by_name = {f[0]: f for f in fields}
+        self.assertEqual(by_name["mta_sts_id"][2], _ffi.TM_STS_ID_TEXT_MAX)
+        self.assertEqual(by_name["mta_sts_error"][2], _ffi.TM_TEXT_MAX)
+        for name in ("mta_sts", "mta_sts_cached", "mta_sts_would_refuse"):
+            self.assertEqual(by_name[name][2], ctypes.sizeof(ctypes.c_int))
+        opts = {f[0]: f for f in _ffi.library_layout()["tm_context_options"][1]}
+        for name in ("sts_fetch", "sts_fetch_arg", "sts_store", "sts_lookup", "sts_cache_arg",
+                     "sts_https_address"):
+            self.assertEqual(opts[name][2], ctypes.sizeof(ctypes.c_void_p), name)
+        for name in ("mta_sts", "sts_cache_max", "sts_timeout_ms", "sts_https_port"):
+            self.assertEqual(opts[name][2], ctypes.sizeof(ctypes.c_int), name)
+
     def test_context_options_version_2(self):
         self.assertEqual(_ffi.TM_CONTEXT_OPTIONS_VERSION, 2)
         o = _ffi.tm_context_options()
@@ -146,6 +167,13 @@ class StructLayout(unittest.TestCase):
         self.assertIsNone(o.ca_path)  # reset like every other field
         self.assertIsNone(o.dnssec_resolver)
         self.assertEqual((o.dnssec_trust_resolver, o.dane), (0, 0))
+        self.assertEqual((o.mta_sts, o.sts_cache_max, o.sts_timeout_ms, o.sts_https_port),
+                         (0, 0, 0, 0))
+        self.assertIsNone(o.sts_https_address)
+        for cb in (o.sts_fetch, o.sts_store, o.sts_lookup):
+            self.assertFalse(cb)  # a NULL function pointer
+        self.assertIsNone(o.sts_fetch_arg)
+        self.assertIsNone(o.sts_cache_arg)
         # Version 1 (no ca_path) is still accepted; 3 is not known.
         self.assertEqual(_ffi.lib.tm_context_options_init(ctypes.byref(o), 1), 0)
         self.assertEqual(_ffi.lib.tm_context_options_init(ctypes.byref(o), 3), -1)
@@ -337,6 +365,61 @@ class StatusJson(unittest.TestCase):
         self.assertEqual((d["dane"], d["mx-dnssec"], d["certificate-verified-by"],
                           d["dane-tlsa"]), ("verified", True, "dane", "3 1 1"))
 
+    def test_empty_status_mta_sts_fields(self):
+        # Python-built and library-initialised statuses agree: MTA-STS off.
+        for st in (tlsmail.DeliveryStatus(),
+                   tlsmail.DeliveryStatus._from_c(tlsmail._new_status())):
+            with self.subTest(raw=st._raw is not None):
+                self.assertEqual((st.mta_sts, st.mta_sts_id, st.mta_sts_cached,
+                                  st.mta_sts_would_refuse, st.mta_sts_error),
+                                 ("off", "", False, False, ""))
+                d = st.as_dict()
+                self.assertEqual((d["mta-sts"], d["mta-sts-id"], d["mta-sts-cached"],
+                                  d["mta-sts-would-refuse"], d["mta-sts-error"]),
+                                 ("off", "", False, False, ""))
+        # A zeroed struct (not even tm_status_init) reads the same.
+        self.assertEqual(tlsmail.DeliveryStatus._from_c(_ffi.tm_delivery_status()).mta_sts, "off")
+
+    def test_mta_sts_names(self):
+        # The enum's names are the library's, value for value.
+        names = ["off", "no-policy", "none", "testing", "enforce", "fetch-failed"]
+        self.assertEqual([str(m) for m in tlsmail.MtaSts], names)
+        self.assertEqual([int(m) for m in tlsmail.MtaSts], list(range(6)))
+        raw = tlsmail._new_status()
+        for v, name in enumerate(names):
+            self.assertEqual(_ffi.lib.tm_mta_sts_name(v).decode(), name)
+            raw.mta_sts = v
+            st = tlsmail.DeliveryStatus._from_c(raw)
+            self.assertEqual(st.mta_sts, name)
+            self.assertEqual(st.mta_sts, str(tlsmail.MtaSts(v)))
+            self.assertEqual(st.as_dict()["mta-sts"], name)
+
+    def test_mta_sts_status_round_trip(self):
+        raw = tlsmail._new_status()
+        raw.result = 2  # deferred
+        raw.error = tlsmail.ErrorCode.ETLSREQUIRED
+        raw.mta_sts = int(tlsmail.MtaSts.TESTING)
+        raw.mta_sts_id = b"20261201T000000"
+        raw.mta_sts_cached = 1
+        raw.mta_sts_would_refuse = 1
+        raw.mta_sts_error = b'mx-other.example matches no "mx" of the policy'
+        st = tlsmail.DeliveryStatus._from_c(raw)
+        self.assertEqual((st.mta_sts, st.mta_sts_id, st.mta_sts_cached,
+                          st.mta_sts_would_refuse, st.mta_sts_error),
+                         ("testing", "20261201T000000", True, True,
+                          'mx-other.example matches no "mx" of the policy'))
+        d = st.as_dict()
+        self.assertEqual((d["mta-sts"], d["mta-sts-id"], d["mta-sts-cached"],
+                          d["mta-sts-would-refuse"], d["mta-sts-error"]),
+                         ("testing", "20261201T000000", True, True,
+                          'mx-other.example matches no "mx" of the policy'))
+        # The longest id and error fit, NUL-terminated.
+        raw.mta_sts_id = b"A" * 32
+        raw.mta_sts_error = b"e" * (_ffi.TM_TEXT_MAX - 1)
+        st = tlsmail.DeliveryStatus._from_c(raw)
+        self.assertEqual((len(st.mta_sts_id), len(st.mta_sts_error)), (32, _ffi.TM_TEXT_MAX - 1))
+        self.assertEqual(st.as_dict()["mta-sts-id"], "A" * 32)
+
     def test_status_from_c_round_trip(self):
         raw = _ffi.tm_delivery_status()
         _ffi.lib.tm_status_init(ctypes.byref(raw), _ffi.TM_STATUS_VERSION)
@@ -415,6 +498,262 @@ class DnssecOptions(unittest.TestCase):
             tlsmail.Context(dnssec_resolver="127.0.0.1\0")
         with self.assertRaises(TypeError):
             tlsmail.Context(dnssec_resolver=5353)  # type: ignore[arg-type]
+
+
+def _sts_options(**kw):
+    o = _ffi.tm_context_options()
+    _ffi.lib.tm_context_options_init(ctypes.byref(o), _ffi.TM_CONTEXT_OPTIONS_VERSION)
+    args = dict(mta_sts=None, sts_cache_max=None, sts_timeout_ms=None,
+                sts_https_address=None, sts_https_port=None)
+    args.update(kw)
+    tlsmail._set_sts_options(o, **args)
+    return o
+
+
+# A far-future expiry (2100-01-01), so that the entry never expires in a test.
+FAR_FUTURE = 4102444800
+
+
+def _sts_line(domain="example.org", policy_id="20261201", mode="enforce", max_age=86400,
+              mx="mx1.example.org,*.mx.example.org", expires=FAR_FUTURE):
+    now = int(time.time())
+    return "policy %s %s %d %d %d %s %d %s" % (domain, policy_id, now, expires, now, mode,
+                                                max_age, mx)
+
+
+class MtaStsOptions(unittest.TestCase):
+    def test_mapping(self):
+        # None / True / False as the C field gets it: 0 and TM_ON are on.
+        for mta_sts, want in ((None, 0), (True, _ffi.TM_ON), (False, _ffi.TM_OFF)):
+            with self.subTest(mta_sts=mta_sts):
+                self.assertEqual(_sts_options(mta_sts=mta_sts).mta_sts, want)
+        o = _sts_options(sts_cache_max=10, sts_timeout_ms=1500,
+                         sts_https_address="127.0.0.1", sts_https_port=8443)
+        self.assertEqual((o.sts_cache_max, o.sts_timeout_ms, o.sts_https_address,
+                          o.sts_https_port), (10, 1500, b"127.0.0.1", 8443))
+        o = _sts_options()
+        self.assertEqual((o.mta_sts, o.sts_cache_max, o.sts_timeout_ms, o.sts_https_port),
+                         (0, 0, 0, 0))
+        self.assertIsNone(o.sts_https_address)
+
+    def test_bad_values_are_einval(self):
+        for kw in (dict(sts_https_port=65536), dict(sts_https_port=-1),
+                   dict(sts_cache_max=-1), dict(sts_timeout_ms=2 ** 32),
+                   dict(sts_timeout_ms=True), dict(sts_https_address="127.0.0.1\0")):
+            with self.subTest(**kw):
+                with self.assertRaises(tlsmail.InvalidArgument):
+                    _sts_options(**kw)
+        # The library checks the address: an IP address, not a name.
+        for bad in ("mta-sts.example.org", "not-an-ip", "127.0.0.1.1"):
+            with self.subTest(bad):
+                with self.assertRaises(tlsmail.InvalidArgument) as cm:
+                    tlsmail.Context(sts_https_address=bad)
+                self.assertEqual(cm.exception.code, tlsmail.ErrorCode.EINVAL)
+        with self.assertRaises(TypeError):
+            tlsmail.Context(sts_fetch="https://mta-sts.example.org/")  # type: ignore[arg-type]
+
+    def test_contexts_are_created(self):
+        for kw in (dict(mta_sts=False), dict(mta_sts=True), dict(mta_sts=None),
+                   dict(sts_cache_max=1, sts_timeout_ms=100),
+                   dict(sts_https_address="127.0.0.1", sts_https_port=8443),
+                   dict(sts_https_address="::1"),
+                   dict(sts_fetch=lambda d, u: None, sts_store=lambda d, e: None,
+                        sts_lookup=lambda d: None)):
+            with self.subTest(**{k: v for k, v in kw.items() if not callable(v)}):
+                with tlsmail.Context(**kw) as c:
+                    self.assertFalse(c.closed)
+                    self.assertIsNone(c.sts_callback_error)
+
+    def test_callbacks_are_installed_and_kept(self):
+        c = tlsmail.Context(sts_fetch=lambda d, u: None, sts_lookup=lambda d: None)
+        try:
+            # The C thunks live as long as the context (the library keeps
+            # their addresses); only the callables given are installed.
+            self.assertIsNotNone(c._sts_fetch_cb)
+            self.assertIsNotNone(c._sts_lookup_cb)
+            self.assertIsNone(c._sts_store_cb)
+        finally:
+            c.close()
+
+
+class MtaStsCallbacks(unittest.TestCase):
+    """The callbacks as the library calls them: through their C thunks."""
+
+    URL = b"https://mta-sts.example.org/.well-known/mta-sts.txt"
+    POLICY = b"version: STSv1\r\nmode: enforce\r\nmx: mx1.example.org\r\nmax_age: 86400\r\n"
+
+    def fetch(self, c, size=_ffi.TM_STS_BODY_MAX, domain=b"example.org"):
+        buf = ctypes.create_string_buffer(size)
+        n = ctypes.c_size_t(12345)
+        rc = c._sts_fetch_cb(None, domain, self.URL, ctypes.addressof(buf), size,
+                             ctypes.byref(n))
+        return rc, buf.raw[:n.value] if rc == 0 else None
+
+    def lookup(self, c, size=1024):
+        buf = ctypes.create_string_buffer(b"\xff" * size, size)
+        rc = c._sts_lookup_cb(None, b"example.org", ctypes.addressof(buf), size)
+        return rc, buf.value.decode() if rc == 0 else None
+
+    def test_fetch(self):
+        seen = []
+
+        def fetch(domain, url):
+            seen.append((domain, url))
+            return {"example.org": self.POLICY, "text.example": self.POLICY.decode(),
+                    "big.example": b"x" * (_ffi.TM_STS_BODY_MAX + 1)}.get(domain)
+
+        with tlsmail.Context(sts_fetch=fetch) as c:
+            self.assertEqual(self.fetch(c), (0, self.POLICY))
+            self.assertEqual(seen, [("example.org", self.URL.decode())])
+            self.assertEqual(self.fetch(c, domain=b"text.example"), (0, self.POLICY))
+            # None: no policy (a failure for the library); nothing recorded.
+            self.assertEqual(self.fetch(c, domain=b"none.example"),
+                             (tlsmail.ErrorCode.ENOTFOUND, None))
+            self.assertIsNone(c.sts_callback_error)
+            # Larger than the library's buffer: a failure, never an overflow.
+            rc, _ = self.fetch(c, domain=b"big.example")
+            self.assertEqual(rc, tlsmail.ErrorCode.EIO)
+            self.assertIsInstance(c.sts_callback_error, ValueError)
+            rc, _ = self.fetch(c, size=10)
+            self.assertEqual(rc, tlsmail.ErrorCode.EIO)
+
+    def test_exceptions_never_reach_c(self):
+        class Boom(Exception):
+            pass
+
+        def fetch(domain, url):
+            raise Boom("fetch")
+
+        def store(domain, entry):
+            raise Boom("store")
+
+        def lookup(domain):
+            raise Boom("lookup")
+
+        with tlsmail.Context(sts_fetch=fetch, sts_store=store, sts_lookup=lookup) as c:
+            self.assertEqual(self.fetch(c), (tlsmail.ErrorCode.EIO, None))
+            self.assertEqual(str(c.sts_callback_error), "fetch")
+            c._sts_store_cb(None, b"example.org", _sts_line().encode())
+            self.assertEqual(str(c.sts_callback_error), "store")
+            self.assertEqual(self.lookup(c), (tlsmail.ErrorCode.ENOTFOUND, None))
+            self.assertEqual(str(c.sts_callback_error), "lookup")
+            self.assertIsInstance(c.sts_callback_error, Boom)
+
+        # Not even BaseException subclasses unwind into C.
+        def interrupted(domain, url):
+            raise KeyboardInterrupt
+
+        with tlsmail.Context(sts_fetch=interrupted) as c:
+            self.assertEqual(self.fetch(c), (tlsmail.ErrorCode.EIO, None))
+            self.assertIsInstance(c.sts_callback_error, KeyboardInterrupt)
+        # A wrong return type is a failure too.
+        with tlsmail.Context(sts_fetch=lambda d, u: 42) as c:
+            self.assertEqual(self.fetch(c)[0], tlsmail.ErrorCode.EIO)
+            self.assertIsInstance(c.sts_callback_error, TypeError)
+
+    def test_store_and_lookup(self):
+        db = {}
+        line = _sts_line()
+        with tlsmail.Context(sts_store=db.__setitem__, sts_lookup=db.get) as c:
+            self.assertEqual(self.lookup(c), (tlsmail.ErrorCode.ENOTFOUND, None))
+            c._sts_store_cb(None, b"example.org", line.encode())
+            self.assertEqual(db, {"example.org": line})
+            self.assertEqual(self.lookup(c), (0, line))
+            db["example.org"] = line + "\n"  # a stored line's newline is dropped
+            self.assertEqual(self.lookup(c), (0, line))
+            # Too long for the buffer, or more than one line: not found.
+            self.assertEqual(self.lookup(c, size=len(line))[0], tlsmail.ErrorCode.ENOTFOUND)
+            self.assertEqual(self.lookup(c, size=len(line) + 1), (0, line))
+            db["example.org"] = line + "\n" + line
+            self.assertEqual(self.lookup(c)[0], tlsmail.ErrorCode.ENOTFOUND)
+            self.assertIsInstance(c.sts_callback_error, ValueError)
+
+
+class MtaStsCache(unittest.TestCase):
+    def setUp(self):
+        self.ctx = tlsmail.Context()
+        self.dir = tempfile.TemporaryDirectory()
+        self.path = Path(self.dir.name) / "sts-cache"
+
+    def tearDown(self):
+        self.ctx.close()
+        self.dir.cleanup()
+
+    def entries(self, text):
+        return [l for l in text.splitlines() if l and not l.startswith("#")]
+
+    def test_empty(self):
+        self.assertEqual(self.entries(self.ctx.sts_cache_list()), [])
+        self.ctx.sts_cache_save(self.path)
+        self.assertEqual(self.entries(self.path.read_text()), [])
+        self.ctx.sts_cache_load(self.path)  # an empty cache file is valid
+        self.assertEqual(self.entries(self.ctx.sts_cache_list()), [])
+
+    def test_load_list_save_round_trip(self):
+        lines = [_sts_line(),
+                 _sts_line("testing.example", "abc123", "testing", 604800, "mx.testing.example"),
+                 _sts_line("none.example", "1", "none", 31557600, "-")]
+        self.path.write_text("# a comment\n\n" + "\n".join(lines) + "\n")
+        self.ctx.sts_cache_load(self.path)
+        self.assertEqual(sorted(self.entries(self.ctx.sts_cache_list())), sorted(lines))
+        saved = Path(self.dir.name) / "saved"
+        self.ctx.sts_cache_save(saved)
+        with tlsmail.Context() as other:
+            other.sts_cache_load(saved)
+            self.assertEqual(sorted(self.entries(other.sts_cache_list())), sorted(lines))
+        # Loading again replaces each domain's entry, adds nothing.
+        newer = _sts_line(policy_id="20270101", mx="mx2.example.org")
+        self.path.write_text(newer + "\n")
+        self.ctx.sts_cache_load(self.path)
+        got = self.entries(self.ctx.sts_cache_list())
+        self.assertEqual(len(got), 3)
+        self.assertIn(newer, got)
+        self.assertNotIn(lines[0], got)
+
+    def test_expired_entries_are_dropped(self):
+        past = int(time.time()) - 10
+        self.path.write_text(_sts_line(expires=past) + "\n")
+        self.ctx.sts_cache_load(self.path)
+        self.assertEqual(self.entries(self.ctx.sts_cache_list()), [])
+
+    def test_syntax_error_names_the_line_and_changes_nothing(self):
+        good = _sts_line()
+        bad_lines = [
+            "policy example.net",                                        # too few fields
+            good.replace(" enforce ", " strict "),                        # unknown mode
+            good.replace("20261201", "id-with-dash"),                    # id not alphanumeric
+            good.replace("*.mx.example.org", "*.*.example.org"),         # a bad mx pattern
+            good.replace("mx1.example.org,*.mx.example.org", "-"),       # enforce without mx
+            "sts " + good[len("policy "):],                               # not "policy"
+            good.replace(" 86400 ", " 86400x "),                          # max_age not a number
+        ]
+        for bad in bad_lines:
+            with self.subTest(bad):
+                self.path.write_text("# cache\n" + good + "\n" + bad + "\n")
+                with self.assertRaises(tlsmail.StsCacheSyntaxError) as cm:
+                    self.ctx.sts_cache_load(self.path)
+                self.assertEqual(cm.exception.line, 3)
+                self.assertEqual(cm.exception.code, tlsmail.ErrorCode.ESYNTAX)
+                self.assertIn(":3:", str(cm.exception))
+                self.assertIsInstance(cm.exception, tlsmail.SettingsSyntaxError)
+                # All or nothing: the good line was not loaded either.
+                self.assertEqual(self.entries(self.ctx.sts_cache_list()), [])
+
+    def test_missing_file_is_eio(self):
+        with self.assertRaises(tlsmail.TlsmailError) as cm:
+            self.ctx.sts_cache_load(Path(self.dir.name) / "missing")
+        self.assertEqual(cm.exception.code, tlsmail.ErrorCode.EIO)
+        with self.assertRaises(tlsmail.TlsmailError) as cm:
+            self.ctx.sts_cache_save(Path(self.dir.name) / "no" / "such" / "dir")
+        self.assertEqual(cm.exception.code, tlsmail.ErrorCode.EIO)
+
+    def test_closed_context(self):
+        c = tlsmail.Context()
+        c.close()
+        for call in (c.sts_cache_list, lambda: c.sts_cache_load(self.path),
+                     lambda: c.sts_cache_save(self.path)):
+            with self.assertRaises(tlsmail.SessionStateError):
+                call()
 
 
 class Settings(unittest.TestCase):
@@ -550,6 +889,146 @@ def _replace_file(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def _policy(mode, mx=()):
+    """An MTA-STS policy text (RFC 8461 3.2)."""
+    return ("version: STSv1\r\nmode: %s\r\n%smax_age: 86400\r\n"
+            % (mode, "".join("mx: %s\r\n" % m for m in mx))).encode()
+
+
+def _fetcher(body, calls=None):
+    """An sts_fetch callable that serves `body` (None: no policy)."""
+    def fetch(domain, url):
+        if calls is not None:
+            calls.append((domain, url))
+        return body
+    return fetch
+
+
+class MtaStsDelivery(unittest.TestCase):
+    """MTA-STS through the binding's callbacks, against Postfix: the
+    sts.test domains of the peers publish _mta-sts TXT records (callback:
+    id cb1, MX mx-valid; plain: id p1, MX mx-plain, no STARTTLS), and the
+    policies come from sts_fetch, so no HTTPS server is needed."""
+
+    def setUp(self):
+        _need_peers(self)
+
+    def test_enforce_fetch_cache_store_reload(self):
+        calls, stored = [], {}
+        dom = "callback.sts.test"
+        tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(tmp.cleanup)
+        path = Path(tmp.name) / "sts-cache"
+        with _peers_context(sts_fetch=_fetcher(_policy("enforce", ["mx-valid.tm.test"]), calls),
+                            sts_store=stored.__setitem__) as c:
+            local = _local("stsenforce")
+            st = c.deliver("sender@tm.test", local + "@" + dom, BODY)
+            self.assertTrue(st.delivered, st)
+            self.assertEqual((st.mta_sts, st.mta_sts_id, st.mta_sts_cached,
+                              st.mta_sts_would_refuse, st.mta_sts_error),
+                             ("enforce", "cb1", False, False, ""))
+            self.assertTrue(st.tls and st.cert_verified)
+            self.assertEqual(st.mx_host, "mx-valid.tm.test")
+            self.assertEqual(calls, [(dom, "https://mta-sts.%s/.well-known/mta-sts.txt" % dom)])
+            _wait_mail(dom, local)
+            # sts_store got the entry, as the cache lists it.
+            self.assertEqual(list(stored), [dom])
+            self.assertRegex(stored[dom], r"^policy callback\.sts\.test cb1 \d+ \d+ \d+ "
+                                          r"enforce 86400 mx-valid\.tm\.test$")
+            self.assertIn(stored[dom] + "\n", c.sts_cache_list())
+            # The TXT id is unchanged: the cached policy, no second fetch.
+            local = _local("stscached")
+            st = c.deliver("sender@tm.test", local + "@" + dom, BODY)
+            self.assertTrue(st.delivered, st)
+            self.assertEqual((st.mta_sts, st.mta_sts_id, st.mta_sts_cached),
+                             ("enforce", "cb1", True))
+            self.assertEqual(len(calls), 1)
+            _wait_mail(dom, local)
+            c.sts_cache_save(path)
+        # After a "restart": the saved file, and a fetcher that has nothing.
+        nothing = []
+        with _peers_context(sts_fetch=_fetcher(None, nothing)) as c:
+            c.sts_cache_load(path)
+            st = c.deliver("sender@tm.test", _local("stsfile") + "@" + dom, BODY)
+            self.assertTrue(st.delivered, st)
+            self.assertEqual((st.mta_sts, st.mta_sts_id, st.mta_sts_cached),
+                             ("enforce", "cb1", True))
+            self.assertEqual(nothing, [])
+        # The same from the host's store (sts_lookup) instead of the file.
+        with _peers_context(sts_fetch=_fetcher(None, nothing), sts_lookup=stored.get) as c:
+            st = c.deliver("sender@tm.test", _local("stslookup") + "@" + dom, BODY)
+            self.assertTrue(st.delivered, st)
+            self.assertEqual((st.mta_sts, st.mta_sts_cached), ("enforce", True))
+            self.assertEqual(nothing, [])
+            self.assertIsNone(c.sts_callback_error)
+
+    def test_enforce_no_matching_mx_defers(self):
+        local = _local("stsnomatch")
+        with _peers_context(sts_fetch=_fetcher(_policy("enforce", ["*.elsewhere.example"]))) as c:
+            # Not even a message policy that asks for less gets through.
+            st = c.deliver("sender@tm.test", local + "@callback.sts.test", BODY,
+                           policy=tlsmail.Policy(require_tls=False, skip_verify=True))
+        self.assertEqual(st.result, tlsmail.Result.DEFERRED, st)
+        self.assertEqual(st.error, tlsmail.ErrorCode.ETLSREQUIRED)
+        self.assertEqual(st.mta_sts, "enforce")
+        self.assertIn("matches no mx pattern", st.mta_sts_error)
+        self.assertEqual(st.as_dict()["mta-sts"], "enforce")
+        time.sleep(0.2)
+        self.assertEqual(_mail_count("callback.sts.test", local), 0)
+
+    def test_enforce_never_plaintext(self):
+        local = _local("stsplain")
+        with _peers_context(sts_fetch=_fetcher(_policy("enforce", ["mx-plain.tm.test"]))) as c:
+            st = c.deliver("sender@tm.test", local + "@plain.sts.test", BODY)
+        self.assertEqual(st.result, tlsmail.Result.DEFERRED, st)
+        self.assertEqual(st.error, tlsmail.ErrorCode.ETLSREQUIRED)
+        self.assertEqual((st.mta_sts, st.mta_sts_id, st.tls), ("enforce", "p1", False))
+        self.assertTrue(st.mta_sts_error)
+        time.sleep(0.2)
+        self.assertEqual(_mail_count("plain.sts.test", local), 0)
+
+    def test_testing_reports_what_enforce_would_refuse(self):
+        local = _local("ststesting")
+        with _peers_context(sts_fetch=_fetcher(_policy("testing", ["mx-plain.tm.test"]))) as c:
+            st = c.deliver("sender@tm.test", local + "@plain.sts.test", BODY)
+        self.assertTrue(st.delivered, st)
+        self.assertFalse(st.tls)
+        self.assertEqual((st.mta_sts, st.mta_sts_id, st.mta_sts_would_refuse),
+                         ("testing", "p1", True))
+        self.assertIn("no TLS", st.mta_sts_error)
+        self.assertIs(st.as_dict()["mta-sts-would-refuse"], True)
+        _wait_mail("plain.sts.test", local)
+
+    def test_mode_none_and_fetch_failed(self):
+        local = _local("stsmodenone")
+        with _peers_context(sts_fetch=_fetcher(_policy("none"))) as c:
+            st = c.deliver("sender@tm.test", local + "@callback.sts.test", BODY)
+        self.assertTrue(st.delivered, st)
+        self.assertEqual((st.mta_sts, st.mta_sts_id), ("none", "cb1"))
+        _wait_mail("callback.sts.test", local)
+
+        class Down(Exception):
+            pass
+
+        def fetch(domain, url):
+            raise Down("proxy down")
+
+        for fetcher in (_fetcher(None), _fetcher(b"not a policy"), fetch):
+            local = _local("stsfailed")
+            with _peers_context(sts_fetch=fetcher) as c:
+                st = c.deliver("sender@tm.test", local + "@callback.sts.test", BODY)
+                err = c.sts_callback_error
+            self.assertTrue(st.delivered, st)
+            self.assertEqual(st.mta_sts, "fetch-failed")
+            self.assertTrue(st.mta_sts_error)
+            self.assertEqual(st.as_dict()["mta-sts"], "fetch-failed")
+            if fetcher is fetch:
+                self.assertIsInstance(err, Down)
+            else:
+                self.assertIsNone(err)
+            _wait_mail("callback.sts.test", local)
+
+
 class Delivery(unittest.TestCase):
     ctx = None
 
@@ -620,6 +1099,31 @@ class Delivery(unittest.TestCase):
         self.assertEqual(st.as_dict()["policy"]["recipient-floor"], "dane")
         time.sleep(0.2)
         self.assertEqual(_mail_count("valid.tm.test", local), 0)
+
+    def test_mta_sts_without_policy(self):
+        # dnsmasq serves no _mta-sts TXT records: no policy, delivered as
+        # before; an explicit host and a context with MTA-STS off: "off".
+        local = _local("stsnone")
+        st = self.ctx.deliver("sender@tm.test", local + "@valid.tm.test", BODY)
+        self.assertTrue(st.delivered, st)
+        self.assertEqual((st.mta_sts, st.mta_sts_id, st.mta_sts_cached,
+                          st.mta_sts_would_refuse), ("no-policy", "", False, False))
+        self.assertEqual(st.as_dict()["mta-sts"], "no-policy")
+        _wait_mail("valid.tm.test", local)
+        local = _local("stshost")
+        st = self.ctx.deliver("sender@tm.test", local + "@valid.tm.test", BODY,
+                              host=os.environ["TM_TEST_MX_VALID"])
+        self.assertTrue(st.delivered, st)
+        self.assertEqual(st.mta_sts, "off")
+        _wait_mail("valid.tm.test", local)
+        local = _local("stsoff")
+        fetched = []
+        with _peers_context(mta_sts=False, sts_fetch=lambda d, u: fetched.append(d)) as c:
+            st = c.deliver("sender@tm.test", local + "@valid.tm.test", BODY)
+        self.assertTrue(st.delivered, st)
+        self.assertEqual((st.mta_sts, st.mta_sts_error), ("off", ""))
+        self.assertEqual(fetched, [])
+        _wait_mail("valid.tm.test", local)
 
     def test_plain_opportunistic(self):
         local = _local("plain")

@@ -23,6 +23,10 @@ no message outcome to return, so when they fail they raise DeliveryError
 Every call blocks the calling thread for at most the context's timeouts and
 releases the GIL while it runs, so deliveries on several threads sharing one
 Context run in parallel.  A Session must be used by one thread at a time.
+
+MTA-STS (RFC 8461, docs/mta-sts.md) is on by default: a delivery to a
+domain's MX hosts follows the domain's published policy, and the status
+says which (``status.mta_sts``).  Context(mta_sts=False) turns it off.
 """
 
 from __future__ import annotations
@@ -40,9 +44,10 @@ from ._ffi import lib as _lib
 
 __all__ = [
     "deliver", "Context", "Session", "Policy", "DeliveryStatus", "RecipientStatus",
-    "Result", "TLSFailure", "PolicySource", "Floor", "LogLevel", "ErrorCode",
+    "Result", "TLSFailure", "PolicySource", "Floor", "MtaSts", "LogLevel", "ErrorCode",
     "TlsmailError", "InvalidArgument", "OutOfMemory", "CAFileError", "SessionStateError",
-    "MessageReadError", "SettingsSyntaxError", "DeliveryError", "TLSRequired",
+    "MessageReadError", "SettingsSyntaxError", "StsCacheSyntaxError", "DeliveryError",
+    "TLSRequired",
     "default_context", "version", "tls_backend", "strerror",
 ]
 
@@ -109,6 +114,19 @@ class Floor(_Named):
     TLS = 1
     VERIFIED = 2
     DANE = 3
+
+
+class MtaSts(_Named):
+    """tm_mta_sts: what MTA-STS (RFC 8461) made of the recipient domain.
+    ``str()`` gives the library's name (tm_mta_sts_name), the value
+    DeliveryStatus.mta_sts holds: "off", "no-policy", "none", "testing",
+    "enforce", "fetch-failed"."""
+    OFF = 0           # off in the context, or an explicit host
+    NO_POLICY = 1     # no usable _mta-sts TXT record and nothing cached
+    NONE = 2          # a policy in mode "none": as without one
+    TESTING = 3       # delivered under the normal policy; see mta_sts_would_refuse
+    ENFORCE = 4       # only matching MX hosts, over PKIX-verified TLS, or deferred
+    FETCH_FAILED = 5  # a TXT record, no policy fetched, none cached (see mta_sts_error)
 
 
 class LogLevel(enum.IntEnum):
@@ -215,6 +233,11 @@ class SettingsSyntaxError(TlsmailError):
         self.line = line
         self.path = path
         super().__init__(code, "%s:%d: %s" % (path, line, strerror(code)))
+
+
+class StsCacheSyntaxError(SettingsSyntaxError):
+    """TM_ESYNTAX from Context.sts_cache_load(): a line of the MTA-STS
+    cache file is malformed (``line`` is 1-based); nothing was loaded."""
 
 
 class DeliveryError(TlsmailError):
@@ -340,6 +363,16 @@ class DeliveryStatus:
     (a trusted CA and the host name) or "dane" (a TLSA record);
     ``dane_tlsa`` is the record that matched, "usage selector mtype" (e.g.
     "3 1 1"), else "".
+
+    MTA-STS (RFC 8461, see docs/mta-sts.md): ``mta_sts`` is the policy the
+    delivery followed, by its tm_mta_sts_name() (str(MtaSts.X)): "off"
+    (switched off, or an explicit host), "no-policy", "none", "testing",
+    "enforce" or "fetch-failed"; ``mta_sts_id`` the policy's id from its
+    TXT record, else ""; ``mta_sts_cached`` True when the policy came from
+    the context's cache; ``mta_sts_would_refuse`` (testing mode) True when
+    enforce would have refused the host; ``mta_sts_error`` in words what
+    enforce refused or would have refused, or why no policy was fetched.
+    On a host with usable TLSA records DANE applies instead.
     """
     result: Result = Result.NONE
     error: int = 0
@@ -376,6 +409,11 @@ class DeliveryStatus:
     mx_dnssec: bool = False
     cert_verified_by: str = ""
     dane_tlsa: str = ""
+    mta_sts: str = "off"
+    mta_sts_id: str = ""
+    mta_sts_cached: bool = False
+    mta_sts_would_refuse: bool = False
+    mta_sts_error: str = ""
     _raw: Optional[_ffi.tm_delivery_status] = field(default=None, repr=False, compare=False)
     _raw_rcpts: Any = field(default=None, repr=False, compare=False)
 
@@ -420,7 +458,11 @@ class DeliveryStatus:
             transactions=st.transactions, tls_resumed=bool(st.tls_resumed),
             dane=_lib.tm_dane_name(st.dane).decode(), mx_dnssec=bool(st.mx_dnssec),
             cert_verified_by=_lib.tm_verified_by_name(st.cert_verified_by).decode(),
-            dane_tlsa=_s(st.dane_tlsa), _raw=st,
+            dane_tlsa=_s(st.dane_tlsa),
+            mta_sts=_lib.tm_mta_sts_name(st.mta_sts).decode(), mta_sts_id=_s(st.mta_sts_id),
+            mta_sts_cached=bool(st.mta_sts_cached),
+            mta_sts_would_refuse=bool(st.mta_sts_would_refuse),
+            mta_sts_error=_s(st.mta_sts_error), _raw=st,
             _raw_rcpts=rcpt_array if n else None)
 
     def to_json(self) -> str:
@@ -482,6 +524,88 @@ def _set_dnssec_options(o: _ffi.tm_context_options, dnssec_resolver: Optional[st
     o.dane = _flag_to_c(dane)
 
 
+def _set_sts_options(o: _ffi.tm_context_options, mta_sts: Optional[bool],
+                     sts_cache_max: Optional[int], sts_timeout_ms: Optional[int],
+                     sts_https_address: Optional[str], sts_https_port: Optional[int]) -> None:
+    """The MTA-STS fields of tm_context_options (version 2) but the callbacks."""
+    o.mta_sts = _flag_to_c(mta_sts)
+    for name, v, top in (("sts_cache_max", sts_cache_max, 0xFFFFFFFF),
+                         ("sts_timeout_ms", sts_timeout_ms, 0xFFFFFFFF),
+                         ("sts_https_port", sts_https_port, 65535)):
+        if v is None:
+            continue
+        if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= top:
+            raise InvalidArgument(ErrorCode.EINVAL, "%s must be an int in 0..%d" % (name, top))
+        setattr(o, name, v)
+    o.sts_https_address = _b(sts_https_address, "sts_https_address")
+
+
+# MTA-STS callbacks (tm_sts_fetch_fn, tm_sts_store_fn, tm_sts_lookup_fn).
+# Each wrapper is what C calls: it never lets a Python exception unwind into
+# the library (ctypes would print it and return 0, which is TM_OK), but
+# returns a failure and hands the exception to `record`.
+
+StsFetch = Callable[[str, str], Optional[Union[bytes, bytearray, memoryview, str]]]
+StsStore = Callable[[str, str], None]
+StsLookup = Callable[[str], Optional[str]]
+
+
+def _sts_fetch_wrapper(fn: StsFetch, record: Callable[[BaseException], None]) -> Any:
+    def fetch(_arg: Any, domain: bytes, url: bytes, body: Optional[int], size: int,
+              length: Any) -> int:
+        try:
+            data = fn(domain.decode("utf-8", "replace"), url.decode("utf-8", "replace"))
+            if data is None:
+                return int(ErrorCode.ENOTFOUND)  # no policy: the fetch failed
+            if isinstance(data, str):
+                data = data.encode("utf-8")
+            data = bytes(memoryview(data).cast("B"))
+            if len(data) > size:
+                raise ValueError("the MTA-STS policy of %s is larger than %d bytes"
+                                 % (domain.decode("utf-8", "replace"), size))
+            if data:
+                ctypes.memmove(body, data, len(data))
+            length[0] = len(data)
+            return 0
+        except BaseException as e:  # noqa: B902 - never unwind through C
+            record(e)
+            return int(ErrorCode.EIO)
+
+    return _ffi.tm_sts_fetch_fn(fetch)
+
+
+def _sts_store_wrapper(fn: StsStore, record: Callable[[BaseException], None]) -> Any:
+    def store(_arg: Any, domain: bytes, entry: bytes) -> None:
+        try:
+            fn(domain.decode("utf-8", "replace"), entry.decode("utf-8", "replace"))
+        except BaseException as e:  # noqa: B902
+            record(e)
+
+    return _ffi.tm_sts_store_fn(store)
+
+
+def _sts_lookup_wrapper(fn: StsLookup, record: Callable[[BaseException], None]) -> Any:
+    def lookup(_arg: Any, domain: bytes, buf: Optional[int], size: int) -> int:
+        try:
+            entry = fn(domain.decode("utf-8", "replace"))
+            if entry is None:
+                return int(ErrorCode.ENOTFOUND)
+            b = entry.encode("utf-8") if isinstance(entry, str) else bytes(entry)
+            b = b.rstrip(b"\r\n")
+            if b"\0" in b or b"\n" in b:
+                raise ValueError("an MTA-STS cache entry is one line without NUL")
+            if len(b) + 1 > size:
+                raise ValueError("the MTA-STS cache entry of %s is longer than %d bytes"
+                                 % (domain.decode("utf-8", "replace"), size - 1))
+            ctypes.memmove(buf, b + b"\0", len(b) + 1)
+            return 0
+        except BaseException as e:  # noqa: B902
+            record(e)
+            return int(ErrorCode.ENOTFOUND)
+
+    return _ffi.tm_sts_lookup_fn(lookup)
+
+
 class Context:
     """tm_context: trust store, resolver settings, timeouts, EHLO name and the
     per-domain settings tables; create once, share between threads.
@@ -504,6 +628,31 @@ class Context:
     trusted.  Either turns DANE on; ``dane=False`` (TM_OFF) turns it off
     again (None and True leave it on when a trusted resolver is set).
     Without a trusted resolver DANE is off and the AD bit is never believed.
+
+    MTA-STS (RFC 8461; docs/mta-sts.md) is on by default (``mta_sts`` None
+    or True); ``mta_sts=False`` (TM_OFF) turns it off for this context.
+    ``sts_cache_max`` bounds the policies kept in memory (default 1000),
+    ``sts_timeout_ms`` the TXT lookup and policy fetch together (default
+    20000).  ``sts_https_address`` / ``sts_https_port`` make the built-in
+    fetcher connect to that IP address and port: for tests and private
+    deployments only (the certificate must still be valid for
+    mta-sts.<domain>).  Callables, called on the delivering thread:
+
+    ``sts_fetch(domain, url)``  fetches the policy itself (your HTTP client,
+        your proxy) instead of the built-in fetcher, and returns the body
+        (bytes, at most 65536) or None when there is none.  It must do
+        what RFC 8461 3.3 asks: HTTPS verified for mta-sts.<domain>, no
+        redirects, 200 and text/plain only, a timeout.
+    ``sts_store(domain, entry)``  a fetched policy entered the cache:
+        ``entry`` is one line of the cache file format, to keep in your
+        database.
+    ``sts_lookup(domain)``  nothing is cached for ``domain``: return the
+        entry sts_store was last given for it, or None.
+
+    An exception raised by one of them is never passed to the library: the
+    call counts as failed (no policy fetched; nothing stored; not found)
+    and the exception is kept in ``sts_callback_error``.  The callables
+    are referenced by the context until it is freed.
 
     Use it as a context manager or call close(); close() raises
     SessionStateError while a Session on it is open or a call runs.
@@ -529,7 +678,15 @@ class Context:
                  log_level: LogLevel = LogLevel.ERROR,
                  dnssec_resolver: Optional[str] = None,
                  dnssec_trust_resolver: bool = False,
-                 dane: Optional[bool] = None) -> None:
+                 dane: Optional[bool] = None,
+                 mta_sts: Optional[bool] = None,
+                 sts_cache_max: Optional[int] = None,
+                 sts_timeout_ms: Optional[int] = None,
+                 sts_https_address: Optional[str] = None,
+                 sts_https_port: Optional[int] = None,
+                 sts_fetch: Optional[StsFetch] = None,
+                 sts_store: Optional[StsStore] = None,
+                 sts_lookup: Optional[StsLookup] = None) -> None:
         self._ptr: Optional[int] = None
         self._lock = threading.Lock()
         self._users = 0
@@ -540,6 +697,8 @@ class Context:
         o.helo_name = _b(helo_name, "helo_name")
         o.dns_server = _b(dns_server, "dns_server")
         _set_dnssec_options(o, dnssec_resolver, dnssec_trust_resolver, dane)
+        _set_sts_options(o, mta_sts, sts_cache_max, sts_timeout_ms, sts_https_address,
+                         sts_https_port)
         if timeout is not None and command_timeout_ms is not None:
             raise InvalidArgument(ErrorCode.EINVAL, "give timeout or command_timeout_ms, not both")
         ints = {
@@ -573,10 +732,38 @@ class Context:
             self._log_cb = _ffi.tm_log_fn(_log)
             o.log = self._log_cb
             o.log_level = int(log_level)
+        # The same for the MTA-STS callbacks.  Their errors go to a box of
+        # their own, not to self: no reference cycle keeps the context alive.
+        box: List[Optional[BaseException]] = [None]
+        self._sts_errors = box
+
+        def record(e: BaseException) -> None:
+            box[0] = e
+
+        self._sts_fetch_cb = self._sts_store_cb = self._sts_lookup_cb = None
+        for name, fn in (("sts_fetch", sts_fetch), ("sts_store", sts_store),
+                         ("sts_lookup", sts_lookup)):
+            if fn is not None and not callable(fn):
+                raise TypeError("%s must be callable, not %s" % (name, type(fn).__name__))
+        if sts_fetch is not None:
+            self._sts_fetch_cb = _sts_fetch_wrapper(sts_fetch, record)
+            o.sts_fetch = self._sts_fetch_cb
+        if sts_store is not None:
+            self._sts_store_cb = _sts_store_wrapper(sts_store, record)
+            o.sts_store = self._sts_store_cb
+        if sts_lookup is not None:
+            self._sts_lookup_cb = _sts_lookup_wrapper(sts_lookup, record)
+            o.sts_lookup = self._sts_lookup_cb
         out = ctypes.c_void_p()
         rc = _lib.tm_context_new(ctypes.byref(out), ctypes.byref(o))
         _check(rc)
         self._ptr = out.value
+
+    @property
+    def sts_callback_error(self) -> Optional[BaseException]:
+        """The last exception an sts_fetch, sts_store or sts_lookup callable
+        raised (the library saw a failure instead), or None."""
+        return self._sts_errors[0]
 
     # -- lifetime -----------------------------------------------------------
 
@@ -732,6 +919,44 @@ class Context:
     def save_settings(self, path: Union[str, os.PathLike]) -> None:
         """tm_settings_save(): writes the tables atomically."""
         _check(self._call(_lib.tm_settings_save, _b(os.fspath(path), "path")))
+
+    # -- MTA-STS policy cache ----------------------------------------------
+
+    def sts_cache_list(self) -> str:
+        """tm_sts_cache_list(): the cached MTA-STS policies in the cache
+        file format, one line per policy domain:
+        "policy DOMAIN ID FETCHED EXPIRES USED MODE MAX_AGE MX,MX,..."."""
+        ptr = self._acquire()
+        try:
+            size = 4096
+            while True:  # the cache may grow between the two calls
+                buf = ctypes.create_string_buffer(size)
+                n = _lib.tm_sts_cache_list(ptr, buf, size)
+                _check(min(n, 0))
+                if n < size:
+                    return buf.value.decode("utf-8", "replace")
+                size = n + 1
+        finally:
+            self._release()
+
+    def sts_cache_load(self, path: Union[str, os.PathLike]) -> None:
+        """tm_sts_cache_load(): adds the policies of a cache file (written
+        by sts_cache_save) to the context's cache, each replacing the
+        cached one of its domain; expired ones are dropped.  All or
+        nothing: raises StsCacheSyntaxError (with .line) and changes
+        nothing when a line is malformed; TlsmailError (EIO) when the file
+        cannot be read."""
+        p = os.fspath(path)
+        line = ctypes.c_int(0)
+        rc = self._call(_lib.tm_sts_cache_load, _b(p, "path"), ctypes.byref(line))
+        if rc == ErrorCode.ESYNTAX:
+            raise StsCacheSyntaxError(rc, line.value, str(p))
+        _check(rc)
+
+    def sts_cache_save(self, path: Union[str, os.PathLike]) -> None:
+        """tm_sts_cache_save(): writes the cached MTA-STS policies to path
+        atomically (a temporary file, then a rename), for the next start."""
+        _check(self._call(_lib.tm_sts_cache_save, _b(os.fspath(path), "path")))
 
 
 _default_ctx: Optional[Context] = None

@@ -27,7 +27,7 @@ TM_OFF = -1
 # library, which reads and writes only the fields of that version).
 TM_POLICY_VERSION = 1
 TM_STATUS_VERSION = 2
-TM_CONTEXT_OPTIONS_VERSION = 2  # 2 added ca_path and the DNSSEC/DANE options
+TM_CONTEXT_OPTIONS_VERSION = 2  # 2 added ca_path, the DNSSEC/DANE and MTA-STS options
 TM_MESSAGE_VERSION = 2
 TM_SESSION_OPTIONS_VERSION = 1
 
@@ -37,6 +37,9 @@ TM_IPADDR_MAX = 48
 TM_TEXT_MAX = 512
 TM_RCPT_TEXT_MAX = 256
 TM_ENHANCED_MAX = 16
+TM_TLSA_TEXT_MAX = 16
+TM_STS_ID_TEXT_MAX = 33  # an MTA-STS policy id: 1 to 32 letters and digits, NUL
+TM_STS_BODY_MAX = 65536  # what tm_sts_fetch_fn may give (the body cap)
 TM_STATUS_JSON_MAX = 16384
 TM_RCPT_JSON_MAX = 3328
 
@@ -101,7 +104,12 @@ class tm_delivery_status(ctypes.Structure):
         ("dane", ctypes.c_int),  # tm_dane
         ("mx_dnssec", ctypes.c_int),
         ("cert_verified_by", ctypes.c_int),  # tm_verified_by
-        ("dane_tlsa", ctypes.c_char * 16),
+        ("dane_tlsa", ctypes.c_char * TM_TLSA_TEXT_MAX),
+        ("mta_sts", ctypes.c_int),  # tm_mta_sts
+        ("mta_sts_id", ctypes.c_char * TM_STS_ID_TEXT_MAX),
+        ("mta_sts_cached", ctypes.c_int),
+        ("mta_sts_would_refuse", ctypes.c_int),
+        ("mta_sts_error", ctypes.c_char * TM_TEXT_MAX),
     ]
 
 
@@ -110,6 +118,17 @@ tm_log_fn = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int, ctypes.c_char_
 # long (*tm_read_fn)(void *arg, unsigned char *buf, size_t size)
 tm_read_fn = ctypes.CFUNCTYPE(ctypes.c_long, ctypes.c_void_p,
                               ctypes.POINTER(ctypes.c_ubyte), ctypes.c_size_t)
+# int (*tm_sts_fetch_fn)(void *arg, const char *domain, const char *url,
+#                        char *body, size_t size, size_t *len)
+# (body as void *: ctypes would turn a char * into a copy)
+tm_sts_fetch_fn = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_char_p,
+                                   ctypes.c_char_p, ctypes.c_void_p, ctypes.c_size_t,
+                                   ctypes.POINTER(ctypes.c_size_t))
+# void (*tm_sts_store_fn)(void *arg, const char *domain, const char *entry)
+tm_sts_store_fn = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p)
+# int (*tm_sts_lookup_fn)(void *arg, const char *domain, char *buf, size_t size)
+tm_sts_lookup_fn = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_char_p,
+                                    ctypes.c_void_p, ctypes.c_size_t)
 
 
 class tm_context_options(ctypes.Structure):
@@ -140,6 +159,16 @@ class tm_context_options(ctypes.Structure):
         ("dnssec_resolver", ctypes.c_char_p),  # version 2
         ("dnssec_trust_resolver", ctypes.c_int),  # version 2
         ("dane", ctypes.c_int),  # version 2
+        ("mta_sts", ctypes.c_int),  # version 2
+        ("sts_fetch", tm_sts_fetch_fn),  # version 2
+        ("sts_fetch_arg", ctypes.c_void_p),  # version 2
+        ("sts_store", tm_sts_store_fn),  # version 2
+        ("sts_lookup", tm_sts_lookup_fn),  # version 2
+        ("sts_cache_arg", ctypes.c_void_p),  # version 2
+        ("sts_cache_max", ctypes.c_uint),  # version 2
+        ("sts_timeout_ms", ctypes.c_uint),  # version 2
+        ("sts_https_address", ctypes.c_char_p),  # version 2: tests, private deployments
+        ("sts_https_port", ctypes.c_uint),  # version 2: tests, private deployments
     ]
 
 
@@ -232,6 +261,7 @@ _PROTOTYPES = [
     ("tm_floor_name", _c.c_char_p, [_c.c_int]),
     ("tm_dane_name", _c.c_char_p, [_c.c_int]),
     ("tm_verified_by_name", _c.c_char_p, [_c.c_int]),
+    ("tm_mta_sts_name", _c.c_char_p, [_c.c_int]),
     ("tm_policy_init", _c.c_int, [_P(tm_policy), _c.c_uint]),
     ("tm_status_init", _c.c_int, [_P(tm_delivery_status), _c.c_uint]),
     ("tm_status_size", _c.c_size_t, []),
@@ -259,6 +289,9 @@ _PROTOTYPES = [
     ("tm_settings_list", _c.c_int, [_vp, _c.c_char_p, _c.c_size_t]),
     ("tm_settings_load", _c.c_int, [_vp, _c.c_char_p, _c.c_int, _P(_c.c_int)]),
     ("tm_settings_save", _c.c_int, [_vp, _c.c_char_p]),
+    ("tm_sts_cache_load", _c.c_int, [_vp, _c.c_char_p, _P(_c.c_int)]),
+    ("tm_sts_cache_save", _c.c_int, [_vp, _c.c_char_p]),
+    ("tm_sts_cache_list", _c.c_int, [_vp, _c.c_char_p, _c.c_size_t]),
     ("tm_policy_size", _c.c_size_t, []),
     ("tm_message_size", _c.c_size_t, []),
     ("tm_context_options_size", _c.c_size_t, []),
