@@ -1,8 +1,9 @@
 #!/bin/sh
 # Runs the unit tests, every hostile-server test program (suite 'hostile':
 # starttls, replies, connection, certificates, content, recipients,
-# sessions, resumption, mx-hostile, alloc-failure) and (scaled down) the load test
-# under valgrind memcheck:
+# sessions, resumption, mx-hostile, alloc-failure), (scaled down) the load test
+# and the MTA-STS policy fetch (against tests/peers/sts_https.py) under
+# valgrind memcheck:
 #
 #   tests/valgrind.sh BUILD_DIR
 #
@@ -69,6 +70,12 @@ TM_LOAD_SCALE=${TM_LOAD_SCALE:-20} timeout 1200 python3 "$src/tests/peers/peers.
 	--dir "$build/tests/peers-valgrind" -- \
 	$vg "$build/tests/load/test_load" || rc=$?
 verdict load $rc
+
+echo "== MTA-STS policy fetch under valgrind, through sts_https.py"
+rc=0
+timeout 600 python3 "$src/tests/peers/sts_https.py" run --dir "$build/tests/peers-sts-valgrind" -- \
+	$vg "$build/tests/sts/test_sts_fetch" || rc=$?
+verdict sts-fetch $rc
 
 echo "valgrind memcheck: $memcheck"
 exit $status
