@@ -41,7 +41,12 @@ not exist yet or be empty.  Nothing here is meant to be committed.
     sts            mta-sts.ok.test, mta-sts.chunked.test, mta-sts.close.test,
                    mta-sts.notfound.test, mta-sts.redirect.test,
                    mta-sts.html.test, mta-sts.big.test, mta-sts.badsyntax.test,
-                   mta-sts.slow.test (one leaf, every scenario's name)
+                   mta-sts.slow.test, mta-sts.cut.test (one leaf, every
+                   scenario's name), and
+                   mta-sts.NAME.sts.test for each NAME of STS_TEST_DOMAINS
+                   (the sts.test domains that peers.py serves for
+                   tests/sts/test_sts_postfix.c; not tlsfail.sts.test, whose
+                   fetch must fail on the name)
     sts-wrongname  mta-sts.other.test       (the name-mismatch listener)
     sts-untrusted  mta-sts.ok.test, from a second CA (other-ca.pem, for a
                    client store that does not hold the test CA)
@@ -154,7 +159,15 @@ NOTYET = ("400101000000Z", "410101000000Z")
 # The MTA-STS scenarios of tests/peers/sts_https.py, one host name each
 # (mta-sts.NAME.test).
 STS_SCENARIOS = ["ok", "chunked", "close", "notfound", "redirect", "html", "big",
-                 "badsyntax", "slow"]
+                 "badsyntax", "slow", "cut"]
+# The sts.test domains of tests/sts/test_sts_postfix.c (their MX and TXT
+# records are peers.py's STS_ZONE): the `sts` leaf names mta-sts.NAME.sts.test
+# for each.  tlsfail.sts.test is left out on purpose.
+STS_TEST_DOMAINS = ["enforce", "skip", "wild", "wildskip", "badfirst", "wrongname",
+                    "selfsigned", "plain", "refused", "nomatch", "testing", "twrongname",
+                    "tplain", "trefused", "tnomatch", "none", "notfound", "redirect", "html",
+                    "big", "badsyntax", "noaddr", "blocked", "vanish", "newid", "shortlived",
+                    "callback"]
 
 # name -> (subject/SAN names, issuing CA section, dates: "now"|EXPIRED|NOTYET)
 # "ca_other" is the untrusted CA; "self" a self-signed leaf.
@@ -186,7 +199,8 @@ SETS = {
         ("mxpair", ["mx-a.atk.test", "mx-b.atk.test"], "ca_root", "now"),
     ],
     "sts": [
-        ("sts", ["mta-sts.%s.test" % s for s in STS_SCENARIOS], "ca_root", "now"),
+        ("sts", ["mta-sts.%s.test" % s for s in STS_SCENARIOS]
+         + ["mta-sts.%s.sts.test" % s for s in STS_TEST_DOMAINS], "ca_root", "now"),
         ("sts-wrongname", ["mta-sts.other.test"], "ca_root", "now"),
         ("sts-untrusted", ["mta-sts.ok.test"], "ca_other", "now"),
     ],

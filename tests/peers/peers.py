@@ -3,15 +3,17 @@
 
 Starts, on loopback only, a private Postfix instance with one smtpd listener
 per test MX host (127.0.0.2 .. 127.0.0.11, all on one high port), a dnsmasq
-serving the tm.test zone, and a small "broken DNS" child (SERVFAIL on one port,
-silence on another).  Everything lives in the directory given with --dir.
+serving the tm.test and sts.test zones, a second dnsmasq whose sts.test
+differs (MTA-STS TXT records gone or changed: TM_TEST_DNS_ALT), and a small
+"broken DNS" child (SERVFAIL on one port, silence on another).  Everything
+lives in the directory given with --dir.
 
 Commands:
   start     --dir DIR [--port N]       build + start, write DIR/env, DIR/peers.json
   stop      --dir DIR                  stop everything started from DIR
   run       --dir DIR [--port N] -- CMD ARGS...
   wait-mail --dir DIR --to ADDR [--count 1] [--timeout 10]
-  query     --dir DIR NAME [TYPE] [--server broken|timeout|HOST:PORT]
+  query     --dir DIR NAME [TYPE] [--server alt|broken|timeout|HOST:PORT]
   selftest  --dir DIR                  check running peers end to end
   dns-broken (internal: the SERVFAIL/timeout responder child)
 
@@ -69,6 +71,7 @@ LISTENER_OPTIONS = {
 # certificate base name -> the file a listener sends (leaf + intermediate)
 CHAIN_FILES = {"intermediate": "intermediate-chain.pem", "dane-ta": "dane-ta-chain.pem"}
 DEAD_ADDR = "127.0.0.20"          # mx-dead.tm.test: nothing listens there
+STS_HTTPS_ADDR = "127.0.0.1"      # mta-sts.*.sts.test: where sts_https.py listens
 DNS_ADDR = "127.0.0.1"
 READY_TIMEOUT = 20.0              # seconds, for all listeners together
 BROKEN_DNS_LIFETIME = 30 * 60     # the broken-DNS child exits by itself
@@ -150,6 +153,9 @@ class Paths:
         self.dnsmasq_pid = j("dnsmasq.pid")
         self.dnsmasq_log = j("dnsmasq.log")
         self.dnsmasq_conf = j("dnsmasq.conf")
+        self.alt_pid = j("dnsmasq-alt.pid")
+        self.alt_log = j("dnsmasq-alt.log")
+        self.alt_conf = j("dnsmasq-alt.conf")
         self.broken_pid = j("dns-broken.pid")
         self.broken_log = j("dns-broken.log")
         self.env = j("env")
@@ -160,8 +166,8 @@ class Paths:
         """Everything start() creates (removed on rebuild; never DIR itself)."""
         return [self.certs, self.postfix, self.spool, self.data, self.mail,
                 self.postfix_log, self.dnsmasq_pid, self.dnsmasq_log,
-                self.dnsmasq_conf, self.broken_pid, self.broken_log,
-                self.env, self.json]
+                self.dnsmasq_conf, self.alt_pid, self.alt_log, self.alt_conf,
+                self.broken_pid, self.broken_log, self.env, self.json]
 
 
 # --------------------------------------------------------------------------
@@ -187,7 +193,7 @@ def choose_ports(smtp_port):
                             % smtp_port)
         taken.add(smtp_port)
     result = {}
-    want = ["smtp", "dns", "servfail", "timeout"]
+    want = ["smtp", "dns", "dns_alt", "servfail", "timeout"]
     if smtp_port is not None:
         result["smtp"] = smtp_port
         want.remove("smtp")
@@ -526,7 +532,71 @@ def stop_postfix(p):
 # --------------------------------------------------------------------------
 # dnsmasq
 
-def dnsmasq_options(p, port):
+# sts.test: MTA-STS (RFC 8461) domains for tests/sts/test_sts_postfix.c,
+# whose MX records point at the listeners above.  Per domain: its MX hosts
+# (tm.test names), the id of its "v=STSv1; id=ID;" TXT record at
+# _mta-sts.<domain> (None: no record), the id the second dnsmasq
+# (TM_TEST_DNS_ALT) serves instead ("same": the same record), and whether
+# mta-sts.<domain> has an A record (STS_HTTPS_ADDR, where sts_https.py
+# listens; the test sets the port).  The policies themselves are the test's
+# (sts_https.py's policy directory); the names that the `sts` certificate
+# carries are certs.STS_TEST_DOMAINS.
+STS_ZONE = "sts.test"
+STS_DOMAINS = [
+    # domain       MX hosts (preference 10, 20, ...)          TXT id   alt id   A
+    ("enforce",    ["mx-valid"],                              "e1",    "same",  True),
+    ("skip",       ["mx-chain", "mx-valid"],                  "s1",    "same",  True),
+    ("wild",       ["mx.wild", "mx-valid"],                   "w1",    "same",  True),
+    ("wildskip",   ["mx.wild", "mx-valid"],                   "ws1",   "same",  True),
+    ("badfirst",   ["mx-selfsigned", "mx-valid"],             "bf1",   "same",  True),
+    ("wrongname",  ["mx-wrongname"],                          "wn1",   "same",  True),
+    ("selfsigned", ["mx-selfsigned"],                         "ss1",   "same",  True),
+    ("plain",      ["mx-plain"],                              "p1",    "same",  True),
+    ("refused",    ["mx-refusetls"],                          "r1",    "same",  True),
+    ("nomatch",    ["mx-valid"],                              "nm1",   "same",  True),
+    ("testing",    ["mx-valid"],                              "t1",    "same",  True),
+    ("twrongname", ["mx-wrongname"],                          "twn1",  "same",  True),
+    ("tplain",     ["mx-plain"],                              "tp1",   "same",  True),
+    ("trefused",   ["mx-refusetls"],                          "tr1",   "same",  True),
+    ("tnomatch",   ["mx-valid"],                              "tnm1",  "same",  True),
+    ("none",       ["mx-selfsigned"],                         "n1",    "same",  True),
+    ("notxt",      ["mx-selfsigned"],                         None,    "same",  True),
+    ("notfound",   ["mx-selfsigned"],                         "nf1",   "same",  True),
+    ("redirect",   ["mx-selfsigned"],                         "rd1",   "same",  True),
+    ("html",       ["mx-selfsigned"],                         "h1",    "same",  True),
+    ("big",        ["mx-selfsigned"],                         "bg1",   "same",  True),
+    ("badsyntax",  ["mx-selfsigned"],                         "bs1",   "same",  True),
+    ("tlsfail",    ["mx-selfsigned"],                         "tf1",   "same",  True),
+    ("noaddr",     ["mx-valid"],                              "na1",   "same",  False),
+    ("blocked",    ["mx-selfsigned"],                         "b1",    "b2",    True),
+    ("vanish",     ["mx-selfsigned"],                         "v1",    None,    True),
+    ("newid",      ["mx-selfsigned"],                         "n1",    "n2",    True),
+    ("expire",     ["mx-selfsigned"],                         None,    "same",  True),
+    ("shortlived", ["mx-valid"],                              "sl1",   "same",  True),
+    ("callback",   ["mx-valid"],                              "cb1",   "same",  True),
+]
+
+
+def sts_records(alt):
+    """dnsmasq options for sts.test; alt: the second instance's records."""
+    o = ["local=/%s/" % STS_ZONE]
+    for name, mxs, txt, alt_txt, has_a in STS_DOMAINS:
+        domain = "%s.%s" % (name, STS_ZONE)
+        if (txt or alt_txt not in ("same", None)) and has_a and name != "tlsfail" \
+                and name not in certs.STS_TEST_DOMAINS:
+            raise PeerError("mta-sts.%s is not in certs.STS_TEST_DOMAINS" % domain)
+        for i, mx in enumerate(mxs):
+            o.append("mx-host=%s,%s.tm.test,%d" % (domain, mx, 10 * (i + 1)))
+        if alt and alt_txt != "same":
+            txt = alt_txt
+        if txt:
+            o.append('txt-record=_mta-sts.%s,"v=STSv1; id=%s;"' % (domain, txt))
+        if has_a:
+            o.append("host-record=mta-sts.%s,%s" % (domain, STS_HTTPS_ADDR))
+    return o
+
+
+def dnsmasq_options(p, port, alt=False):
     o = [
         "port=%d" % port,
         "listen-address=%s" % DNS_ADDR,
@@ -536,8 +606,8 @@ def dnsmasq_options(p, port):
         "no-poll",
         "no-negcache",
         "local=/tm.test/",
-        "pid-file=%s" % p.dnsmasq_pid,
-        "log-facility=%s" % p.dnsmasq_log,
+        "pid-file=%s" % (p.alt_pid if alt else p.dnsmasq_pid),
+        "log-facility=%s" % (p.alt_log if alt else p.dnsmasq_log),
         "log-queries",
     ]
     hosts = {host: addr for _, addr, host, _, _ in LISTENERS}
@@ -570,27 +640,28 @@ def dnsmasq_options(p, port):
         "mx-host=zero.tm.test,mx-zero.tm.test,10",
         "mx-host=zero.tm.test,mx-valid.tm.test,20",
     ]
-    return o
+    return o + sts_records(alt)
 
 
-def start_dnsmasq(p, port):
+def start_dnsmasq(p, port, alt=False):
     prog = which("dnsmasq")
     if not prog:
         raise PeerMissing("peer missing: dnsmasq (Debian package dnsmasq-base)")
-    with open(p.dnsmasq_conf, "w") as fp:
+    conf, pidfile = (p.alt_conf, p.alt_pid) if alt else (p.dnsmasq_conf, p.dnsmasq_pid)
+    with open(conf, "w") as fp:
         fp.write("# generated by peers.py\n")
-        fp.write("\n".join(dnsmasq_options(p, port)) + "\n")
+        fp.write("\n".join(dnsmasq_options(p, port, alt)) + "\n")
     # dnsmasq daemonizes; the parent reports start-up errors and exits
-    rc, out = run_cmd([prog, "--conf-file=" + p.dnsmasq_conf], timeout=20)
+    rc, out = run_cmd([prog, "--conf-file=" + conf], timeout=20)
     if rc != 0:
         raise PeerError("dnsmasq failed to start (rc %d): %s" % (rc, out.strip()))
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
-        pid = read_pidfile(p.dnsmasq_pid)
+        pid = read_pidfile(pidfile)
         if pid and pid_alive(pid):
             return pid
         time.sleep(0.02)
-    raise PeerError("dnsmasq did not write %s" % p.dnsmasq_pid)
+    raise PeerError("dnsmasq did not write %s" % pidfile)
 
 
 # --------------------------------------------------------------------------
@@ -858,7 +929,7 @@ def wait_ready(p, ports):
     deadline = time.monotonic() + READY_TIMEOUT
     pending = {l[0]: l for l in LISTENERS}
     last = {}
-    dns_ok = servfail_ok = False
+    dns_ok = alt_ok = servfail_ok = False
     while time.monotonic() < deadline:
         for key, (k, addr, host, _, _) in list(pending.items()):
             try:
@@ -880,6 +951,15 @@ def wait_ready(p, ports):
                     last["dns"] = "MX valid.tm.test: %s %r" % (rc, ans)
             except OSError as e:
                 last["dns"] = "dnsmasq %s:%d: %s" % (DNS_ADDR, ports["dns"], e)
+        if not alt_ok:
+            try:
+                rc, ans = dns_query(DNS_ADDR, ports["dns_alt"], "valid.tm.test", "MX",
+                                    timeout=0.5, tries=1)
+                alt_ok = rc == "NOERROR" and len(ans) == 1
+                if not alt_ok:
+                    last["dns_alt"] = "second dnsmasq: MX valid.tm.test: %s %r" % (rc, ans)
+            except OSError as e:
+                last["dns_alt"] = "second dnsmasq %s:%d: %s" % (DNS_ADDR, ports["dns_alt"], e)
         if not servfail_ok:
             try:
                 rc, _ = dns_query(DNS_ADDR, ports["servfail"], "valid.tm.test", "MX",
@@ -889,18 +969,24 @@ def wait_ready(p, ports):
                     last["servfail"] = "servfail port answered %s" % rc
             except OSError as e:
                 last["servfail"] = "servfail port %d: %s" % (ports["servfail"], e)
-        if not pending and dns_ok and servfail_ok:
+        if not pending and dns_ok and alt_ok and servfail_ok:
             return
         time.sleep(0.05)
     problems = [v for k, v in last.items()
                 if k in pending or (k == "dns" and not dns_ok)
-                or (k == "servfail" and not servfail_ok)]
+                or (k == "dns_alt" and not alt_ok) or (k == "servfail" and not servfail_ok)]
     raise PeerError("peers not ready after %.0fs:\n  %s\n--- %s:\n%s"
                     % (READY_TIMEOUT, "\n  ".join(problems), p.postfix_log,
                        postfix_log_tail(p)))
 
 
-def verify_dns(port):
+def sts_txt(server_port, domain):
+    """(rcode, [TXT strings]) of _mta-sts.<domain> at DNS_ADDR:server_port."""
+    rc, ans = dns_query(DNS_ADDR, server_port, "_mta-sts." + domain, "TXT", timeout=1.0)
+    return rc, sorted(d for (_, t, d) in ans if t == "TXT")
+
+
+def verify_dns(port, alt_port):
     """Check the zone really is what the tests expect (cheap, ~1 ms/query)."""
     checks = [
         ("nullmx.tm.test", "MX", [(0, ".")]),
@@ -919,6 +1005,17 @@ def verify_dns(port):
     rc, ans = dns_query(DNS_ADDR, port, "nosuch.tm.test", "MX", timeout=1.0)
     if rc != "NXDOMAIN":
         errors.append("nosuch.tm.test MX: %s (want NXDOMAIN)" % rc)
+    # sts.test: one record that both servers share, the ones that differ
+    for srv, domain, want in ((port, "enforce.sts.test", ["v=STSv1; id=e1;"]),
+                              (alt_port, "enforce.sts.test", ["v=STSv1; id=e1;"]),
+                              (port, "newid.sts.test", ["v=STSv1; id=n1;"]),
+                              (alt_port, "newid.sts.test", ["v=STSv1; id=n2;"]),
+                              (port, "vanish.sts.test", ["v=STSv1; id=v1;"]),
+                              (alt_port, "vanish.sts.test", [])):
+        rc, got = sts_txt(srv, domain)
+        if rc != ("NOERROR" if want else "NXDOMAIN") or got != want:
+            errors.append("TXT _mta-sts.%s at port %d: %s %r (want %r)"
+                          % (domain, srv, rc, got, want))
     if errors:
         raise PeerError("dnsmasq answers unexpectedly:\n  " + "\n  ".join(errors))
 
@@ -965,8 +1062,9 @@ def check_prereqs():
 def stop_all(p):
     stop_by_pidfile(p.broken_pid, "dns-broken", "broken-DNS responder")
     stop_by_pidfile(p.dnsmasq_pid, p.dir, "dnsmasq")
+    stop_by_pidfile(p.alt_pid, p.dir, "second dnsmasq")
     stop_postfix(p)
-    for f in (p.broken_pid, p.dnsmasq_pid):
+    for f in (p.broken_pid, p.dnsmasq_pid, p.alt_pid):
         try:
             os.unlink(f)
         except OSError:
@@ -1002,9 +1100,10 @@ def do_start(dirname, port, key_type, direct_master=False):
             build_postfix(p, ports["smtp"])
             start_broken_dns(p, ports["servfail"], ports["timeout"])
             start_dnsmasq(p, ports["dns"])
+            start_dnsmasq(p, ports["dns_alt"], alt=True)
             start_postfix(p, direct_master)
             wait_ready(p, ports)
-            verify_dns(ports["dns"])
+            verify_dns(ports["dns"], ports["dns_alt"])
             break
         except PeerError as e:
             stop_all(p)
@@ -1014,7 +1113,7 @@ def do_start(dirname, port, key_type, direct_master=False):
                 busy = []
                 if not smtp_port_free(ports["smtp"]):
                     busy.append("SMTP port %d" % ports["smtp"])
-                for k in ("dns", "servfail", "timeout"):
+                for k in ("dns", "dns_alt", "servfail", "timeout"):
                     if not dns_port_free(ports[k]):
                         busy.append("%s port %d" % (k, ports[k]))
                 if busy:
@@ -1023,7 +1122,8 @@ def do_start(dirname, port, key_type, direct_master=False):
                 log("port collision (%s), retrying with other ports"
                     % str(e).strip().splitlines()[0][:200])
                 remove_paths((p.postfix, p.spool, p.data, p.mail, p.postfix_log,
-                              p.dnsmasq_log, p.dnsmasq_conf, p.broken_log))
+                              p.dnsmasq_log, p.dnsmasq_conf, p.alt_log, p.alt_conf,
+                              p.broken_log))
                 continue
             raise e
         except BaseException:
@@ -1036,6 +1136,7 @@ def do_start(dirname, port, key_type, direct_master=False):
         "TM_TEST_CERTDIR": p.certs,
         "TM_TEST_MAILDIR": p.mail,
         "TM_TEST_DNS": "%s:%d" % (DNS_ADDR, ports["dns"]),
+        "TM_TEST_DNS_ALT": "%s:%d" % (DNS_ADDR, ports["dns_alt"]),
         "TM_TEST_DNS_SERVFAIL": "%s:%d" % (DNS_ADDR, ports["servfail"]),
         "TM_TEST_DNS_TIMEOUT": "%s:%d" % (DNS_ADDR, ports["timeout"]),
         "TM_TEST_POSTFIX_LOG": p.postfix_log,
@@ -1126,10 +1227,11 @@ def cmd_wait_mail(args):
 
 
 def resolve_server(p, spec):
-    if spec in (None, "", "dnsmasq", "broken", "servfail", "timeout"):
+    if spec in (None, "", "dnsmasq", "alt", "broken", "servfail", "timeout"):
         env = read_env(p.env)
         key = {"broken": "TM_TEST_DNS_SERVFAIL", "servfail": "TM_TEST_DNS_SERVFAIL",
-               "timeout": "TM_TEST_DNS_TIMEOUT"}.get(spec, "TM_TEST_DNS")
+               "timeout": "TM_TEST_DNS_TIMEOUT",
+               "alt": "TM_TEST_DNS_ALT"}.get(spec, "TM_TEST_DNS")
         spec = env[key]
     host, port = spec.rsplit(":", 1)
     return host, int(port)
@@ -1313,6 +1415,29 @@ def cmd_selftest(args):
     rc, ans = dns_query(dhost, dport, "valid.tm.test", "MX", timeout=2, tcp=True)
     check(rc == "NOERROR" and len(ans) == 1, "MX valid.tm.test over TCP -> %s %r" % (rc, ans))
 
+    # sts.test, on both servers
+    ahost, aport = env["TM_TEST_DNS_ALT"].rsplit(":", 1)
+    alt = (ahost, int(aport))
+    for name, mxs, txt, alt_txt, has_a in STS_DOMAINS:
+        domain = "%s.%s" % (name, STS_ZONE)
+        for server, want_id in (((dhost, dport), txt),
+                                (alt, txt if alt_txt == "same" else alt_txt)):
+            rc, ans = q("_mta-sts." + domain, "TXT", server)
+            got = [d for (_, t, d) in ans if t == "TXT"]
+            want = ["v=STSv1; id=%s;" % want_id] if want_id else []
+            # no record: the name does not exist (NXDOMAIN)
+            check(rc == ("NOERROR" if want else "NXDOMAIN") and got == want,
+                  "TXT _mta-sts.%s at %s:%d -> %s %r"
+                  % (domain, server[0], server[1], rc, got))
+            rc, ans = q(domain, "MX", server)
+            got = [d for (_, t, d) in sorted(ans, key=lambda a: a[2]) if t == "MX"]
+            want = [(10 * (i + 1), mx + ".tm.test") for i, mx in enumerate(mxs)]
+            check(rc == "NOERROR" and got == want, "MX %s -> %s %r" % (domain, rc, got))
+            rc, ans = q("mta-sts." + domain, "A", server)
+            got = [d for (_, t, d) in ans if t == "A"]
+            check(got == ([STS_HTTPS_ADDR] if has_a else []),
+                  "A mta-sts.%s -> %s %r" % (domain, rc, got))
+
     sh, sp = env["TM_TEST_DNS_SERVFAIL"].rsplit(":", 1)
     for tcp in (False, True):
         rc, ans = dns_query(sh, int(sp), "valid.tm.test", "MX", timeout=2, tcp=tcp)
@@ -1381,7 +1506,8 @@ def main(argv):
     sp = sub.add_parser("query")
     sp.add_argument("--dir", required=True)
     sp.add_argument("--server", default=None,
-                    help="dnsmasq (default), servfail, timeout or HOST:PORT")
+                    help="dnsmasq (default), alt (the second dnsmasq), servfail, timeout "
+                         "or HOST:PORT")
     sp.add_argument("--tcp", action="store_true")
     sp.add_argument("--timeout", type=float, default=2.0)
     sp.add_argument("name")

@@ -1,11 +1,12 @@
 #!/usr/bin/python3
 """An HTTPS server on loopback serving MTA-STS policies (RFC 8461 3.3) for
-the tests of the policy fetch (tests/sts).  Python standard library only
+the tests of MTA-STS (tests/sts).  Python standard library only
 (http.server + ssl), certificates from certs.py (--set sts).
 
-    sts_https.py start --dir DIR        # writes DIR/env, prints nothing else
+    sts_https.py start --dir DIR [--policy-dir PDIR]   # writes DIR/env
     sts_https.py stop  --dir DIR        # exit 0 even if nothing runs
-    sts_https.py run   --dir DIR -- CMD ARGS...   # start, run CMD with the env, stop
+    sts_https.py run   --dir DIR [--policy-dir PDIR] -- CMD ARGS...
+                                        # start, run CMD with the env, stop
     sts_https.py serve --dir DIR        # the server itself (started by start)
 
 Three listeners on 127.0.0.1, each on a free port chosen by the kernel
@@ -18,8 +19,16 @@ Three listeners on 127.0.0.1, each on a free port chosen by the kernel
   TM_STS_HTTPS_UNTRUSTED_PORT  certificate `sts-untrusted`, mta-sts.ok.test
                                from a CA the client does not trust
 
-The Host header picks the scenario (every listener answers the same way;
-a path other than /.well-known/mta-sts.txt gets 404):
+The Host header picks the answer (every listener answers the same way;
+a path other than /.well-known/mta-sts.txt gets 404).  First the policy
+directory (TM_STS_POLICY_DIR: --policy-dir, default DIR/policies, created
+empty): if it holds a file named after the Host (e.g.
+mta-sts.enforce.sts.test), the answer is 200 text/plain with that file's
+bytes, read on each request, so a test can change a policy between two
+fetches (write a temporary file and rename it).  Otherwise the scenario
+is the part of the Host between "mta-sts." and ".test", or else the first
+label after "mta-sts." (mta-sts.redirect.sts.test is the redirect
+scenario: tests/sts/test_sts_postfix.c's sts.test domains):
 
   mta-sts.ok.test         200 text/plain, Content-Length: enforce policy
   mta-sts.chunked.test    200 text/plain; charset=utf-8, chunked (extensions,
@@ -31,16 +40,21 @@ a path other than /.well-known/mta-sts.txt gets 404):
   mta-sts.html.test       200 text/html (a valid policy otherwise)
   mta-sts.big.test        200 text/plain, Content-Length: 70 KiB body
   mta-sts.badsyntax.test  200 text/plain: a policy without max_age
+  mta-sts.cut.test        as close, but the TCP connection ends without a TLS
+                          close_notify (a body cut by someone on the path)
   mta-sts.slow.test       200 text/plain, headers then nothing for
                           STALL_SECONDS, then the close
   anything else           404
   (any Host)              421 if the TLS SNI was not that Host name
 
 The policies are POLICIES below (the C test checks what they say).
+Each GET is logged (TM_STS_HTTPS_LOG) before it is answered, as
+"GET PATH Host HOST SNI SNI -> SCENARIO" ("file" for the policy
+directory), so a test can count the fetches of a host.
 env keys: TM_STS_HTTPS_ADDR (127.0.0.1), TM_STS_HTTPS_PORT,
 TM_STS_HTTPS_BADNAME_PORT, TM_STS_HTTPS_UNTRUSTED_PORT, TM_STS_CA (the test
 CA), TM_STS_OTHER_CA (the CA of sts-untrusted, unrelated to TM_STS_CA),
-TM_STS_CERTDIR, TM_STS_HTTPS_LOG, TM_STS_HTTPS_PID.
+TM_STS_CERTDIR, TM_STS_POLICY_DIR, TM_STS_HTTPS_LOG, TM_STS_HTTPS_PID.
 
 Bounded: start-up waits at most READY_TIMEOUT, each connection has a
 socket timeout of CONN_TIMEOUT, the stall lasts STALL_SECONDS, and the
@@ -71,6 +85,7 @@ CONN_TIMEOUT = 10.0      # socket timeout of each connection (handshake, reads, 
 STALL_SECONDS = 4.0      # mta-sts.slow.test: headers, then this long nothing
 LIFETIME = 1800.0        # serve exits by itself after 30 minutes
 WELL_KNOWN = "/.well-known/mta-sts.txt"
+POLICY_FILE_MAX = 1 << 20    # a policy-directory file is served up to this size
 
 POLICIES = {
     "ok": "version: STSv1\r\nmode: enforce\r\nmx: mail.ok.test\r\nmx: *.mx.ok.test\r\n"
@@ -93,19 +108,49 @@ class Paths:
         self.pid = j("sts_https.pid")    # our record: what stop() kills
         self.log = j("sts_https.log")
         self.env = j("env")
+        self.policies = j("policies")    # the default policy directory
 
 
 # --------------------------------------------------------------------------
 # the server (sts_https.py serve)
 
-def response(scenario):
+SCENARIOS = ("ok", "chunked", "close", "notfound", "redirect", "html", "big", "badsyntax",
+             "slow", "cut")
+
+
+def scenario_for(host):
+    """The built-in scenario of a Host name (see the docstring)."""
+    if not (host.startswith("mta-sts.") and host.endswith(".test")):
+        return "notfound"
+    middle = host[len("mta-sts."):-len(".test")]
+    if middle in SCENARIOS:
+        return middle
+    first = middle.split(".")[0]
+    return first if first in SCENARIOS else "notfound"
+
+
+def policy_file(policy_dir, host):
+    """The bytes of the policy directory's file for host, or None."""
+    if not policy_dir or not host or "/" in host or "\0" in host or host.startswith("."):
+        return None
+    try:
+        with open(os.path.join(policy_dir, host), "rb") as fp:
+            return fp.read(POLICY_FILE_MAX)
+    except OSError:
+        return None
+
+
+def response(scenario, body=None):
     """The raw bytes answering GET for scenario, as a list of writes (a
-    float is a stall of that many seconds)."""
+    float is a stall of that many seconds).  "file": 200 text/plain with
+    body (bytes)."""
     def plain(body, ctype="text/plain", status="200 OK", extra=""):
-        b = body.encode()
+        b = body if isinstance(body, bytes) else body.encode()
         return [("HTTP/1.1 %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n%s"
                  "Connection: close\r\n\r\n" % (status, ctype, len(b), extra)).encode() + b]
 
+    if scenario == "file":
+        return plain(body)
     if scenario == "ok":
         return plain(POLICIES["ok"])
     if scenario == "chunked":
@@ -119,6 +164,12 @@ def response(scenario):
         out.append(b"0\r\nX-Trailer: ignored\r\n\r\n")
         return out
     if scenario == "close":
+        return [b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n",
+                POLICIES["close"].encode()]
+    if scenario == "cut":
+        # A close-delimited body that a man in the middle cut at a line
+        # end: what arrives parses, but the TCP connection ends without a
+        # TLS close_notify (do_GET closes it bare).
         return [b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n",
                 POLICIES["close"].encode()]
     if scenario == "redirect":
@@ -178,10 +229,10 @@ def serve(args):
 
         def do_GET(self):
             host = (self.headers.get("Host") or "").split(":")[0].strip().lower().rstrip(".")
-            scenario = "notfound"
-            if self.path == WELL_KNOWN and host.startswith("mta-sts.") and \
-                    host.endswith(".test"):
-                scenario = host[len("mta-sts."):-len(".test")]
+            scenario, body = "notfound", None
+            if self.path == WELL_KNOWN:
+                body = policy_file(self.server.policy_dir, host)
+                scenario = "file" if body is not None else scenario_for(host)
             sni = getattr(self.request, "tm_sni", None)
             if sni != host:
                 # RFC 8461 3.3 wants SNI: a fetch without it (or naming
@@ -190,13 +241,18 @@ def serve(args):
             self.log_message("GET %s Host %s SNI %s -> %s", self.path, host, sni, scenario)
             self.close_connection = True
             try:
-                for w in response(scenario):
+                for w in response(scenario, body):
                     if isinstance(w, float):
                         self.wfile.flush()
                         stop.wait(w)
                     else:
                         self.wfile.write(w)
                 self.wfile.flush()
+                if scenario == "cut":
+                    # A bare TCP close, no close_notify: SSLSocket.shutdown
+                    # drops the TLS layer and shuts the socket down.
+                    self.request.shutdown(socket.SHUT_RDWR)
+                    return
                 # close_notify, so that a close-delimited body ends cleanly
                 # (waits at most CONN_TIMEOUT for the client's).
                 self.request.unwrap()
@@ -216,6 +272,7 @@ def serve(args):
         def __init__(self, cert):
             super().__init__((ADDR, 0), Handler)
             self.tls = tls_context(cert)
+            self.policy_dir = args.policy_dir
 
         def handle_error(self, request, client_address):
             logmsg("port %d: connection from %s failed: %s"
@@ -275,6 +332,14 @@ def do_start(args):
     os.makedirs(p.dir, exist_ok=True)
     stop_recorded(p)                  # a stale server from an earlier start
     peerlib.remove_paths([p.certs, p.log])
+    if args.policy_dir:
+        policy_dir = os.path.abspath(args.policy_dir)
+        os.makedirs(policy_dir, exist_ok=True)
+    else:
+        # the default directory starts empty on every start
+        policy_dir = p.policies
+        peerlib.remove_paths([policy_dir])
+        os.makedirs(policy_dir)
     try:
         certs.CertBuilder(p.certs, args.key_type, "sts").build()
     except certs.OpensslMissing as e:
@@ -284,7 +349,8 @@ def do_start(args):
     t_certs = time.monotonic() - t0
     with open(p.log, "wb") as logf:
         proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "serve",
-                                 "--dir", p.dir], stdin=subprocess.DEVNULL, stdout=logf,
+                                 "--dir", p.dir, "--policy-dir", policy_dir],
+                                stdin=subprocess.DEVNULL, stdout=logf,
                                 stderr=logf, start_new_session=True, close_fds=True)
     try:
         peerlib.write_atomic(p.pid, "%d\n" % proc.pid)
@@ -311,6 +377,7 @@ def do_start(args):
         "TM_STS_CA": os.path.join(p.certs, "ca.pem"),
         "TM_STS_OTHER_CA": os.path.join(p.certs, "other-ca.pem"),
         "TM_STS_CERTDIR": p.certs,
+        "TM_STS_POLICY_DIR": policy_dir,
         "TM_STS_HTTPS_LOG": p.log,
         "TM_STS_HTTPS_PID": str(proc.pid),
     }
@@ -322,10 +389,16 @@ def do_start(args):
 
 
 def main(argv):
-    ap, sub = peerlib.command_parser(
-        __doc__, lambda sp: peerlib.add_key_type(sp, "certificate key type"))
+    def start_opts(sp):
+        peerlib.add_key_type(sp, "certificate key type")
+        sp.add_argument("--policy-dir", default=None,
+                        help="serve mta-sts.<domain> policies from files in this "
+                             "directory, one per host name (default DIR/policies)")
+
+    ap, sub = peerlib.command_parser(__doc__, start_opts)
     sp = sub.add_parser("serve")
     sp.add_argument("--dir", required=True)
+    sp.add_argument("--policy-dir", default=None)
     args = ap.parse_args(argv)
     if args.command == "serve":
         return serve(args)

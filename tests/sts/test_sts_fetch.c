@@ -116,6 +116,25 @@ static void ok_close_delimited(void **state)
     assert_string_equal(p.mx[0].name, "mx.close.test");
 }
 
+/*
+ * The same close-delimited policy, but the connection ends with a bare TCP
+ * close, no TLS close_notify: what arrived parses, and must not count.
+ * Bug caught: a policy truncated by someone on the path (who can cut the
+ * TCP connection but not forge a close_notify) accepted as complete.
+ */
+static void cut_without_close_notify(void **state)
+{
+    tm_sts_policy p;
+    char why[TM_TEXT_MAX];
+
+    (void)state;
+    assert_int_equal(fetch(ctx, "cut.test", port, 5000, &p), TM_EPROTOCOL);
+    assert_int_equal(tm__sts_fetch(ctx, "cut.test", addr, port, tm__deadline(5000), &p, why,
+                                   sizeof why),
+                     TM_EPROTOCOL);
+    assert_non_null(strstr(why, "close_notify"));
+}
+
 /* Answers that are no policy: the domain has none (TM_ENOTFOUND). */
 static void refused_answers(void **state)
 {
@@ -212,6 +231,7 @@ int main(void)
         cmocka_unit_test(ok_content_length),
         cmocka_unit_test(ok_chunked),
         cmocka_unit_test(ok_close_delimited),
+        cmocka_unit_test(cut_without_close_notify),
         cmocka_unit_test(refused_answers),
         cmocka_unit_test(oversize_body),
         cmocka_unit_test(stalled_server),
