@@ -10,57 +10,7 @@ set -u
 # shellcheck source-path=SCRIPTDIR source=../tm-send/lib.sh
 . "$(dirname "$0")/../tm-send/lib.sh"
 tm_send_init "$1" 'tm-send dane test'
-n=0
-n_tls=0    # messages that arrived over TLS
-n_plain=0  # ... in plaintext
-
-# mailbox DOMAIN LOCAL: how many messages Postfix stored there
-mailbox() {
-    find "$TM_TEST_MAILDIR/$1/$2/new" -type f 2>/dev/null | wc -l
-}
-
-# check NAME WANT_EXIT ARRIVES DOMAIN PATTERN... -- tm-send arguments...
-# Sends to a fresh recipient of DOMAIN.  Every PATTERN (fixed strings) must
-# be in the output.  ARRIVES: tls (the message is in the maildir, received
-# over TLS), plain (received in plaintext), none (not there).
-check() {
-    name=$1 want=$2 arrives=$3 domain=$4
-    shift 4
-    take_patterns "$@"
-    shift "$npatterns"
-    n=$((n + 1))
-    local_part="danesend$$-$n"
-    "$tm_send" --to "$local_part@$domain" "$@" > "$out" 2>&1
-    got=$?
-    ok=1
-    why=
-    [ "$got" -eq "$want" ] || { ok=0; why="$why exit $got, want $want;"; }
-    missing_patterns " missing '%s';"
-    [ -z "$missing" ] || { ok=0; why="$why$missing"; }
-    box="$TM_TEST_MAILDIR/$domain/$local_part/new"
-    if [ "$arrives" = none ]; then
-        # tm-send has returned: a message it did not deliver is not coming
-        [ "$(mailbox "$domain" "$local_part")" -eq 0 ] || { ok=0; why="$why a message arrived;"; }
-    else
-        i=0
-        while [ "$(mailbox "$domain" "$local_part")" -eq 0 ] && [ $i -lt 200 ]; do
-            sleep 0.05
-            i=$((i + 1))
-        done
-        if [ "$(mailbox "$domain" "$local_part")" -ne 1 ]; then
-            ok=0
-            why="$why not in $box;"
-        elif [ "$arrives" = tls ] && ! grep -q "using TLSv1\." "$box"/*; then
-            ok=0
-            why="$why arrived without TLS;"
-        elif [ "$arrives" = plain ] && grep -q "using TLSv1\." "$box"/*; then
-            ok=0
-            why="$why arrived over TLS;"
-        fi
-        if [ "$arrives" = tls ]; then n_tls=$((n_tls + 1)); else n_plain=$((n_plain + 1)); fi
-    fi
-    result "$name" "$ok" "$why"
-}
+check_prefix=danesend
 
 common="--from a@tm.test --ca-file $TM_TEST_CA --port $TM_TEST_PORT --helo client.tm.test"
 common="$common --timeout 10"
@@ -172,38 +122,6 @@ check "--settings floor=dane: deferred" 75 none notlsa.dane.test \
 # Postfix's log: one SMTP session with MAIL per message that arrived, after
 # STARTTLS exactly for those that arrived over TLS - no other transaction
 # (a deferred message sent all the same, a plaintext MAIL on a DANE host).
-# Postfix logs "disconnect from ... starttls=1 mail=1 ..." per session.
-# sessions tls|plain: Postfix's sessions with MAIL, after STARTTLS or not
-sessions() {
-    pattern='/smtpd\[.*\]: disconnect from .* mail='
-    if [ "$1" = tls ]; then
-        grep "$pattern" "$TM_TEST_POSTFIX_LOG" | grep -c ' starttls=1'
-    else
-        grep "$pattern" "$TM_TEST_POSTFIX_LOG" | grep -vc ' starttls=1'
-    fi
-}
-i=0
-while :; do
-    tls_sessions=$(sessions tls)
-    plain_sessions=$(sessions plain)
-    if [ "$tls_sessions" -ge "$n_tls" ] && [ "$plain_sessions" -ge "$n_plain" ]; then
-        sleep 0.2
-        if [ "$(sessions tls)" -eq "$tls_sessions" ] &&
-            [ "$(sessions plain)" -eq "$plain_sessions" ]; then
-            break
-        fi
-    fi
-    [ $i -ge 200 ] && break
-    sleep 0.05
-    i=$((i + 1))
-done
-if [ "$tls_sessions" -eq "$n_tls" ] && [ "$plain_sessions" -eq "$n_plain" ]; then
-    pass=$((pass + 1))
-    echo "ok - Postfix's log: $n_tls transactions over TLS, $n_plain in plaintext, no other"
-else
-    fail=$((fail + 1))
-    echo "not ok - Postfix's log: $tls_sessions transactions over TLS (want $n_tls)," \
-        "$plain_sessions in plaintext (want $n_plain)"
-fi
+check_sessions
 
 finish
