@@ -363,13 +363,10 @@ static int reconnect_plain(tm_session *s)
 static void host_policy(const tm_session *s, tm_policy *p)
 {
     *p = s->resolved.policy;
-    if (sts_applies(s, TM_STS_ENFORCE)) {
-        /* MTA-STS enforce (RFC 8461 5): TLS with a certificate valid for
-         * the MX name, whatever the policy says. */
-        p->require_tls = 1;
-        p->skip_verify = 0;
-        p->keep_unverified_tls = 0;
-    } else if (s->route.dane == TM_HD_USABLE) {
+    if (s->route.dane == TM_HD_USABLE || sts_applies(s, TM_STS_ENFORCE)) {
+        /* DANE: TLS the TLSA records authenticate.  MTA-STS enforce (RFC
+         * 8461 5): TLS with a certificate valid for the MX name.  Either
+         * way, whatever the policy says. */
         p->require_tls = 1;
         p->skip_verify = 0;
         p->keep_unverified_tls = 0;
@@ -424,14 +421,13 @@ int tm__session_sts_would_refuse(tm_session *s)
     if (!sts_applies(s, TM_STS_TESTING) || !s->policy_applied || !s->host[0])
         return 0;
     if (!tm__sts_mx_match(&s->sts.entry.policy, s->host))
-        sts_note(s, "%s %s: it matches no mx pattern of the "
-                 "policy of %s", pre, s->host, s->domain);
+        sts_note(s, "%s %s: it matches no mx pattern of the policy of %s", pre, s->host,
+                 s->domain);
     else if (!s->tls_active)
-        sts_note(s, "%s %s: no TLS (%s)", pre, s->host,
-                 s->tls_error);
+        sts_note(s, "%s %s: no TLS (%s)", pre, s->host, s->tls_error);
     else if (!s->cert_verified)
-        sts_note(s, "%s %s: its certificate is not valid for "
-                 "the MX name (%s)", pre, s->host, s->tls_error);
+        sts_note(s, "%s %s: its certificate is not valid for the MX name (%s)", pre, s->host,
+                 s->tls_error);
     else
         return 0;
     tm__log(s->ctx, TM_LOG_WARNING, "%s", s->sts_error);
@@ -517,8 +513,7 @@ int tm__session_apply_policy(tm_session *s)
         case TM_ACT_NEXT_MX:
             tm__log(s->ctx, TM_LOG_INFO, "leaving %s: %s", s->host, s->tls_error);
             if (sts_applies(s, TM_STS_ENFORCE))
-                sts_note(s, "MTA-STS (enforce): left %s: %s",
-                         s->host, s->tls_error);
+                sts_note(s, "MTA-STS (enforce): left %s: %s", s->host, s->tls_error);
             s->dane_left = s->route.dane == TM_HD_USABLE ? TM_DANE_FAILED : tm__session_dane(s);
             /* After a failed handshake the connection is unusable: not even
              * a QUIT goes over it.  Under require_tls nothing but EHLO,

@@ -1,7 +1,8 @@
 /*
  * peers.h - helpers shared by the tests against real peers (Postfix and
  * dnsmasq, started by tests/peers/peers.py, which exports their addresses in
- * the environment): the environment, unique recipients, Postfix's maildir.
+ * the environment): the environment, unique recipients, Postfix's maildir
+ * and the SMTP sessions in Postfix's log.
  */
 #ifndef TM_TESTS_PEERS_H
 #define TM_TESTS_PEERS_H
@@ -146,6 +147,95 @@ static inline int ends_with(const char *s, const char *suffix)
 {
     size_t a = strlen(s), b = strlen(suffix);
     return a >= b && memcmp(s + a - b, suffix, b) == 0;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Postfix's log: one "connect from" and one "disconnect from ... mail=1
+ * ... starttls=1 ..." line per SMTP session (Postfix 3 logs the commands
+ * of the session in the disconnect line).  Each listener logs as
+ * postfix/<its host name>/smtpd. */
+
+typedef struct sessions {
+    int connects, disconnects;
+    int mail_plain; /* sessions that sent MAIL without STARTTLS */
+    int mail_tls;   /* sessions that sent MAIL after STARTTLS */
+    int mail_any;
+} sessions;
+
+/* The size of Postfix's log now: where the next sessions will start. */
+static inline long log_size(void)
+{
+    struct stat sb;
+    if (stat(need_env("TM_TEST_POSTFIX_LOG"), &sb) != 0)
+        return 0;
+    return (long)sb.st_size;
+}
+
+/* The sessions logged since `from`, of every listener (host NULL) or of
+ * the one of `host`. */
+static inline sessions log_scan(long from, const char *host)
+{
+    sessions s = { 0, 0, 0, 0, 0 };
+    FILE *f = fopen(need_env("TM_TEST_POSTFIX_LOG"), "r");
+    char line[4096], tag[300];
+
+    if (!f)
+        return s;
+    if (fseek(f, from, SEEK_SET) != 0) {
+        fclose(f);
+        return s;
+    }
+    snprintf(tag, sizeof tag, "postfix/%s/smtpd[", host ? host : "");
+    while (fgets(line, sizeof line, f)) {
+        if (!strstr(line, host ? tag : "/smtpd["))
+            continue;
+        if (strstr(line, "]: connect from ")) {
+            s.connects++;
+        } else if (strstr(line, "]: disconnect from ")) {
+            s.disconnects++;
+            if (strstr(line, " mail=")) {
+                s.mail_any++;
+                if (strstr(line, " starttls=1"))
+                    s.mail_tls++;
+                else
+                    s.mail_plain++;
+            }
+        }
+    }
+    fclose(f);
+    return s;
+}
+
+/* The sessions since `from`, once Postfix has logged them: at least
+ * min_connects sessions (the connections the client made) and min_mail
+ * with MAIL (a delivered message), each connect with its disconnect, and
+ * then nothing new for 50 ms (bounded: 10 s in all).  Postfix logs a
+ * session's connect before its greeting, and postlogd writes in the order
+ * it receives, so the conditions are met by a correct library's sessions
+ * alone; the 50 ms only give a stray extra session a chance to show (a
+ * suite's last case counts every session of the run again). */
+static inline sessions log_sessions(long from, int min_connects, int min_mail)
+{
+    sessions s = log_scan(from, NULL);
+    long waited = 0;
+
+    while (waited < 10000) {
+        if (s.connects == s.disconnects && s.connects >= min_connects &&
+            s.mail_any >= min_mail) {
+            sessions again;
+            sleep_ms(50);
+            waited += 50;
+            again = log_scan(from, NULL);
+            if (memcmp(&again, &s, sizeof s) == 0)
+                break;
+            s = again;
+            continue;
+        }
+        sleep_ms(20);
+        waited += 20;
+        s = log_scan(from, NULL);
+    }
+    return s;
 }
 
 #endif

@@ -924,6 +924,14 @@ func (c *Context) RecipientFloor(recipientDomain string) (Floor, error) {
 
 // Settings lists every setting in the settings-file format (tm_settings_list).
 func (c *Context) Settings() (string, error) {
+	return c.listText(func(p *C.tm_context, buf *C.char, size C.size_t) C.int {
+		return C.tm_settings_list(p, buf, size)
+	})
+}
+
+// listText runs a tm_*_list function (snprintf semantics) with a buffer
+// that grows until the whole text fits.
+func (c *Context) listText(list func(*C.tm_context, *C.char, C.size_t) C.int) (string, error) {
 	p, done, err := c.use()
 	if err != nil {
 		return "", err
@@ -935,7 +943,7 @@ func (c *Context) Settings() (string, error) {
 		if buf == nil {
 			return "", ErrNoMem
 		}
-		n := C.tm_settings_list(p, buf, size)
+		n := list(p, buf, size)
 		if n < 0 {
 			C.free(unsafe.Pointer(buf))
 			return "", codeError(int(n))
@@ -946,7 +954,7 @@ func (c *Context) Settings() (string, error) {
 			return s, nil
 		}
 		C.free(unsafe.Pointer(buf))
-		size = C.size_t(n) + 1
+		size = C.size_t(n) + 1 // the text grew between the two calls
 	}
 }
 
@@ -999,30 +1007,9 @@ func (c *Context) SaveSettings(path string) error {
 //
 //	policy DOMAIN ID FETCHED EXPIRES USED MODE MAX_AGE MX,MX,...
 func (c *Context) STSCacheList() (string, error) {
-	p, done, err := c.use()
-	if err != nil {
-		return "", err
-	}
-	defer done()
-	size := C.size_t(4096)
-	for {
-		buf := (*C.char)(C.malloc(size))
-		if buf == nil {
-			return "", ErrNoMem
-		}
-		n := C.tm_sts_cache_list(p, buf, size)
-		if n < 0 {
-			C.free(unsafe.Pointer(buf))
-			return "", codeError(int(n))
-		}
-		if C.size_t(n) < size {
-			s := C.GoStringN(buf, n)
-			C.free(unsafe.Pointer(buf))
-			return s, nil
-		}
-		C.free(unsafe.Pointer(buf))
-		size = C.size_t(n) + 1 // the cache grew between the two calls
-	}
+	return c.listText(func(p *C.tm_context, buf *C.char, size C.size_t) C.int {
+		return C.tm_sts_cache_list(p, buf, size)
+	})
 }
 
 // STSCacheLoad adds the policies of a cache file written by STSCacheSave

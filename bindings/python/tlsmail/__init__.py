@@ -890,20 +890,25 @@ class Context:
                           ctypes.byref(v)))
         return _enum(Floor, v.value)
 
-    def list_settings(self) -> str:
-        """tm_settings_list(): every setting in the settings-file format."""
+    def _list_text(self, fn, errors: str = "strict") -> str:
+        """A tm_*_list function (snprintf semantics), with a buffer that
+        grows until the whole text fits."""
         ptr = self._acquire()
         try:
             size = 4096
-            while True:  # the tables may grow between the two calls
+            while True:  # the text may grow between the two calls
                 buf = ctypes.create_string_buffer(size)
-                n = _lib.tm_settings_list(ptr, buf, size)
+                n = fn(ptr, buf, size)
                 _check(min(n, 0))
                 if n < size:
-                    return buf.value.decode("utf-8")
+                    return buf.value.decode("utf-8", errors)
                 size = n + 1
         finally:
             self._release()
+
+    def list_settings(self) -> str:
+        """tm_settings_list(): every setting in the settings-file format."""
+        return self._list_text(_lib.tm_settings_list)
 
     def load_settings(self, path: Union[str, os.PathLike], replace: bool = False) -> None:
         """tm_settings_load(): applies the file only if it is valid as a whole.
@@ -926,18 +931,7 @@ class Context:
         """tm_sts_cache_list(): the cached MTA-STS policies in the cache
         file format, one line per policy domain:
         "policy DOMAIN ID FETCHED EXPIRES USED MODE MAX_AGE MX,MX,..."."""
-        ptr = self._acquire()
-        try:
-            size = 4096
-            while True:  # the cache may grow between the two calls
-                buf = ctypes.create_string_buffer(size)
-                n = _lib.tm_sts_cache_list(ptr, buf, size)
-                _check(min(n, 0))
-                if n < size:
-                    return buf.value.decode("utf-8", "replace")
-                size = n + 1
-        finally:
-            self._release()
+        return self._list_text(_lib.tm_sts_cache_list, "replace")
 
     def sts_cache_load(self, path: Union[str, os.PathLike]) -> None:
         """tm_sts_cache_load(): adds the policies of a cache file (written
