@@ -378,7 +378,7 @@ TM_EXTERN int tm_sts_cache_list(tm_context *ctx, char *buf, size_t size)
 
 TM_EXTERN int tm_sts_cache_load(tm_context *ctx, const char *path, int *error_line)
 {
-    tm_sts_cache tab;
+    tm_sts_cache tab, merged;
     int64_t now = tm__now_unix();
     char *text = NULL;
     size_t len = 0, i;
@@ -397,10 +397,21 @@ TM_EXTERN int tm_sts_cache_load(tm_context *ctx, const char *path, int *error_li
     tm__free(text);
     if (rc != TM_OK)
         return rc;
+    /* The cache and the file merged into a new table that replaces the
+     * cache only when complete: out of memory changes nothing either. */
     pthread_mutex_lock(&ctx->sts_lock);
+    tm__sts_cache_init(&merged, ctx->sts.max);
+    for (i = 0; i < ctx->sts.n && rc == TM_OK; i++)
+        rc = tm__sts_cache_put(&merged, &ctx->sts.e[i]);
     for (i = 0; i < tab.n && rc == TM_OK; i++)
         if (tab.e[i].expires > now)
-            rc = tm__sts_cache_put(&ctx->sts, &tab.e[i]);
+            rc = tm__sts_cache_put(&merged, &tab.e[i]);
+    if (rc == TM_OK) {
+        tm__sts_cache_free(&ctx->sts);
+        ctx->sts = merged;
+    } else {
+        tm__sts_cache_free(&merged);
+    }
     pthread_mutex_unlock(&ctx->sts_lock);
     tm__sts_cache_free(&tab);
     return rc;

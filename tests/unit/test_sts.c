@@ -533,6 +533,73 @@ static void cache_file_functions(void **state)
     assert_int_equal(system(text), 0);
 }
 
+/*
+ * Out of memory at every allocation of tm_sts_cache_load, _list and _save:
+ * an error, never a crash, and a failed load leaves the cache as it was.
+ * Bug caught: a load applied in part when memory ran out halfway.
+ */
+static void cache_file_out_of_memory(void **state)
+{
+    char dir[] = "/tmp/tm-sts-oom.XXXXXX", path[128], path2[128], before[4096], after[4096];
+    long long future = (long long)tm__now_unix() + 86400;
+    tm_context_options o;
+    tm_context *ctx = NULL;
+    char text[2048];
+    unsigned long n;
+    int rc, i, failed = 0;
+    (void)state;
+
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/cache", dir);
+    snprintf(path2, sizeof path2, "%s/saved", dir);
+    assert_int_equal(tm_context_options_init(&o, TM_CONTEXT_OPTIONS_VERSION), TM_OK);
+    o.helo_name = "client.example";
+    assert_int_equal(tm_context_new(&ctx, &o), TM_OK);
+    /* Eight entries already (the table grows past its first 8 slots). */
+    text[0] = '\0';
+    for (i = 0; i < 8; i++) {
+        size_t len = strlen(text);
+        snprintf(text + len, sizeof text - len,
+                 "policy d%d.example id%d 1000 %lld 1000 enforce 86400 mx.d%d.example\n", i, i,
+                 future, i);
+    }
+    write_file(path, text);
+    assert_int_equal(tm_sts_cache_load(ctx, path, NULL), TM_OK);
+    assert_true(tm_sts_cache_list(ctx, before, sizeof before) > 0);
+    snprintf(text, sizeof text,
+             "policy d0.example other 1000 %lld 1000 none 600 -\n"
+             "policy new.example n1 1000 %lld 1000 testing 600 mx.new.example\n",
+             future, future);
+    write_file(path, text);
+    for (n = 1; n < 64; n++) {
+        tm__test_alloc_fail_at(n);
+        rc = tm_sts_cache_load(ctx, path, NULL);
+        tm__test_alloc_fail_at(0);
+        if (rc == TM_OK)
+            break;
+        assert_int_equal(rc, TM_ENOMEM);
+        failed++;
+        assert_true(tm_sts_cache_list(ctx, after, sizeof after) > 0);
+        assert_string_equal(before, after);
+    }
+    assert_true(failed > 0 && n < 64);
+    assert_true(tm_sts_cache_list(ctx, after, sizeof after) > 0);
+    assert_non_null(strstr(after, "policy new.example n1 "));
+    assert_non_null(strstr(after, "policy d0.example other "));
+    for (n = 1; n < 16; n++) {
+        tm__test_alloc_fail_at(n);
+        rc = tm_sts_cache_save(ctx, path2);
+        tm__test_alloc_fail_at(0);
+        if (rc == TM_OK)
+            break;
+        assert_int_equal(rc, TM_ENOMEM);
+    }
+    assert_int_equal(rc, TM_OK);
+    tm_context_free(ctx);
+    snprintf(text, sizeof text, "rm -rf '%s'", dir);
+    assert_int_equal(system(text), 0);
+}
+
 /* An invalid test address for the HTTPS fetch is refused at creation. */
 static void context_sts_options(void **state)
 {
@@ -569,6 +636,7 @@ int main(void)
         cmocka_unit_test(cache_get_put_expire_evict),
         cmocka_unit_test(cache_text_round_trip),
         cmocka_unit_test(cache_file_functions),
+        cmocka_unit_test(cache_file_out_of_memory),
         cmocka_unit_test(context_sts_options),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
