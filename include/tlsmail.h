@@ -564,7 +564,8 @@ typedef int (*tm_sts_lookup_fn)(void *arg, const char *domain, char *buf, size_t
  * sts_cache_max    policies kept in memory (default 1000; the least
  *                  recently used goes first).
  * sts_timeout_ms   the TXT lookup and the policy fetch together (default
- *                  20000), also bounded by delivery_timeout_ms.
+ *                  10000), and at most half of what delivery_timeout_ms
+ *                  leaves, so that a blocked fetch leaves time to deliver.
  * sts_https_address, sts_https_port  FOR TESTS AND PRIVATE DEPLOYMENTS
  *                  ONLY: the built-in fetcher connects to this IP address
  *                  (instead of the addresses of mta-sts.<domain>) and port

@@ -125,7 +125,7 @@ TM_EXTERN int tm_context_new(tm_context **out, const tm_context_options *given)
     /* MTA-STS (RFC 8461): on unless switched off. */
     tm__sts_cache_init(&ctx->sts, o->sts_cache_max);
     ctx->sts_on = o->mta_sts >= 0;
-    ctx->sts_timeout = o->sts_timeout_ms ? o->sts_timeout_ms : 20000;
+    ctx->sts_timeout = o->sts_timeout_ms ? o->sts_timeout_ms : 10000;
     ctx->sts_fetch = o->sts_fetch;
     ctx->sts_fetch_arg = o->sts_fetch_arg;
     ctx->sts_store = o->sts_store;

@@ -68,10 +68,14 @@ static int session_route(tm_session *s, const tm_session_options *o, tm_delivery
     }
     /* MTA-STS (RFC 8461) speaks for the domain's MX hosts, not for a host
      * the caller chose. */
-    if (!s->route.explicit_host)
-        rc = tm__sts_resolve(s->ctx, s->domain,
-                             tm__min_deadline(tm__deadline(s->ctx->sts_timeout), s->deadline),
-                             &s->sts);
+    if (!s->route.explicit_host) {
+        /* Bounded by sts_timeout, and by half of what the delivery has
+         * left: a blocked fetch must leave time to deliver. */
+        int64_t now = tm__now_ms(), deadline = tm__deadline(s->ctx->sts_timeout);
+        if (s->deadline != INT64_MAX)
+            deadline = tm__min_deadline(deadline, now + (s->deadline - now) / 2);
+        rc = tm__sts_resolve(s->ctx, s->domain, deadline, &s->sts);
+    }
     return rc;
 }
 

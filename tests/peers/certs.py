@@ -167,7 +167,7 @@ STS_TEST_DOMAINS = ["enforce", "skip", "wild", "wildskip", "badfirst", "wrongnam
                     "selfsigned", "plain", "refused", "nomatch", "testing", "twrongname",
                     "tplain", "trefused", "tnomatch", "none", "notfound", "redirect", "html",
                     "big", "badsyntax", "noaddr", "blocked", "vanish", "newid", "shortlived",
-                    "callback"]
+                    "callback", "slow"]
 
 # name -> (subject/SAN names, issuing CA section, dates: "now"|EXPIRED|NOTYET)
 # "ca_other" is the untrusted CA; "self" a self-signed leaf.

@@ -574,6 +574,7 @@ STS_DOMAINS = [
     ("expire",     ["mx-selfsigned"],                         None,    "same",  True),
     ("shortlived", ["mx-valid"],                              "sl1",   "same",  True),
     ("callback",   ["mx-valid"],                              "cb1",   "same",  True),
+    ("slow",       ["mx-valid"],                              "sw1",   "same",  True),
 ]
 
 

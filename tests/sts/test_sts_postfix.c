@@ -157,6 +157,7 @@ typedef struct ctx_spec {
     tm_sts_store_fn store;
     tm_sts_lookup_fn lookup;
     void *cache_arg;
+    unsigned int delivery_timeout_ms;
 } ctx_spec;
 
 /* The first dnsmasq, the live policy server found by its A records. */
@@ -197,6 +198,7 @@ static tm_context *make_ctx(const ctx_spec *sp)
     o.sts_lookup = sp->lookup;
     o.sts_cache_arg = sp->cache_arg;
     o.sts_timeout_ms = 10000;
+    o.delivery_timeout_ms = sp->delivery_timeout_ms;
     o.sts_https_address = sp->https_address;
     o.sts_https_port = sp->https_port;
     assert_int_equal(tm_context_new(&ctx, &o), TM_OK);
@@ -822,12 +824,14 @@ static void none_and_no_record(void **state)
  * mta-sts.ok.test, whose enforce policy must not be fetched), text/html,
  * 70 KiB, no max_age, a certificate not valid for mta-sts.tlsfail.sts.test
  * (nothing requested), no address for mta-sts.noaddr.sts.test, nothing
- * listening on the port.  fetch-failed with the reason, and delivered as
- * without a policy: MX mx-selfsigned under the default policy, i.e. in
- * plaintext after the failed certificate.
+ * listening on the port, a server that stalls under a delivery time
+ * limit.  fetch-failed with the reason, and delivered as without a
+ * policy: MX mx-selfsigned under the default policy, i.e. in plaintext
+ * after the failed certificate (mx-valid over TLS for noaddr and slow).
  * Bug caught: a policy taken from an error page, a followed redirect, an
  * oversized or broken policy used, an unverified policy server believed,
- * or a failed fetch treated as enforce (RFC 8461 3.3).
+ * a failed fetch treated as enforce (RFC 8461 3.3), or a stalled fetch
+ * using up the delivery's whole time.
  */
 static void fetch_fails(void **state)
 {
@@ -863,6 +867,18 @@ static void fetch_fails(void **state)
     deliver(ctx, "noaddr", NULL, P_DEFAULT, &d, "sts_https_address");
     want_enforced(&d, "na1", 0, "mx-valid.tm.test");
     assert_int_equal(gets_of("noaddr"), 1);
+    tm_context_free(ctx);
+
+    /* A policy server that sends its headers and then nothing for 4 s
+     * (sts_https.py's "slow"), under a delivery limit of 3.6 s: the fetch
+     * may take half of it, and the message still goes. */
+    sp = spec_main();
+    sp.delivery_timeout_ms = 3600;
+    ctx = make_ctx(&sp);
+    deliver(ctx, "slow", NULL, P_DEFAULT, &d, "fetch stalls, delivery limit");
+    want_normal(&d, TM_MTA_STS_FETCH_FAILED, 1, 1);
+    assert_non_null(strstr(d.st.mta_sts_error, "timed out"));
+    assert_int_equal(gets_of("slow"), 1);
     tm_context_free(ctx);
 
     /* Nothing listening. */

@@ -425,7 +425,7 @@ const (
 // MTA-STS (RFC 8461; docs/mta-sts.md) is on unless MTASTS is Off (Unset
 // and On leave it on).  STSCacheMax bounds the policies kept in memory
 // (default 1000, least recently used first out), STSTimeout the TXT lookup
-// and the policy fetch together (default 20 s, also bounded by
+// and the policy fetch together (default 10 s, at most half of what is left of
 // DeliveryTimeout).  STSHTTPSAddress (an IP address) and STSHTTPSPort make
 // the built-in fetcher connect there instead of to mta-sts.<domain>:443:
 // FOR TESTS AND PRIVATE DEPLOYMENTS ONLY; the certificate must still be
@@ -477,7 +477,7 @@ type ContextOptions struct {
 
 	MTASTS          Flag          // Off: MTA-STS off (on by default)
 	STSCacheMax     int           // MTA-STS policies kept in memory (default 1000)
-	STSTimeout      time.Duration // TXT lookup + policy fetch (default 20 s)
+	STSTimeout      time.Duration // TXT lookup + policy fetch (default 10 s)
 	STSHTTPSAddress string        // tests and private deployments only
 	STSHTTPSPort    int           // tests and private deployments only
 

@@ -633,7 +633,7 @@ class Context:
     or True); ``mta_sts=False`` (TM_OFF) turns it off for this context.
     ``sts_cache_max`` bounds the policies kept in memory (default 1000),
     ``sts_timeout_ms`` the TXT lookup and policy fetch together (default
-    20000).  ``sts_https_address`` / ``sts_https_port`` make the built-in
+    10000).  ``sts_https_address`` / ``sts_https_port`` make the built-in
     fetcher connect to that IP address and port: for tests and private
     deployments only (the certificate must still be valid for
     mta-sts.<domain>).  Callables, called on the delivering thread:
