@@ -429,6 +429,9 @@ char *ht_run_two(const char *script_a, const char *script_b, const ht_opts *o, i
     *rc = tm_deliver(ctx, &m, o->policy, NULL, st);
     ht_last_wall = ht_now() - ht_last_wall;
     tm_context_free(ctx);
+    /* Both at once: neither server then waits for the other's finish. */
+    hostile_client_done(&a);
+    hostile_client_done(&b);
     rec = ht_keep(hostile_finish(&a, o->finish_s ? o->finish_s : 10));
     *rec_b = ht_keep(hostile_finish(&b, o->finish_s ? o->finish_s : 10));
     assert_non_null(rec);

@@ -10,11 +10,13 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -138,35 +140,91 @@ static void remove_dir(const char *dir)
 	rmdir(dir);
 }
 
-/* waitpid with a bounded wait; 1 when the child is gone (reaped). */
-static int wait_child(pid_t pid, long ms)
+static long now_ms(void)
 {
-	long waited = 0;
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void close_fd(int *fd)
+{
+	if (*fd >= 0)
+		close(*fd);
+	*fd = -1;
+}
+
+/* A pause of at most ms that ends early when the server writes to its
+ * --notify-fd or exits (the pipe's end).  Only a wake-up: callers check the
+ * port file and waitpid themselves.  Once the pipe has ended, short naps. */
+static void nap(int *notify_fd, long ms)
+{
+	struct pollfd p;
+	int r;
+
+	if (ms <= 0)
+		return;
+	if (!notify_fd || *notify_fd < 0) {
+		sleep_ms(ms < 2 ? ms : 2);
+		return;
+	}
+	p.fd = *notify_fd;
+	p.events = POLLIN;
+	p.revents = 0;
+	r = poll(&p, 1, ms > 1000 ? 1000 : (int)ms);
+	if (r > 0) {
+		char buf[64];
+		ssize_t n = read(*notify_fd, buf, sizeof buf);
+		if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN))
+			close_fd(notify_fd);
+	} else if (r < 0 && errno != EINTR) {
+		close_fd(notify_fd);
+	}
+}
+
+/* waitpid with a bounded wait; 1 when the child is gone (reaped). */
+static int wait_child(pid_t pid, long ms, int *notify_fd)
+{
+	long end = now_ms() + ms;
 	for (;;) {
 		int st;
+		long left;
 		pid_t r = waitpid(pid, &st, WNOHANG);
 		if (r == pid || (r < 0 && errno == ECHILD))
 			return 1;
 		if (r < 0 && errno != EINTR)
 			return 1;
-		if (waited >= ms)
+		left = end - now_ms();
+		if (left <= 0)
 			return 0;
-		sleep_ms(10);
-		waited += 10;
+		nap(notify_fd, left);
 	}
 }
 
-static void stop_child(pid_t pid)
+static void stop_child(pid_t pid, int *notify_fd)
 {
 	if (pid <= 0)
 		return;
-	if (wait_child(pid, 0))
+	if (wait_child(pid, 0, notify_fd))
 		return;
 	kill(pid, SIGTERM);
-	if (wait_child(pid, TERM_WAIT_MS))
+	if (wait_child(pid, TERM_WAIT_MS, notify_fd))
 		return;
 	kill(pid, SIGKILL);
-	wait_child(pid, TERM_WAIT_MS);
+	wait_child(pid, TERM_WAIT_MS, notify_fd);
+}
+
+/* In the child between fork and exec (async-signal-safe calls only): every
+ * descriptor from `from` up closed. */
+static void close_from(int from, long max_fd)
+{
+	long fd;
+#if defined(SYS_close_range) && (defined(_GNU_SOURCE) || defined(_DEFAULT_SOURCE))
+	if (syscall(SYS_close_range, (unsigned)from, ~0u, 0u) == 0)
+		return;
+#endif
+	for (fd = from; fd < max_fd; fd++)
+		close((int)fd);
 }
 
 int hostile_start(hostile *h, const char *script_json, const char *cert, const char *key)
@@ -180,14 +238,16 @@ int hostile_start_at(hostile *h, const char *listen, const char *script_json,
 	char script_path[300], port_path[300], lifetime[32];
 	const char *tmp = getenv("TMPDIR");
 	const char *py_script = getenv("TM_HOSTILE_SCRIPT");
-	const char *argv[20];
+	const char *argv[24];
 	int argc = 0, devnull, n;
-	long max_fd, waited;
+	int done[2] = { -1, -1 }, notify[2] = { -1, -1 };
+	long max_fd, end;
 	pid_t pid;
 
 	if (!h)
 		return -1;
 	memset(h, 0, sizeof *h);
+	h->done_fd = h->notify_fd = -1;
 	if (!listen || !script_json)
 		return -1;
 	if (!tmp || !tmp[0])
@@ -228,7 +288,21 @@ int hostile_start_at(hostile *h, const char *listen, const char *script_json,
 		argv[argc++] = "--lifetime";
 		argv[argc++] = lifetime;
 	}
+	/* The child gets the read end of `done` as fd 3 and the write end of
+	 * `notify` as fd 4; our ends stay close-on-exec, so that no other
+	 * child (the second server of a pair, dnsmasq) keeps them open. */
+	argv[argc++] = "--done-fd";
+	argv[argc++] = "3";
+	argv[argc++] = "--notify-fd";
+	argv[argc++] = "4";
 	argv[argc] = NULL;
+	if (pipe(done) != 0 || pipe(notify) != 0)
+		goto fail_pipes;
+	for (n = 0; n < 2; n++) {
+		fcntl(done[n], F_SETFD, FD_CLOEXEC);
+		fcntl(notify[n], F_SETFD, FD_CLOEXEC);
+	}
+	fcntl(notify[0], F_SETFL, O_NONBLOCK);
 
 	/* Everything the child needs is prepared before fork: between fork and
 	 * exec it only calls async-signal-safe functions. */
@@ -237,49 +311,69 @@ int hostile_start_at(hostile *h, const char *listen, const char *script_json,
 		max_fd = 65536;
 	devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	if (devnull < 0)
-		goto fail;
+		goto fail_pipes;
 	fflush(NULL);
 	pid = fork();
 	if (pid < 0) {
 		close(devnull);
-		goto fail;
+		goto fail_pipes;
 	}
 	if (pid == 0) {
-		long fd;
-		if (dup2(devnull, 0) < 0)
+		/* Above 4 first: dup2 onto 3 and 4 must not clobber the other. */
+		int d = fcntl(done[0], F_DUPFD, 10), w = fcntl(notify[1], F_DUPFD, 10);
+		if (d < 0 || w < 0 || dup2(devnull, 0) < 0 || dup2(d, 3) < 0 || dup2(w, 4) < 0)
 			_exit(127);
-		for (fd = 3; fd < max_fd; fd++)
-			close((int)fd);
+		close_from(5, max_fd);
 		execv(argv[0], (char *const *)argv);
 		_exit(127);
 	}
 	close(devnull);
+	close(done[0]);
+	close(notify[1]);
+	h->done_fd = done[1];
+	h->notify_fd = notify[0];
 	h->pid = (int)pid;
 
-	for (waited = 0; waited <= START_WAIT_MS; waited += 10) {
+	for (end = now_ms() + START_WAIT_MS;;) {
 		char *txt = read_file(port_path, NULL);
 		if (txt) {
-			char *end;
-			long port = strtol(txt, &end, 10);
-			int ok = end != txt && port > 0 && port < 65536;
+			char *pend;
+			long port = strtol(txt, &pend, 10);
+			int ok = pend != txt && port > 0 && port < 65536;
 			free(txt);
 			if (ok) {
 				h->port = (int)port;
 				return 0;
 			}
 		}
-		if (wait_child(pid, 0)) { /* died before listening */
+		if (wait_child(pid, 0, NULL)) { /* died before listening */
 			h->pid = 0;
 			goto fail;
 		}
-		sleep_ms(10);
+		if (now_ms() >= end)
+			goto fail;
+		nap(&h->notify_fd, 10);
+	}
+fail_pipes:
+	for (n = 0; n < 2; n++) {
+		close_fd(&done[n]);
+		close_fd(&notify[n]);
 	}
 fail:
+	close_fd(&h->done_fd);
 	if (h->pid > 0)
-		stop_child((pid_t)h->pid);
+		stop_child((pid_t)h->pid, &h->notify_fd);
+	close_fd(&h->notify_fd);
 	remove_dir(h->dir);
 	memset(h, 0, sizeof *h);
+	h->done_fd = h->notify_fd = -1;
 	return -1;
+}
+
+void hostile_client_done(hostile *h)
+{
+	if (h && h->dir[0])
+		close_fd(&h->done_fd);
 }
 
 char *hostile_finish(hostile *h, int timeout_s)
@@ -288,12 +382,14 @@ char *hostile_finish(hostile *h, int timeout_s)
 
 	if (!h || !h->dir[0])
 		return NULL;
+	hostile_client_done(h);
 	if (h->pid > 0) {
 		long ms = timeout_s > 0 ? (long)timeout_s * 1000 : 0;
-		if (!wait_child((pid_t)h->pid, ms))
-			stop_child((pid_t)h->pid);
+		if (!wait_child((pid_t)h->pid, ms, &h->notify_fd))
+			stop_child((pid_t)h->pid, &h->notify_fd);
 		h->pid = 0;
 	}
+	close_fd(&h->notify_fd);
 	if (h->record_path[0])
 		rec = read_file(h->record_path, NULL);
 	remove_dir(h->dir);

@@ -25,6 +25,8 @@ typedef struct hostile {
 	int port;              /* port it listens on */
 	char dir[256];         /* private temp dir (script, port file, record) */
 	char record_path[300]; /* dir/record.json */
+	int done_fd;           /* write end of the server's --done-fd, or -1 */
+	int notify_fd;         /* read end of its --notify-fd, or -1 */
 } hostile;
 
 /*
@@ -45,8 +47,19 @@ int hostile_start_at(hostile *h, const char *listen, const char *script_json,
 		     const char *cert, const char *key, int lifetime_s);
 
 /*
- * Waits up to timeout_s seconds for the server to exit by itself (end of its
- * script), then stops it (SIGTERM: it still writes its record, with
+ * Tells the server that the client is done (it will connect no more and send
+ * nothing more: see --done-fd in hostile_smtp.py), so that its waits for
+ * further connections ("linger", optional or missing connections) end after
+ * a 20 ms grace and its scripted pauses end at once, instead of running
+ * their course.  Only once the client really is done: a connection made
+ * afterwards may find no server.  Idempotent; hostile_finish does it first.
+ */
+void hostile_client_done(hostile *h);
+
+/*
+ * Says the client is done (hostile_client_done), waits up to timeout_s
+ * seconds for the server to exit by itself (end of its script), then stops
+ * it (SIGTERM: it still writes its record, with
  * "terminated": true; SIGKILL 3 s later); reads the record into a malloc'd
  * NUL-terminated string (caller frees) and removes the temp dir.  NULL when
  * there is no record.  h->pid is 0 afterwards; calling it again returns NULL.

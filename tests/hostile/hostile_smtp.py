@@ -7,12 +7,26 @@ and malformed replies.  Standard library only; loopback only; every wait is
 bounded by a step timeout and by --lifetime.
 
     hostile_smtp.py --listen 127.0.0.1:0 --script S.json --record R.json \
-        --port-file P [--cert C.pem --key K.pem] [--lifetime 60]
+        --port-file P [--cert C.pem --key K.pem] [--lifetime 60] \
+        [--done-fd N] [--notify-fd M]
+
+--done-fd N: an inherited pipe whose other end the test closes once its
+client is done (it will make no further connection and send nothing more).
+From then on, no wait for a connection lasts longer than DONE_GRACE (a
+connection the client made before is already queued: a scripted one is
+still served, an extra one still counted) and "sleep", "drip" and
+"send_split" stop pausing (nobody is left to observe the timing).  Without
+it, every wait runs its full course.
+--notify-fd M: an inherited pipe the server writes one byte to once the
+port file is written; it is closed when the server exits.  The test polls
+it instead of sleeping (a wake-up only: the port file and the exit status
+stay the truth).
 
 Script (JSON):
     {"connections": [ [step, step, ...], ... ],   # connection i uses entry i
      "linger": 0.3,          # after the last connection, keep counting
-                             # unexpected connections this long (seconds)
+                             # unexpected connections this long (seconds;
+                             # less once --done-fd says the client is done)
      "accept_timeout": 60}   # max wait for each scripted connection
 A connection entry may also be {"steps": [...]}, with optionally
     "optional": true    the client may or may not make this connection: it
@@ -129,6 +143,7 @@ import base64
 import ipaddress
 import json
 import os
+import select
 import signal
 import socket
 import ssl
@@ -142,6 +157,10 @@ MAX_RECORD = 128 * 1024 * 1024
 MAX_EVENT = 4096
 TLS_ALERT_HANDSHAKE_FAILURE = bytes([0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28])
 DEFAULT_NAME = "mx-hostile.tm.test"
+# After --done-fd said the client is done: how long a wait for a connection
+# still lasts.  Only covers the kernel's handling of a connect() the client
+# made just before (it is normally queued before connect() returns).
+DONE_GRACE = 0.02
 
 
 class Lifetime(BaseException):
@@ -222,6 +241,25 @@ class Server:
         self.t0 = time.monotonic()
         self.ctx_cache = {}
         self.current = None  # the Conn being served (for the SNI callback)
+        self.done_fd = getattr(args, "done_fd", None)
+        self.done_at = None  # when --done-fd said the client is done
+
+    def client_done(self, wait=0.0):
+        """True once --done-fd was closed (or written to) by the test.
+        Waits up to `wait` seconds for it (bounded by the lifetime)."""
+        if self.done_at is not None:
+            return True
+        if self.done_fd is None:
+            if wait > 0:
+                time.sleep(wait)
+            return False
+        try:
+            r, _, _ = select.select([self.done_fd], [], [], max(0.0, wait))
+        except (OSError, ValueError):
+            r = [self.done_fd]   # a broken pipe end: nothing left to wait for
+        if r:
+            self.done_at = time.monotonic()
+        return self.done_at is not None
 
     def remaining(self, deadline=None):
         now = time.monotonic()
@@ -231,12 +269,14 @@ class Server:
         return end - now
 
     def sleep(self, seconds):
+        """A pause of the script; cut short once the client is done."""
         end = time.monotonic() + max(0.0, float(seconds))
         while True:
             left = self.remaining(end)
             if left <= 0:
                 return
-            time.sleep(min(left, 0.5))
+            if self.client_done(min(left, 0.5)):
+                return
             if time.monotonic() >= end:
                 return
 
@@ -943,30 +983,43 @@ def parse_listen(s):
 
 
 def write_atomic(path, data):
+    """Readers see the whole file or none (no fsync: they read the page
+    cache, and nothing has to survive a crash of the machine)."""
     tmp = "%s.tmp.%d" % (path, os.getpid())
     with open(tmp, "w", encoding="ascii") as f:
         f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
 def accept_one(srv, lsock, until):
-    """(sock, peer) or None when `until` passed."""
+    """(sock, peer) or None when `until` passed (or, once the client is
+    done, DONE_GRACE after that).  lsock is non-blocking."""
     while True:
+        if srv.done_at is not None:
+            until = min(until, srv.done_at + DONE_GRACE)
         left = srv.remaining(until)
         if left <= 0:
             return None
-        lsock.settimeout(max(0.001, left))
+        fds = [lsock]
+        if srv.done_fd is not None and srv.done_at is None:
+            fds.append(srv.done_fd)
         try:
-            s, peer = lsock.accept()
-        except socket.timeout:
-            continue  # the next remaining() tells lifetime from `until`
-        except OSError:
-            time.sleep(0.01)  # e.g. ECONNABORTED; bounded by `until`
-            continue
-        s.setblocking(True)
-        return s, "%s:%d" % (peer[0], peer[1])
+            r, _, _ = select.select(fds, [], [], max(0.001, left))
+        except (OSError, ValueError):
+            r = []
+            time.sleep(0.01)  # bounded by `until`
+        if lsock in r:
+            try:
+                s, peer = lsock.accept()
+            except BlockingIOError:
+                continue
+            except OSError:
+                time.sleep(0.01)  # e.g. ECONNABORTED; bounded by `until`
+                continue
+            s.setblocking(True)
+            return s, "%s:%d" % (peer[0], peer[1])
+        if srv.done_fd in r:
+            srv.client_done()
 
 
 def is_optional(entry):
@@ -982,6 +1035,8 @@ def main():
     ap.add_argument("--cert")
     ap.add_argument("--key")
     ap.add_argument("--lifetime", type=float, default=60.0)
+    ap.add_argument("--done-fd", type=int)
+    ap.add_argument("--notify-fd", type=int)
     args = ap.parse_args()
     if not 0 < args.lifetime <= 3600:
         raise SystemExit("hostile_smtp: --lifetime must be in (0, 3600]")
@@ -999,6 +1054,7 @@ def main():
     lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     lsock.bind((host, port))
     lsock.listen(16)
+    lsock.setblocking(False)
 
     srv = Server(args, script)
     record = {"connections": [], "unexpected_connections": 0, "missing_connections": 0,
@@ -1013,6 +1069,11 @@ def main():
     c = None
     try:
         write_atomic(args.port_file, "%d\n" % lsock.getsockname()[1])
+        if args.notify_fd is not None:
+            try:
+                os.write(args.notify_fd, b"p")
+            except OSError:
+                pass
         for i, entry in enumerate(conns):
             steps = entry.get("steps", []) if isinstance(entry, dict) else entry
             wait = accept_timeout
