@@ -36,6 +36,7 @@
 #include <cmocka.h>
 
 #include "peers.h"
+#include "tally.h"
 
 enum { P_DEFAULT, P_SKIP, P_KEEP, P_REQUIRE_OFF, P_SKIP_KEEP_OFF, P_REQUIRE, P_COUNT };
 static const char *const pol_names[] = { "default", "skip_verify", "keep_unverified_tls",
@@ -52,14 +53,6 @@ static tm_context *ctx_main; /* first dnsmasq, the policy server by its A record
 static long log_start;       /* Postfix log size when the program started */
 static time_t t_start;
 
-/* Mailboxes that must stay empty, looked at again at the end. */
-static struct {
-    char domain[128];
-    char local[64];
-} absent[512];
-static int n_absent;
-/* SMTP sessions that carried a delivered message, by how it travelled. */
-static int n_sessions_tls, n_sessions_plain;
 
 /* The policies sts_https.py serves from its policy directory, by domain
  * label (mta-sts.<label>.sts.test).  notfound, redirect, html, big and
@@ -387,14 +380,6 @@ static void set_policy(tm_policy *p, int pol)
                                                                     : 0;
 }
 
-static void note_absent(const char *domain, const char *local)
-{
-    assert_true(n_absent < (int)(sizeof absent / sizeof absent[0]));
-    snprintf(absent[n_absent].domain, sizeof absent[0].domain, "%s", domain);
-    snprintf(absent[n_absent].local, sizeof absent[0].local, "%s", local);
-    n_absent++;
-}
-
 /*
  * Delivers a fresh message to local@<label>.sts.test (a unique local part)
  * with ctx, through `host` when not NULL, under the policy pol; prints the
@@ -466,14 +451,11 @@ static void deliver(tm_context *ctx, const char *label, const char *host, int po
         /* Postfix's Received header says "using TLSv1.x" over TLS. */
         assert_int_equal(strstr(got, "using TLSv1.") != NULL, d->st.tls);
         free(got);
-        if (d->st.tls)
-            n_sessions_tls++;
-        else
-            n_sessions_plain++;
+        tally_note_session(d->st.tls);
     } else {
         assert_int_equal(d->st.rcpt_delivered, 0);
         assert_int_equal(maildir_count(d->domain, d->local), 0);
-        note_absent(d->domain, d->local);
+        tally_note_absent(d->domain, d->local);
     }
 }
 
@@ -1396,7 +1378,7 @@ static void session_refused(const char *label, int pol)
         assert_int_not_equal(st.result, TM_RESULT_DELIVERED);
         tm_session_close(s);
         assert_int_equal(maildir_count(domain, local), 0);
-        note_absent(domain, local);
+        tally_note_absent(domain, local);
     } else {
         assert_null(s);
         assert_int_not_equal(st.result, TM_RESULT_DELIVERED);
@@ -1450,7 +1432,7 @@ static void sessions_api(void **state)
         assert_non_null(strstr(got, "using TLSv1."));
         free(got);
     }
-    n_sessions_tls++; /* one session, two transactions */
+    tally_tls++; /* one session, two transactions */
     tm_session_close(s);
     log = log_sessions(mark, 1, 1);
     assert_int_equal(log.mail_plain, 0);
@@ -1468,7 +1450,7 @@ static void sessions_api(void **state)
     assert_string_equal(st.mx_host, "mx-valid.tm.test");
     assert_int_equal(session_send(s, "badfirst." ZONE, local, sizeof local, &st), TM_OK);
     assert_int_equal(st.mta_sts, TM_MTA_STS_ENFORCE);
-    n_sessions_tls++;
+    tally_tls++;
     tm_session_close(s);
     log = log_sessions(mark, 2, 1);
     assert_int_equal(log.mail_plain, 0);
@@ -1493,26 +1475,11 @@ static void sessions_api(void **state)
 static void nothing_arrived_late(void **state)
 {
     delivery d;
-    sessions all;
-    int i;
     (void)state;
 
     deliver(ctx_main, "enforce", NULL, P_DEFAULT, &d, "sentinel");
     want_enforced(&d, "e1", 1, "mx-valid.tm.test");
-    sleep_ms(300);
-    for (i = 0; i < n_absent; i++)
-        if (maildir_count(absent[i].domain, absent[i].local) != 0) {
-            print_error("%s@%s: a message arrived\n", absent[i].local, absent[i].domain);
-            fail();
-        }
-    all = log_sessions(log_start, 0, n_sessions_tls + n_sessions_plain);
-    print_message("%d mailboxes empty as they must be; Postfix saw %d sessions, %d with MAIL "
-                  "over TLS (%d delivered over TLS), %d in plaintext (%d delivered in "
-                  "plaintext)\n",
-                  n_absent, all.connects, all.mail_tls, n_sessions_tls, all.mail_plain,
-                  n_sessions_plain);
-    assert_int_equal(all.mail_plain, n_sessions_plain);
-    assert_int_equal(all.mail_tls, n_sessions_tls);
+    tally_check(log_start, 300);
 }
 
 int main(void)

@@ -170,6 +170,7 @@ static void tmgo_strv_free(char **v, size_t n)
 import "C"
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"reflect"
@@ -962,30 +963,17 @@ func (c *Context) listText(list func(*C.tm_context, *C.char, C.size_t) C.int) (s
 // the whole file is valid; replace clears both tables first.  A syntax
 // error is an *Error with Code TM_ESYNTAX and the 1-based Line.
 func (c *Context) LoadSettings(path string, replace bool) error {
-	p, done, err := c.use()
-	if err != nil {
-		return err
-	}
-	defer done()
-	cp, err := cstrReq(path)
-	if err != nil {
-		return err
-	}
-	defer C.free(unsafe.Pointer(cp))
-	var line C.int
 	r := C.int(0)
 	if replace {
 		r = 1
 	}
-	rc := C.tm_settings_load(p, cp, r, &line)
-	if rc == C.TM_ESYNTAX {
-		return &Error{Code: int(rc), Msg: fmt.Sprintf("%s:%d: %s", path, int(line), strerror(int(rc))), Line: int(line)}
-	}
-	return codeError(int(rc))
+	return c.loadFile(path, func(p *C.tm_context, cp *C.char, line *C.int) C.int {
+		return C.tm_settings_load(p, cp, r, line)
+	})
 }
 
-// SaveSettings writes both tables to path atomically (tm_settings_save).
-func (c *Context) SaveSettings(path string) error {
+// pathCall runs a tm_ function on the context with path as a C string.
+func (c *Context) pathCall(path string, fn func(*C.tm_context, *C.char) C.int) error {
 	p, done, err := c.use()
 	if err != nil {
 		return err
@@ -996,7 +984,28 @@ func (c *Context) SaveSettings(path string) error {
 		return err
 	}
 	defer C.free(unsafe.Pointer(cp))
-	return codeError(int(C.tm_settings_save(p, cp)))
+	return codeError(int(fn(p, cp)))
+}
+
+// loadFile runs a tm_*_load function: a syntax error is an *Error with
+// Code TM_ESYNTAX and the 1-based Line.
+func (c *Context) loadFile(path string, load func(*C.tm_context, *C.char, *C.int) C.int) error {
+	var line C.int
+	err := c.pathCall(path, func(p *C.tm_context, cp *C.char) C.int {
+		return load(p, cp, &line)
+	})
+	var e *Error
+	if errors.As(err, &e) && e.Code == int(C.TM_ESYNTAX) {
+		return &Error{Code: e.Code, Msg: fmt.Sprintf("%s:%d: %s", path, int(line), strerror(e.Code)), Line: int(line)}
+	}
+	return err
+}
+
+// SaveSettings writes both tables to path atomically (tm_settings_save).
+func (c *Context) SaveSettings(path string) error {
+	return c.pathCall(path, func(p *C.tm_context, cp *C.char) C.int {
+		return C.tm_settings_save(p, cp)
+	})
 }
 
 // ---------------------------------------------------------------------------
@@ -1018,38 +1027,17 @@ func (c *Context) STSCacheList() (string, error) {
 // line changes nothing and is an *Error with Code TM_ESYNTAX and the
 // 1-based Line (errors.Is(err, ErrSyntax)); an unreadable file is ErrIO.
 func (c *Context) STSCacheLoad(path string) error {
-	p, done, err := c.use()
-	if err != nil {
-		return err
-	}
-	defer done()
-	cp, err := cstrReq(path)
-	if err != nil {
-		return err
-	}
-	defer C.free(unsafe.Pointer(cp))
-	var line C.int
-	rc := C.tm_sts_cache_load(p, cp, &line)
-	if rc == C.TM_ESYNTAX {
-		return &Error{Code: int(rc), Msg: fmt.Sprintf("%s:%d: %s", path, int(line), strerror(int(rc))), Line: int(line)}
-	}
-	return codeError(int(rc))
+	return c.loadFile(path, func(p *C.tm_context, cp *C.char, line *C.int) C.int {
+		return C.tm_sts_cache_load(p, cp, line)
+	})
 }
 
 // STSCacheSave writes the cached MTA-STS policies to path atomically
 // (tm_sts_cache_save: a temporary file, then a rename), for the next start.
 func (c *Context) STSCacheSave(path string) error {
-	p, done, err := c.use()
-	if err != nil {
-		return err
-	}
-	defer done()
-	cp, err := cstrReq(path)
-	if err != nil {
-		return err
-	}
-	defer C.free(unsafe.Pointer(cp))
-	return codeError(int(C.tm_sts_cache_save(p, cp)))
+	return c.pathCall(path, func(p *C.tm_context, cp *C.char) C.int {
+		return C.tm_sts_cache_save(p, cp)
+	})
 }
 
 // ---------------------------------------------------------------------------
