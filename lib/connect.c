@@ -414,7 +414,9 @@ int tm__session_sts(const tm_session *s)
     }
 }
 
-int tm__session_sts_would_refuse(tm_session *s)
+/* Testing mode: 1 if enforce would refuse the current host and its
+ * connection, why in s->sts_error. */
+static int sts_would_refuse(tm_session *s)
 {
     const char *pre = "MTA-STS (testing): enforce would refuse";
 
@@ -432,6 +434,13 @@ int tm__session_sts_would_refuse(tm_session *s)
         return 0;
     tm__log(s->ctx, TM_LOG_WARNING, "%s", s->sts_error);
     return 1;
+}
+
+/* The connection satisfies the policy: what testing mode makes of it. */
+static int settled(tm_session *s)
+{
+    s->sts_refused = sts_would_refuse(s);
+    return TM_OK;
 }
 
 /* Applies the truth table to the current connection until one satisfies
@@ -495,17 +504,19 @@ int tm__session_apply_policy(tm_session *s)
             if (!s->cert_verified)
                 tm__log(s->ctx, TM_LOG_WARNING, "TLS to %s not verified: %s", s->host,
                         s->tls_error);
-            return TM_OK;
+            return settled(s);
         case TM_ACT_PLAIN_SAME:
             /* Not offered, or refused with nothing after the refusal (the
              * engine makes trailing bytes a violation): the connection
              * goes on as it is. */
             tm__log(s->ctx, TM_LOG_INFO, "plaintext: %s", s->tls_error);
-            return TM_OK;
+            return settled(s);
         case TM_ACT_PLAIN_NEW:
             tm__log(s->ctx, TM_LOG_INFO, "new plaintext connection: %s", s->tls_error);
             rc = reconnect_plain(s);
-            if (rc == TM_OK || rc == TM_ENOMEM)
+            if (rc == TM_OK)
+                return settled(s);
+            if (rc == TM_ENOMEM)
                 return rc;
             /* That address failed now: walk on, with STARTTLS again. */
             tm__route_next_address(&s->route);

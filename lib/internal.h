@@ -1073,8 +1073,6 @@ int tm__session_apply_policy(tm_session *s);
 int tm__session_dane(const tm_session *s);
 /* The tm_mta_sts mode of the session's domain. */
 int tm__session_sts(const tm_session *s);
-/* Testing mode: 1 if enforce would refuse the current host and its
- * connection (writes why into s->sts_error). */
-int tm__session_sts_would_refuse(tm_session *s);
+
 
 #endif

@@ -80,12 +80,10 @@ static int session_route(tm_session *s, const tm_session_options *o, tm_delivery
 }
 
 /* The MTA-STS part of the status. */
-static void status_sts(tm_session *s, tm_delivery_status *st)
+static void status_sts(const tm_session *s, tm_delivery_status *st)
 {
-    int refuse = tm__session_sts_would_refuse(s);
-
-    tm__status_set_sts(st, tm__session_sts(s), s->sts.entry.id, s->sts.from_cache, refuse,
-                       s->sts_error[0] ? s->sts_error : s->sts.why);
+    tm__status_set_sts(st, tm__session_sts(s), s->sts.entry.id, s->sts.from_cache,
+                       s->sts_refused, s->sts_error[0] ? s->sts_error : s->sts.why);
 }
 
 /* The status of a walk that reached no usable host: its last failure. */
@@ -123,7 +121,7 @@ static void status_failure(tm_session *s, tm_delivery_status *st, int rc)
         tm__status_describe(st, "%s", f->why[0] ? f->why : tm_strerror(rc));
 }
 
-static void status_connection(tm_session *s, tm_delivery_status *st)
+static void status_connection(const tm_session *s, tm_delivery_status *st)
 {
     tm__status_set_host(st, s->host, s->address, s->route.port, s->route.attempts);
     tm__status_set_tls(st, s->tls_active, s->cert_verified,
@@ -138,7 +136,7 @@ static void status_connection(tm_session *s, tm_delivery_status *st)
 
 /* The status of a session ready to send: the server's last word (EHLO),
  * the connection and its TLS. */
-static int status_ready(tm_session *s, tm_delivery_status *st, int64_t start)
+static int status_ready(const tm_session *s, tm_delivery_status *st, int64_t start)
 {
     if (st) {
         tm__status_set_reply(st, &s->client.reply);
