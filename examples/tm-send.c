@@ -11,6 +11,9 @@
  *
  * Exit status: 0 delivered, 75 deferred or uncertain, 69 bounced, 64 usage
  * (sysexits.h: EX_TEMPFAIL, EX_UNAVAILABLE, EX_USAGE).
+ *
+ * Called "sendmail" (or with --sendmail first) it is a sendmail drop-in:
+ * sendmail_main() below, the message side in sendmail.c.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -74,6 +77,8 @@ static void usage(FILE *f)
           "  --sending-domain NAME  whose settings apply (default: the --from domain)\n"
           "  --verbose              print the SMTP dialogue on standard error\n"
           "  --version              print the library version\n"
+          "tm-send --sendmail ..., or called sendmail: the sendmail command line\n"
+          "                         (-t, -i, -f ADDR, -F NAME, recipients; see --sendmail --help)\n"
           "exit status: 0 delivered, 75 deferred or uncertain, 69 bounced, 64 usage\n",
           f);
 }
