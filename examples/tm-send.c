@@ -15,12 +15,15 @@
  * Called "sendmail" (or with --sendmail first) it is a sendmail drop-in:
  * sendmail_main() below, the message side in sendmail.c.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <pwd.h>
 #include <strings.h>
@@ -29,6 +32,7 @@
 
 #include <tlsmail.h>
 
+#include "queue.h"
 #include "sendmail.h"
 
 #define EX_OK_ 0
@@ -217,7 +221,7 @@ static void print_summary(const tm_delivery_status *st, const tm_rcpt_status *rc
 enum { O_MX = 256, O_PORT, O_DNS, O_REQ, O_SKIP, O_KEEP, O_NO_REQ, O_NO_SKIP, O_NO_KEEP, O_CA,
        O_HELO, O_TIMEOUT, O_JSON, O_VERBOSE, O_VERSION, O_HELP, O_SETTINGS, O_SENDING,
        O_DNSSEC, O_TRUST, O_NO_DANE, O_FLOOR, O_NO_STS, O_STS_CACHE, O_STS_ADDR,
-       O_STS_PORT };
+       O_STS_PORT, O_QUEUE, O_FLUSH };
 static const struct option longopts[] = {
     { "from", required_argument, NULL, 'f' },
     { "to", required_argument, NULL, 't' },
@@ -247,6 +251,9 @@ static const struct option longopts[] = {
     { "sts-cache", required_argument, NULL, O_STS_CACHE },
     { "sts-https-address", required_argument, NULL, O_STS_ADDR },
     { "sts-https-port", required_argument, NULL, O_STS_PORT },
+    /* sendmail mode only */
+    { "queue", required_argument, NULL, O_QUEUE },
+    { "flush", required_argument, NULL, O_FLUSH },
     { NULL, 0, NULL, 0 },
 };
 
@@ -477,6 +484,11 @@ static void sendmail_usage(FILE *f)
           "  -oem -oee -odi -odb -bm -B 8BITMIME|7BIT -N DSN\n"
           "                 accepted and ignored (delivery is always immediate, in the\n"
           "                 foreground; no DSN is requested)\n"
+          "  --queue DIR    a domain deferred is written to DIR (one file per domain)\n"
+          "                 and counts as accepted; an uncertain one is held there\n"
+          "  --flush DIR    retry the due entries of DIR (5 min, doubling, at most 4 h;\n"
+          "                 given up after 5 days), no message read; entries whose outcome\n"
+          "                 is unknown are held, never retried\n"
           "  and tm-send's long options (--dns, --port, --mx, --ca-file, --helo, --json, ...)\n"
           "One delivery per recipient domain, in turn; a line per domain on standard error\n"
           "(--json: one JSON object per domain, a line each, on standard output).\n"
@@ -535,11 +547,261 @@ static char *from_header(const char *name, const char *sender)
     return b;
 }
 
+/* ---- the queue (--queue DIR, --flush DIR) ------------------------------ */
+
+/* The current time; TM_QUEUE_NOW (Unix seconds) stands in for it in tests. */
+static long long queue_now(void)
+{
+    const char *s = getenv("TM_QUEUE_NOW");
+
+    return s && *s ? strtoll(s, NULL, 10) : (long long)time(NULL);
+}
+
+/* A recipient's outcome: its own, else (not reached) the message's. */
+static int rcpt_result(const tm_delivery_status *st, const tm_rcpt_status *rs, size_t j)
+{
+    if (j < st->rcpt_count && rs[j].result != TM_RESULT_NONE)
+        return rs[j].result;
+    return st->result;
+}
+
+/* The text kept as an entry's "last". */
+static void outcome_text(char *buf, size_t cap, const tm_delivery_status *st, int rc)
+{
+    const char *text = st->code ? st->message
+                                : st->description[0] ? st->description : tm_strerror(rc);
+    int k = snprintf(buf, cap, "%s %s: ", tm_result_name(st->result),
+                     st->mx_host[0] ? st->mx_host : "-");
+    size_t i = k > 0 ? (size_t)k : 0;
+
+    if (st->code && i < cap) {
+        k = snprintf(buf + i, cap - i, "%d ", st->code);
+        i += k > 0 ? (size_t)k : 0;
+    }
+    /* the server's text, cut to fit */
+    for (; i + 1 < cap && *text; text++)
+        buf[i++] = *text;
+    if (i < cap)
+        buf[i] = '\0';
+}
+
+/* Writes the recipients of group whose outcome is want into an entry:
+ * dir/name when *name is set (rewritten), else a new one.  1 written, 0
+ * none had that outcome, -1 failed (said). */
+static int queue_some(const char *dir, char *name, size_t cap, const char *state, int want,
+                      const q_entry *base, const char **group, size_t n,
+                      const tm_delivery_status *st, const tm_rcpt_status *rs, int rc)
+{
+    q_entry e = *base;
+    size_t j;
+    int ret = 0;
+
+    memset(&e.rcpts, 0, sizeof e.rcpts);
+    snprintf(e.state, sizeof e.state, "%s", state);
+    outcome_text(e.last, sizeof e.last, st, rc);
+    for (j = 0; j < n; j++)
+        if (rcpt_result(st, rs, j) == want && sm_list_add(&e.rcpts, group[j]) != 0)
+            ret = -1;
+    if (ret == 0 && e.rcpts.n > 0)
+        ret = q_write(dir, name, cap, &e) == 0 ? 1 : -1;
+    if (ret < 0)
+        fprintf(stderr, "tm-send: queue %s: %s\n", dir, strerror(errno ? errno : ENOMEM));
+    sm_list_free(&e.rcpts);
+    return ret;
+}
+
+static int by_name(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/*
+ * Tries every due entry once.  Exactly once: before a delivery the entry is
+ * rewritten (durably) as "attempting"; an entry found "attempting" was being
+ * delivered when a flush stopped, its outcome is unknown, and it is held,
+ * never tried again, as are "uncertain" results (held: an operator decides).
+ * An entry is removed only after its delivery returned delivered or bounced.
+ */
+static int flush_queue(const char *dir, struct conf *c)
+{
+    char lockpath[4096], **names = NULL;
+    size_t nnames = 0, cap = 0, i, j;
+    tm_context *ctx = NULL;
+    long long now = queue_now();
+    int lock, ret = EX_OK_;
+    DIR *d;
+    struct dirent *de;
+
+    snprintf(lockpath, sizeof lockpath, "%s/.lock", dir);
+    lock = open(lockpath, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (lock < 0) {
+        fprintf(stderr, "tm-send: %s: %s\n", lockpath, strerror(errno));
+        return EX_TEMPFAIL_;
+    }
+    if (flock(lock, LOCK_EX | LOCK_NB) != 0) {
+        fprintf(stderr, "tm-send: another flush of %s is running\n", dir);
+        close(lock);
+        return EX_TEMPFAIL_;
+    }
+    d = opendir(dir);
+    if (!d) {
+        fprintf(stderr, "tm-send: %s: %s\n", dir, strerror(errno));
+        close(lock);
+        return EX_TEMPFAIL_;
+    }
+    while ((de = readdir(d)) != NULL) {
+        if (strncmp(de->d_name, "q-", 2) != 0)
+            continue;
+        if (nnames == cap) {
+            size_t ncap = cap ? cap * 2 : 16;
+            char **nn = realloc(names, ncap * sizeof *nn);
+            if (!nn)
+                break;
+            names = nn;
+            cap = ncap;
+        }
+        if (!(names[nnames] = strdup(de->d_name)))
+            break;
+        nnames++;
+    }
+    closedir(d);
+    if (nnames)
+        qsort(names, nnames, sizeof *names, by_name);
+
+    for (i = 0; i < nnames; i++) {
+        char *name = names[i], other[256] = "", ncopy[256];
+        q_entry e;
+        tm_delivery_status st;
+        tm_rcpt_status *rs;
+        const char *domain;
+        int rc, r, nd, nu, nb = 0, ndel = 0;
+
+        rc = q_read(dir, name, &e);
+        if (rc == -2) {
+            fprintf(stderr, "tm-send: %s/%s: not a queue entry, left alone\n", dir, name);
+            ret = worse(ret, EX_TEMPFAIL_);
+            continue;
+        }
+        if (rc != 0)
+            continue; /* gone meanwhile */
+        snprintf(ncopy, sizeof ncopy, "%s", name);
+        domain = strrchr(e.rcpts.v[0], '@') ? strrchr(e.rcpts.v[0], '@') + 1 : "?";
+        if (strcmp(e.state, "attempting") == 0) {
+            snprintf(e.state, sizeof e.state, "held");
+            snprintf(e.last, sizeof e.last,
+                     "a flush stopped during this delivery: it may have arrived");
+            if (q_write(dir, ncopy, sizeof ncopy, &e) != 0)
+                fprintf(stderr, "tm-send: %s/%s: %s\n", dir, name, strerror(errno));
+        }
+        if (strcmp(e.state, "held") == 0) {
+            fprintf(stderr, "tm-send: queue %s: %s: held (%s), not retried\n", name, domain,
+                    e.last);
+            ret = worse(ret, EX_TEMPFAIL_);
+            q_free(&e);
+            continue;
+        }
+        if (now - e.first > Q_MAX_AGE) {
+            char failed[4096], path[4096];
+            snprintf(path, sizeof path, "%s/%s", dir, name);
+            snprintf(failed, sizeof failed, "%s/f-%s", dir, name + 2);
+            fprintf(stderr, "tm-send: queue %s: %s: expired after %u attempts (%s), kept as "
+                    "f-%s\n", name, domain, e.attempts, e.last, name + 2);
+            if (rename(path, failed) != 0)
+                fprintf(stderr, "tm-send: %s: %s\n", path, strerror(errno));
+            ret = worse(ret, EX_UNAVAILABLE_);
+            q_free(&e);
+            continue;
+        }
+        if (e.next > now) {
+            fprintf(stderr, "tm-send: queue %s: %s: next try in %lld s\n", name, domain,
+                    e.next - now);
+            q_free(&e);
+            continue;
+        }
+        if (!ctx && (r = open_context(c, &ctx)) != EX_OK_) {
+            q_free(&e);
+            ret = worse(ret, r);
+            break;
+        }
+        /* durably "attempting" before a byte goes out */
+        snprintf(e.state, sizeof e.state, "attempting");
+        if (q_write(dir, ncopy, sizeof ncopy, &e) != 0) {
+            fprintf(stderr, "tm-send: %s/%s: %s; not tried\n", dir, name, strerror(errno));
+            ret = worse(ret, EX_TEMPFAIL_);
+            q_free(&e);
+            continue;
+        }
+        rs = calloc(e.rcpts.n, sizeof *rs);
+        if (!rs) {
+            q_free(&e);
+            ret = worse(ret, EX_SOFTWARE_);
+            break; /* left "attempting": held by the next flush, never sent twice */
+        }
+        {
+            tm_message msg = TM_MESSAGE_INIT;
+            tm_status_init(&st, TM_STATUS_VERSION);
+            msg.from = e.from;
+            msg.sending_domain = c->sending;
+            msg.to = (const char **)e.rcpts.v;
+            msg.to_count = e.rcpts.n;
+            msg.data = e.data;
+            msg.size = e.size;
+            msg.rcpt_status = rs;
+            msg.rcpt_status_cap = e.rcpts.n;
+            e.attempts++;
+            rc = tm_deliver(ctx, &msg, &c->policy, &c->so, &st);
+        }
+        for (j = 0; j < e.rcpts.n; j++) {
+            int res = rcpt_result(&st, rs, j);
+            if (res == TM_RESULT_BOUNCED) {
+                fprintf(stderr, "tm-send: queue %s: %s bounced: %d %s\n", name,
+                        e.rcpts.v[j], rs[j].code, rs[j].message);
+                nb++;
+            } else if (res == TM_RESULT_DELIVERED) {
+                ndel++;
+            }
+        }
+        /* Write what stays first, then remove: a crash in between leaves
+         * the entry "attempting", which the next flush holds. */
+        e.next = now + q_backoff(e.attempts);
+        nu = queue_some(dir, other, sizeof other, "held", TM_RESULT_UNCERTAIN, &e,
+                        (const char **)e.rcpts.v, e.rcpts.n, &st, rs, rc);
+        nd = queue_some(dir, ncopy, sizeof ncopy, "deferred", TM_RESULT_DEFERRED, &e,
+                        (const char **)e.rcpts.v, e.rcpts.n, &st, rs, rc);
+        if (nu < 0 || nd < 0) {
+            ret = worse(ret, EX_TEMPFAIL_);
+        } else if (nd == 0 && q_remove(dir, name) != 0) {
+            fprintf(stderr, "tm-send: %s/%s: %s\n", dir, name, strerror(errno));
+            ret = worse(ret, EX_TEMPFAIL_);
+        }
+        fprintf(stderr, "tm-send: queue %s: %s: %s (attempt %u): %d delivered, %d bounced",
+                name, domain, tm_result_name(st.result), e.attempts, ndel, nb);
+        if (nd > 0)
+            fprintf(stderr, ", deferred, next try in %lld s", e.next - now);
+        if (nu > 0)
+            fprintf(stderr, ", uncertain: held as %s", other);
+        fputc('\n', stderr);
+        if (nb)
+            ret = worse(ret, EX_UNAVAILABLE_);
+        if (nu)
+            ret = worse(ret, EX_TEMPFAIL_);
+        free(rs);
+        q_free(&e);
+    }
+    save_sts_cache(ctx, c);
+    tm_context_free(ctx);
+    for (i = 0; i < nnames; i++)
+        free(names[i]);
+    free(names);
+    close(lock); /* releases the lock */
+    return ret;
+}
+
 static int sendmail_main(int argc, char **argv, struct conf *c)
 {
     sm_list rcpts = { 0 };
     char *raw = NULL, *copy = NULL, *from_line = NULL, *dflt_from = NULL;
-    const char *from = NULL, *fullname = NULL;
+    const char *from = NULL, *fullname = NULL, *queue = NULL, *flush = NULL;
     const char **group = NULL;
     tm_rcpt_status *rs = NULL;
     unsigned char *done = NULL;
@@ -586,6 +848,12 @@ static int sendmail_main(int argc, char **argv, struct conf *c)
         case 'B':
         case 'N':
             break;
+        case O_QUEUE:
+            queue = optarg;
+            break;
+        case O_FLUSH:
+            flush = optarg;
+            break;
         case O_VERSION:
             printf("tm-send (libtlsmail %s, %s)\n", tm_version(), tm_tls_backend());
             return EX_OK_;
@@ -602,6 +870,13 @@ static int sendmail_main(int argc, char **argv, struct conf *c)
         }
     }
 
+    if (flush) {
+        if (optind < argc || queue || extract) {
+            fprintf(stderr, "tm-send: --flush takes no recipients, -t or --queue\n");
+            return EX_USAGE_;
+        }
+        return flush_queue(flush, c);
+    }
     if (sm_read_all(STDIN_FILENO, &raw, &raw_len) != 0) {
         fprintf(stderr, "tm-send: reading the message: %s\n", strerror(errno));
         ret = EX_NOINPUT_;
@@ -667,6 +942,7 @@ static int sendmail_main(int argc, char **argv, struct conf *c)
         const char *domain = strrchr(rcpts.v[i], '@') + 1;
         tm_message msg = TM_MESSAGE_INIT;
         tm_delivery_status st;
+        char qname[256], hname[256];
         size_t n = 0;
         int ex;
 
@@ -696,6 +972,29 @@ static int sendmail_main(int argc, char **argv, struct conf *c)
         ex = exit_code(st.result);
         if (rc == TM_EINVAL || rc == TM_EADDRESS || rc == TM_ETOOMANY)
             ex = EX_USAGE_;
+        qname[0] = hname[0] = '\0';
+        if (queue && (st.result == TM_RESULT_DEFERRED || st.result == TM_RESULT_UNCERTAIN)) {
+            /* In the queue's custody now: 0, unless writing it failed. */
+            q_entry e;
+            int nd, nu;
+            memset(&e, 0, sizeof e);
+            e.from = (char *)from;
+            e.attempts = 1;
+            e.first = queue_now();
+            e.next = e.first + q_backoff(1);
+            e.data = copy;
+            e.size = copy_len;
+            nd = queue_some(queue, qname, sizeof qname, "deferred", TM_RESULT_DEFERRED, &e,
+                            group, n, &st, rs, rc);
+            nu = queue_some(queue, hname, sizeof hname, "held", TM_RESULT_UNCERTAIN, &e,
+                            group, n, &st, rs, rc);
+            if (nd >= 0 && nu >= 0) {
+                ex = EX_OK_;
+                for (j = 0; j < n; j++)
+                    if (rcpt_result(&st, rs, j) == TM_RESULT_BOUNCED)
+                        ex = EX_UNAVAILABLE_;
+            }
+        }
         ret = worse(ret, ex);
         if (c->json) {
             size_t k = st.rcpt_count < n ? st.rcpt_count : n;
@@ -718,7 +1017,12 @@ static int sendmail_main(int argc, char **argv, struct conf *c)
                     fprintf(stderr, "tm-send:   %s: %s %d %s\n", rs[j].address,
                             tm_result_name(rs[j].result), rs[j].code, rs[j].message);
         }
-        if (st.result == TM_RESULT_UNCERTAIN)
+        if (qname[0])
+            fprintf(stderr, "tm-send: %s: queued as %s/%s\n", domain, queue, qname);
+        if (hname[0])
+            fprintf(stderr, "tm-send: %s: uncertain, held (not retried) as %s/%s\n", domain,
+                    queue, hname);
+        else if (st.result == TM_RESULT_UNCERTAIN)
             fprintf(stderr, "tm-send: %s: the message may have been delivered; sending it "
                     "again may deliver it twice\n", domain);
     }

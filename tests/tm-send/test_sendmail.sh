@@ -168,4 +168,95 @@ why=
 [ "$(grep -c '^{.*"result": "delivered"' "$out")" -eq 2 ] || why=" not two delivered JSON lines;"
 expect "--json: a line per domain" 0 "$got" "$why"
 
+# --- --queue DIR and --flush DIR ---------------------------------------------
+q="$dir/queue"
+mkdir "$q"
+now=$(date +%s)
+# entries: the q-* files of the queue, one a line
+entries() { find "$q" -maxdepth 1 -name 'q-*' -type f | sort; }
+# shellcheck disable=SC2086
+"$sendmail" --queue "$q" -f a@tm.test $common "qu$id@valid.tm.test" "qd$id@mx-dead.tm.test" \
+    < "$dir/o.eml" > "$out" 2>&1
+got=$?
+why=
+wait_box valid.tm.test "qu$id"
+[ -n "$box" ] || why=" not delivered to the domain that is up;"
+[ "$(entries | wc -l)" -eq 1 ] || why="$why not one queue entry;"
+entry=$(entries)
+grep -q "^rcpt qd$id@mx-dead.tm.test\$" "$entry" && grep -q '^state deferred$' "$entry" &&
+    grep -q '^attempts 1$' "$entry" && ! grep -q "qu$id" "$entry" || why="$why entry: $(head -c 400 "$entry");"
+grep -q 'queued as' "$out" || why="$why no 'queued as';"
+expect "--queue: deferred domain queued, exit 0" 0 "$got" "$why"
+
+# shellcheck disable=SC2086
+"$sendmail" --flush "$q" $common > "$out" 2>&1
+got=$?
+grep -q 'next try in' "$out" && grep -q '^attempts 1$' "$entry" && why= || why=" tried too early;"
+expect "--flush: an entry not due is left alone" 0 "$got" "$why"
+
+# shellcheck disable=SC2086
+TM_QUEUE_NOW=$((now + 400)) "$sendmail" --flush "$q" $common > "$out" 2>&1
+got=$?
+why=
+grep -q '^attempts 2$' "$entry" && grep -q '^state deferred$' "$entry" || why=" not rescheduled;"
+grep -q "^next $((now + 400 + 600))\$" "$entry" || why="$why next not +600 s: $(grep '^next' "$entry");"
+expect "--flush: still down: rescheduled, back-off doubled" 0 "$got" "$why"
+
+# The domain "comes back": the flush goes to mx-valid (which takes any domain).
+# shellcheck disable=SC2086
+TM_QUEUE_NOW=$((now + 1100)) "$sendmail" --flush "$q" $common --mx "mx-valid.tm.test:$TM_TEST_PORT" \
+    > "$out" 2>&1
+got=$?
+why=
+wait_box mx-dead.tm.test "qd$id"
+[ -n "$box" ] || why=" not delivered;"
+[ "$(entries | wc -l)" -eq 0 ] || why="$why entry not removed;"
+# shellcheck disable=SC2086
+TM_QUEUE_NOW=$((now + 90000)) "$sendmail" --flush "$q" $common --mx "mx-valid.tm.test:$TM_TEST_PORT" \
+    >> "$out" 2>&1
+sleep 0.5
+[ "$(mailbox mx-dead.tm.test "qd$id")" -eq 1 ] || why="$why delivered twice;"
+expect "--flush: delivered, removed, not sent again" 0 "$got" "$why"
+
+# A flush that stopped during a delivery leaves the entry "attempting": the
+# outcome is unknown, so it is held, never sent again.
+# shellcheck disable=SC2086
+"$sendmail" --queue "$q" -f a@tm.test $common "qi$id@mx-dead.tm.test" < "$dir/o.eml" > "$out" 2>&1
+entry=$(entries)
+sed 's/^state deferred$/state attempting/' "$entry" > "$dir/edit" && cat "$dir/edit" > "$entry"
+# shellcheck disable=SC2086
+TM_QUEUE_NOW=$((now + 1000)) "$sendmail" --flush "$q" $common --mx "mx-valid.tm.test:$TM_TEST_PORT" \
+    > "$out" 2>&1
+got=$?
+# shellcheck disable=SC2086
+TM_QUEUE_NOW=$((now + 90000)) "$sendmail" --flush "$q" $common --mx "mx-valid.tm.test:$TM_TEST_PORT" \
+    >> "$out" 2>&1
+why=
+sleep 0.5
+[ "$(mailbox mx-dead.tm.test "qi$id")" -eq 0 ] || why=" delivered;"
+grep -q '^state held$' "$entry" || why="$why not held;"
+grep -q 'held' "$out" || why="$why no 'held' line;"
+expect "--flush after an interrupted flush: held, not delivered" 75 "$got" "$why"
+rm -f "$entry"
+
+# given up after 5 days: kept as f-*, exit 69, not delivered
+# shellcheck disable=SC2086
+"$sendmail" --queue "$q" -f a@tm.test $common "qe$id@mx-dead.tm.test" < "$dir/o.eml" > "$out" 2>&1
+# shellcheck disable=SC2086
+TM_QUEUE_NOW=$((now + 6 * 86400)) "$sendmail" --flush "$q" $common \
+    --mx "mx-valid.tm.test:$TM_TEST_PORT" > "$out" 2>&1
+got=$?
+why=
+[ "$(entries | wc -l)" -eq 0 ] && [ "$(find "$q" -name 'f-*' | wc -l)" -eq 1 ] || why=" not moved to f-*;"
+grep -q 'expired' "$out" || why="$why no 'expired' line;"
+[ "$(mailbox mx-dead.tm.test "qe$id")" -eq 0 ] || why="$why delivered;"
+expect "--flush: expired after 5 days" 69 "$got" "$why"
+
+# one flush at a time
+# shellcheck disable=SC2086
+flock "$q/.lock" "$sendmail" --flush "$q" $common > "$out" 2>&1
+got=$?
+grep -q 'another flush' "$out" && why= || why=" no 'another flush';"
+expect "--flush while another runs: 75" 75 "$got" "$why"
+
 finish
