@@ -920,8 +920,15 @@ static int sendmail_main(int argc, char **argv, struct conf *c)
         sprintf(dflt_from, "%s@%s", pw ? pw->pw_name : "nobody", h);
         from = dflt_from;
     }
-    if (strcmp(from, "<>") == 0)
-        from = "";
+    if (from[0] == '<' && from[strlen(from) - 1] == '>') {
+        /* -f '<>' (null sender) or -f '<addr>' */
+        char *bare = strdup(from + 1);
+        if (!bare)
+            goto oom;
+        bare[strlen(bare) - 1] = '\0';
+        free(dflt_from);
+        from = dflt_from = bare;
+    }
     if (!sm_has_header(raw, raw_len, "from") && !(from_line = from_header(fullname, from)))
         goto oom;
     if (sm_message_copy(raw, raw_len, from_line, &copy, &copy_len) != 0)

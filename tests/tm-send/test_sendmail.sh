@@ -105,13 +105,14 @@ expect "--sendmail, -F NAME, TM_SENDMAIL_FROM" 0 "$got" "$why"
 # --- a From header of the message is kept, -F or not
 printf 'From: Real <real@tm.test>\nSubject: keep\n\nhello\n' > "$dir/k.eml"
 # shellcheck disable=SC2086
-"$sendmail" -F Other -f a@tm.test $common "keep$id@valid.tm.test" < "$dir/k.eml" > "$out" 2>&1
+"$sendmail" -F Other -f "<angle$id@tm.test>" $common "keep$id@valid.tm.test" < "$dir/k.eml" > "$out" 2>&1
 got=$?
 why=
 wait_box valid.tm.test "keep$id"
 [ -n "$box" ] && [ "$(grep -c '^From:' "$box")" -eq 1 ] && grep -q '^From: Real <real@tm.test>' "$box" ||
     why=" the message's From header not kept alone;"
-expect "-F with a From header: unchanged" 0 "$got" "$why"
+[ -n "$box" ] && grep -q "^Return-Path: <angle$id@tm.test>\$" "$box" || why="$why -f '<addr>' not unwrapped;"
+expect "-F with a From header: unchanged; -f '<addr>'" 0 "$got" "$why"
 
 # --- usage errors: nothing is read or sent
 # shellcheck disable=SC2086
