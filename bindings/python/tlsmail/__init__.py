@@ -18,11 +18,25 @@ used in the wrong state, a settings file with a syntax error, or an
 exception raised by your message reader (MessageReadError, with your
 exception as ``__cause__``).  Session.open() and Session.starttls() have
 no message outcome to return, so when they fail they raise DeliveryError
-(TLSRequired for TM_ETLSREQUIRED) carrying the status.
+carrying the status: Deferred, Bounced or Uncertain by its result,
+TLSRequired (a Deferred) for TM_ETLSREQUIRED.  To have a message outcome
+other than delivered raised the same way, pass ``check=True`` to deliver(),
+deliver_async() or Session.send(), or call ``status.raise_for_result()``::
+
+    try:
+        tlsmail.deliver(sender, rcpt, data, check=True)
+    except tlsmail.Deferred:      # includes TLSRequired: retry later
+        ...
+    except tlsmail.Bounced:       # permanent: do not retry
+        ...
+    except tlsmail.Uncertain:     # may have arrived: retrying may duplicate
+        ...
 
 Every call blocks the calling thread for at most the context's timeouts and
 releases the GIL while it runs, so deliveries on several threads sharing one
 Context run in parallel.  A Session must be used by one thread at a time.
+In asyncio code, ``await tlsmail.deliver_async(...)`` runs deliver() in an
+executor so that the event loop keeps running meanwhile.
 
 MTA-STS (RFC 8461, docs/mta-sts.md) is on by default: a delivery to a
 domain's MX hosts follows the domain's published policy, and the status
@@ -31,8 +45,10 @@ says which (``status.mta_sts``).  Context(mta_sts=False) turns it off.
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import enum
+import functools
 import json
 import os
 import threading
@@ -47,7 +63,7 @@ __all__ = [
     "Result", "TLSFailure", "PolicySource", "Floor", "MtaSts", "LogLevel", "ErrorCode",
     "TlsmailError", "InvalidArgument", "OutOfMemory", "CAFileError", "SessionStateError",
     "MessageReadError", "SettingsSyntaxError", "StsCacheSyntaxError", "DeliveryError",
-    "TLSRequired",
+    "Deferred", "Bounced", "Uncertain", "TLSRequired", "deliver_async",
     "default_context", "version", "tls_backend", "strerror",
 ]
 
@@ -241,12 +257,33 @@ class StsCacheSyntaxError(SettingsSyntaxError):
 
 
 class DeliveryError(TlsmailError):
-    """Raised by Session.open() and Session.starttls() when no session could
-    be made ready; ``status`` says why (result deferred or bounced)."""
+    """The message (or the session) did not get through; ``status`` says
+    why.  Raised by Session.open() and Session.starttls() when no session
+    could be made ready, and by deliver(check=True), deliver_async(check=True),
+    Session.send(check=True) and DeliveryStatus.raise_for_result() for any
+    result but delivered.  Always one of the subclasses below, except for a
+    status with no result at all."""
 
 
-class TLSRequired(DeliveryError):
-    """TM_ETLSREQUIRED: the policy requires TLS and no MX host gave it."""
+class Deferred(DeliveryError):
+    """Result deferred: a temporary failure (network, timeout, DNS, 4xx,
+    TLS required but unavailable); try again later."""
+
+
+class Bounced(DeliveryError):
+    """Result bounced: a permanent failure (5xx, null MX, no such domain);
+    do not try again."""
+
+
+class Uncertain(DeliveryError):
+    """Result uncertain: the end of data was sent and no complete reply
+    came back, so the message may have arrived (RFC 1047).  Do not treat it
+    as delivered; trying again may deliver it twice."""
+
+
+class TLSRequired(Deferred):
+    """TM_ETLSREQUIRED: the policy requires TLS and no MX host gave it (a
+    Deferred, as the result is)."""
 
 
 _RAISE: Dict[int, type] = {
@@ -270,6 +307,23 @@ def _misuse(rc: int, status: Optional["DeliveryStatus"] = None) -> Optional[Tlsm
 def _check(rc: int) -> None:
     if rc != 0:
         raise _RAISE.get(rc, TlsmailError)(rc)
+
+
+def _delivery_error(rc: int, status: "DeliveryStatus") -> DeliveryError:
+    """The DeliveryError subclass for a status that is not delivered: by
+    the error (TLSRequired), else by the result."""
+    if rc == ErrorCode.ETLSREQUIRED or status.error == ErrorCode.ETLSREQUIRED:
+        cls: type = TLSRequired
+    else:
+        cls = _BY_RESULT.get(status.result, DeliveryError)
+    return cls(rc if rc != 0 else status.error, status=status)
+
+
+_BY_RESULT: Dict[int, type] = {
+    Result.DEFERRED: Deferred,
+    Result.BOUNCED: Bounced,
+    Result.UNCERTAIN: Uncertain,
+}
 
 
 # ---------------------------------------------------------------------------
@@ -421,6 +475,17 @@ class DeliveryStatus:
     def delivered(self) -> bool:
         """True only when every recipient got a 2xx to the end of data."""
         return self.result == Result.DELIVERED
+
+    def raise_for_result(self) -> "DeliveryStatus":
+        """Returns self when the message was delivered, else raises the
+        DeliveryError for its result (with this status as ``.status``):
+        Deferred (TLSRequired when TLS was required and unavailable),
+        Bounced or Uncertain.  After a partial delivery (error EPARTIAL)
+        the result is the class of the failed recipients, and some
+        recipients did get the message: see ``status.recipients``."""
+        if self.result == Result.DELIVERED:
+            return self
+        raise _delivery_error(self.error, self)
 
     @property
     def error_name(self) -> str:
@@ -1074,7 +1139,7 @@ def _outcome(rc: int, st: _ffi.tm_delivery_status, msg: _Message) -> DeliverySta
 def deliver(from_addr: str, to: Recipients, data: Data, *, policy: Optional[Policy] = None,
             host: Optional[str] = None, port: Optional[int] = None,
             context: Optional[Context] = None,
-            sending_domain: Optional[str] = None) -> DeliveryStatus:
+            sending_domain: Optional[str] = None, check: bool = False) -> DeliveryStatus:
     """tm_deliver(): deliver one message to the MX hosts of the recipients'
     domain (all recipients must share it), or to ``host``.
 
@@ -1087,10 +1152,14 @@ def deliver(from_addr: str, to: Recipients, data: Data, *, policy: Optional[Poli
     host, port      deliver to this host / port instead of the MX hosts
     context         the Context (default: default_context())
     sending_domain  whose connection settings apply (default: from's domain)
+    check           raise Deferred, Bounced, Uncertain or TLSRequired (all
+                    DeliveryError) instead of returning a status that is not
+                    delivered (status.raise_for_result())
 
     Returns the DeliveryStatus for every SMTP outcome (check ``.result`` or
     ``.delivered``); raises InvalidArgument, OutOfMemory, MessageReadError,
-    SessionStateError (closed context) or TlsmailError (EIO).  Blocks.
+    SessionStateError (closed context) or TlsmailError (EIO).  Blocks
+    (releasing the GIL); see deliver_async() for asyncio.
     """
     ctx = context if context is not None else default_context()
     msg = _Message(from_addr, to, data, sending_domain)
@@ -1103,7 +1172,31 @@ def deliver(from_addr: str, to: Recipients, data: Data, *, policy: Optional[Poli
                              ctypes.byref(so) if so else None, ctypes.byref(st))
     finally:
         ctx._release()
-    return _outcome(rc, st, msg)
+    status = _outcome(rc, st, msg)
+    return status.raise_for_result() if check else status
+
+
+async def deliver_async(from_addr: str, to: Recipients, data: Data, *,
+                        policy: Optional[Policy] = None, host: Optional[str] = None,
+                        port: Optional[int] = None, context: Optional[Context] = None,
+                        sending_domain: Optional[str] = None, check: bool = False,
+                        executor: Any = None) -> DeliveryStatus:
+    """deliver() for asyncio: the blocking call runs in ``executor`` (None:
+    the event loop's default thread pool) while the event loop goes on; the
+    library releases the GIL for the whole delivery.  Same arguments,
+    result and exceptions as deliver().
+
+    Cancelling the awaiting task does not stop a delivery that has started
+    (a C call cannot be interrupted): it runs to its end, bounded by the
+    context's timeouts, and its outcome is lost - the message may have been
+    delivered.  A file object given as ``data`` is read on the executor's
+    thread.
+    """
+    loop = asyncio.get_running_loop()
+    call = functools.partial(deliver, from_addr, to, data, policy=policy, host=host,
+                             port=port, context=context, sending_domain=sending_domain,
+                             check=check)
+    return await loop.run_in_executor(executor, call)
 
 
 # ---------------------------------------------------------------------------
@@ -1145,7 +1238,7 @@ class Session:
         self.open_status = DeliveryStatus._from_c(st)
         if rc != 0:
             context._release()
-            raise _misuse(rc, self.open_status) or DeliveryError(rc, status=self.open_status)
+            raise _misuse(rc, self.open_status) or _delivery_error(rc, self.open_status)
         self._ptr = out.value
 
     @classmethod
@@ -1163,7 +1256,8 @@ class Session:
         """tm_starttls(): apply the policy (STARTTLS, verification, fallback,
         moving on to the next MX under require_tls).  Returns the TLS outcome
         (tls, cert_verified, tls_error, mx_host); raises TLSRequired or
-        DeliveryError (fallback connection failed) or SessionStateError."""
+        another DeliveryError (Deferred, Bounced: the fallback connection
+        failed) or SessionStateError."""
         pol = policy._to_c() if policy is not None else None
         st = _new_status()
         with self._lock:
@@ -1174,19 +1268,21 @@ class Session:
         if rc == ErrorCode.ETLSREQUIRED:
             raise TLSRequired(rc, status=status)
         if rc != 0:
-            raise _misuse(rc, status) or DeliveryError(rc, status=status)
+            raise _misuse(rc, status) or _delivery_error(rc, status)
         return status
 
     def send(self, from_addr: str, to: Recipients, data: Data, *,
-             sending_domain: Optional[str] = None) -> DeliveryStatus:
+             sending_domain: Optional[str] = None, check: bool = False) -> DeliveryStatus:
         """tm_send(): one message over the session.  Returns the status for
-        every SMTP outcome, like deliver(); raises for misuse (including
-        SessionStateError once the connection has failed)."""
+        every SMTP outcome, like deliver() (with check=True: raises the
+        DeliveryError for any result but delivered); raises for misuse
+        (including SessionStateError once the connection has failed)."""
         msg = _Message(from_addr, to, data, sending_domain)
         st = _new_status()
         with self._lock:
             rc = _lib.tm_send(self._get(), ctypes.byref(msg.c), ctypes.byref(st))
-        return _outcome(rc, st, msg)
+        status = _outcome(rc, st, msg)
+        return status.raise_for_result() if check else status
 
     @property
     def closed(self) -> bool:
