@@ -7,25 +7,85 @@ import "C"
 
 // Error is a libtlsmail error: Code is the tm_error (a negative number),
 // Msg its text.  Compare with errors.Is against the Err* values, which
-// match on Code only.  Err is the underlying cause when there is one (the
-// io.Reader's error for ErrRead).  Line is the 1-based line for ErrSyntax.
+// match on Code only, or against ErrResultDeferred, ErrResultUncertain and
+// ErrResultBounced, which match on Result.  Err is the underlying cause
+// when there is one (the io.Reader's error for ErrRead).  Line is the
+// 1-based line for ErrSyntax.
+//
+// Result is the class of the outcome, the Result of the DeliveryStatus the
+// call filled: after a partial delivery (ErrPartial) the class of the
+// recipients that did not get the message.  An ErrTLSRequired error is
+// always Deferred.  Result is ResultNone when the call filled no status
+// (a closed Context or Session, no recipients, a malformed argument caught
+// before the library was called).  Status is a copy of that status, or nil.
 type Error struct {
 	Code int
 	Msg  string
 	Line int
 	Err  error
+
+	Result Result
+	Status *DeliveryStatus
 }
 
 func (e *Error) Error() string { return "tlsmail: " + e.Msg }
 
-// Is reports whether target is an *Error with the same Code.
+// Is reports whether target is an *Error with the same Code (the Err*
+// values), or the result class of e (ErrResultDeferred, ErrResultUncertain,
+// ErrResultBounced).
 func (e *Error) Is(target error) bool {
-	t, ok := target.(*Error)
-	return ok && t.Code == e.Code
+	switch t := target.(type) {
+	case *Error:
+		return t != nil && t.Code == e.Code
+	case resultClass:
+		return classOf(e.Code, e.Result) == Result(t)
+	}
+	return false
 }
 
 // Unwrap returns the cause (the reader's error for ErrRead), if any.
 func (e *Error) Unwrap() error { return e.Err }
+
+// resultClass is the type of ErrResultDeferred, ErrResultUncertain and
+// ErrResultBounced.
+type resultClass Result
+
+func (c resultClass) Error() string { return "tlsmail: result " + Result(c).String() }
+
+// The result classes, for errors.Is: an *Error matches the one of its
+// Result, as in the Python binding's Deferred, Uncertain and Bounced.
+// ErrTLSRequired (TLS required and no MX host gave it) matches
+// ErrResultDeferred too.  (ErrUncertain matches the code TM_EUNCERTAIN
+// only; ErrResultUncertain also matches a partial delivery whose failed
+// recipients are uncertain.)
+var (
+	ErrResultDeferred  error = resultClass(Deferred)  // temporary failure: retry later
+	ErrResultUncertain error = resultClass(Uncertain) // no reply to the end of data: may have arrived
+	ErrResultBounced   error = resultClass(Bounced)   // permanent failure: do not retry
+)
+
+// classOf is the class of an error with code and result: Deferred for
+// TM_ETLSREQUIRED (the Python binding's TLSRequired is a Deferred), else
+// the result.
+func classOf(code int, r Result) Result {
+	if code == int(C.TM_ETLSREQUIRED) {
+		return Deferred
+	}
+	return r
+}
+
+// withStatus returns err, when it is an *Error, as a new *Error with the
+// class of st and a copy of st.  Other errors are returned as they are.
+func withStatus(err error, st DeliveryStatus) error {
+	e, ok := err.(*Error)
+	if !ok || e == nil {
+		return err
+	}
+	c := *e // never change a sentinel
+	c.Result = classOf(c.Code, st.Result)
+	c.Status = &st
+	return &c
+}
 
 func strerror(code int) string { return C.GoString(C.tm_strerror(C.int(code))) }
 

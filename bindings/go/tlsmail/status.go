@@ -165,6 +165,26 @@ type DeliveryStatus struct {
 // Delivered reports whether every recipient was delivered.
 func (s *DeliveryStatus) Delivered() bool { return s.Result == Delivered }
 
+// Err returns nil when every recipient was delivered, else an *Error of
+// the status's class, as the Python binding's raise_for_result: Code is
+// ErrorCode, Result is Result (Deferred for ErrTLSRequired) and Status is a
+// copy of s.  For the status of Deliver or Send it is the error the call
+// returned, rebuilt from the status alone (an ErrRead error lacks the
+// io.Reader's error).  Err is never nil for a status with nothing
+// delivered: the zero status, or that of a successful OpenSession or
+// StartTLS, gives an *Error with Code 0 and ResultNone, which matches no
+// class.
+func (s *DeliveryStatus) Err() error {
+	if s.Result == Delivered {
+		return nil
+	}
+	msg := strerror(s.ErrorCode)
+	if s.ErrorCode == 0 {
+		msg = "not delivered (result " + s.Result.String() + ")"
+	}
+	return withStatus(&Error{Code: s.ErrorCode, Msg: msg}, *s)
+}
+
 // Duration is SessionSeconds as a time.Duration.
 func (s *DeliveryStatus) Duration() time.Duration {
 	return time.Duration(s.SessionSeconds * float64(time.Second))

@@ -23,9 +23,12 @@
 // also returns an error.  The error is nil only when the call fully
 // succeeded (for a delivery: every recipient delivered); otherwise it is an
 // *Error whose Code is the library's tm_error, comparable with errors.Is
-// against the Err* sentinels (errors.Is(err, tlsmail.ErrTLSRequired)).
-// Look at DeliveryStatus.Result for the class: Deferred and Uncertain may
-// be retried (Uncertain may duplicate), Bounced must not.
+// against the Err* sentinels (errors.Is(err, tlsmail.ErrTLSRequired)),
+// and whose Result is the class of the outcome (DeliveryStatus.Result),
+// comparable with errors.Is against ErrResultDeferred, ErrResultUncertain
+// and ErrResultBounced: Deferred and Uncertain may be retried (Uncertain
+// may duplicate), Bounced must not.  ErrTLSRequired is a Deferred.
+// (*DeliveryStatus).Err gives the same error from a status.
 //
 // MTA-STS (RFC 8461, docs/mta-sts.md) is on by default: a delivery to a
 // domain's MX hosts follows the domain's published policy, and
@@ -1181,7 +1184,8 @@ func sessionOptions(o *SessionOptions) (*C.tm_session_options, func(), error) {
 // set, resolved against the sending domain's settings and the recipient
 // floor), sends and closes, failing over to the next MX host before the
 // end of data.  Blocks.  The status is always filled; err is nil only when
-// every recipient was delivered.
+// every recipient was delivered, else an *Error of the status's class
+// (errors.Is(err, ErrResultDeferred), ErrResultUncertain, ErrResultBounced).
 func Deliver(ctx *Context, msg Message, policy *Policy, opts *SessionOptions) (DeliveryStatus, error) {
 	p, done, err := ctx.use()
 	if err != nil {
@@ -1206,7 +1210,8 @@ func Deliver(ctx *Context, msg Message, policy *Policy, opts *SessionOptions) (D
 	st := newCStatus()
 	data, size := cm.data(&msg)
 	rc := C.tmgo_deliver(p, cm.m, data, size, cp, so, st)
-	return statusFromC(st, cm.rcpts, len(msg.To)), cm.result(rc)
+	status := statusFromC(st, cm.rcpts, len(msg.To))
+	return status, withStatus(cm.result(rc), status)
 }
 
 // ---------------------------------------------------------------------------
@@ -1223,7 +1228,9 @@ type Session struct {
 // OpenSession opens a session to domain (tm_session_open): finds its MX
 // hosts (or uses opts.Host), connects to the first reachable one, reads the
 // greeting and says EHLO.  The status says which host; on error the
-// session is nil and the status says why.  Blocks.
+// session is nil and the status says why, and the *Error has its class
+// (ErrResultBounced for ErrNullMX and ErrNoDomain, ErrResultDeferred when
+// no host could be reached).  Blocks.
 func OpenSession(ctx *Context, domain string, opts *SessionOptions) (*Session, DeliveryStatus, error) {
 	p, done, err := ctx.use()
 	if err != nil {
@@ -1244,7 +1251,8 @@ func OpenSession(ctx *Context, domain string, opts *SessionOptions) (*Session, D
 	s := &Session{ctx: ctx}
 	rc := C.tm_session_open(&s.ptr, p, d, so, st)
 	if rc != C.TM_OK {
-		return nil, statusFromC(st, nil, 0), codeError(int(rc))
+		status := statusFromC(st, nil, 0)
+		return nil, status, withStatus(codeError(int(rc)), status)
 	}
 	ctx.smu.Lock()
 	ctx.sessions++
@@ -1255,7 +1263,8 @@ func OpenSession(ctx *Context, domain string, opts *SessionOptions) (*Session, D
 // StartTLS applies the policy to the session (tm_starttls): STARTTLS,
 // verification, plaintext fallback, or moving on to the next MX when TLS is
 // required.  The status gives the TLS outcome.  ErrTLSRequired when no MX
-// gave TLS (only Close remains).  Blocks.
+// gave TLS (only Close remains), which also matches ErrResultDeferred; any
+// other *Error has the status's class too.  Blocks.
 func (s *Session) StartTLS(policy *Policy) (DeliveryStatus, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -1269,7 +1278,8 @@ func (s *Session) StartTLS(policy *Policy) (DeliveryStatus, error) {
 	}
 	st := newCStatus()
 	rc := C.tm_starttls(s.ptr, cp, st)
-	return statusFromC(st, nil, 0), codeError(int(rc))
+	status := statusFromC(st, nil, 0)
+	return status, withStatus(codeError(int(rc)), status)
 }
 
 // Send sends one message over the session (tm_send); the session stays
@@ -1288,7 +1298,8 @@ func (s *Session) Send(msg Message) (DeliveryStatus, error) {
 	st := newCStatus()
 	data, size := cm.data(&msg)
 	rc := C.tmgo_send(s.ptr, cm.m, data, size, st)
-	return statusFromC(st, cm.rcpts, len(msg.To)), cm.result(rc)
+	status := statusFromC(st, cm.rcpts, len(msg.To))
+	return status, withStatus(cm.result(rc), status)
 }
 
 // Close says QUIT and frees the session (tm_session_close).  Closing a nil
