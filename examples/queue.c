@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,8 +75,13 @@ int q_write(const char *dir, char *name, size_t cap, const q_entry *e)
     for (i = 0; last[i]; i++)
         if (last[i] == '\r' || last[i] == '\n')
             last[i] = ' ';
+    if (e->user[0] && (memchr(e->user, '\0', sizeof e->user) == NULL || !q_user_ok(e->user))) {
+        errno = EINVAL;
+        goto done;
+    }
     if (fprintf(f, "tm-queue 1\n") < 0 || put_line(f, "state", e->state) ||
-        put_line(f, "from", e->from))
+        put_line(f, "from", e->from ? e->from : "") ||
+        (e->user[0] && put_line(f, "user", e->user)))
         goto done;
     for (i = 0; i < e->rcpts.n; i++)
         if (put_line(f, "rcpt", e->rcpts.v[i]))
@@ -119,24 +125,40 @@ void q_free(q_entry *e)
     memset(e, 0, sizeof *e);
 }
 
-int q_read(const char *dir, const char *name, q_entry *e)
+int q_user_ok(const char *s)
 {
-    char path[4096], *p, *end;
-    size_t len;
-    int fd, rc, seen = 0;
+    size_t i;
+
+    if (!s[0] || s[0] == '-' || strcmp(s, ".") == 0 || strcmp(s, "..") == 0)
+        return 0;
+    for (i = 0; s[i]; i++)
+        if (i >= 63 || (unsigned char)s[i] <= ' ' || (unsigned char)s[i] >= 127 || s[i] == '/')
+            return 0;
+    return 1;
+}
+
+/* A decimal number as q_write prints it (a sign only where allowed);
+ * anything else, or one out of range, is a damaged entry. */
+static int parse_num(const char *s, int sign_ok, long long *out)
+{
+    char *end;
+
+    if (!((s[0] >= '0' && s[0] <= '9') || (sign_ok && s[0] == '-' && s[1] >= '0' && s[1] <= '9')))
+        return -1;
+    errno = 0;
+    *out = strtoll(s, &end, 10);
+    return errno || *end ? -1 : 0;
+}
+
+int q_parse(char *buf, size_t len, q_entry *e)
+{
+    char *p = buf, *end = buf + len;
+    long long num;
+    int seen = 0, rc = -2;
 
     memset(e, 0, sizeof *e);
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    rc = sm_read_all(fd, &e->buf, &len);
-    close(fd);
-    if (rc != 0)
-        return -1;
-    p = e->buf;
-    end = e->buf + len;
-    if (strncmp(p, "tm-queue 1\n", 11) != 0)
+    e->buf = buf;
+    if (len < 11 || memcmp(p, "tm-queue 1\n", 11) != 0)
         goto bad;
     p += 11;
     for (;;) {
@@ -154,23 +176,36 @@ int q_read(const char *dir, const char *name, q_entry *e)
             goto bad;
         *val++ = '\0';
         if (strcmp(p, "state") == 0) {
+            if (strcmp(val, "deferred") != 0 && strcmp(val, "attempting") != 0 &&
+                strcmp(val, "held") != 0)
+                goto bad; /* an entry that the flush would not know how to treat */
             snprintf(e->state, sizeof e->state, "%s", val);
             seen |= 1;
         } else if (strcmp(p, "from") == 0) {
             free(e->from);
             if (!(e->from = strdup(val)))
-                goto bad;
+                goto nomem;
             seen |= 2;
-        } else if (strcmp(p, "rcpt") == 0) {
-            if (sm_list_add(&e->rcpts, val) != 0)
+        } else if (strcmp(p, "user") == 0) {
+            if (*val && !q_user_ok(val))
                 goto bad;
+            snprintf(e->user, sizeof e->user, "%s", val);
+        } else if (strcmp(p, "rcpt") == 0) {
+            if (!*val)
+                goto bad;
+            if (sm_list_add(&e->rcpts, val) != 0)
+                goto nomem;
         } else if (strcmp(p, "attempts") == 0) {
-            e->attempts = (unsigned)strtoul(val, NULL, 10);
+            if (parse_num(val, 0, &num) || num > (long long)UINT_MAX)
+                goto bad;
+            e->attempts = (unsigned)num;
         } else if (strcmp(p, "first") == 0) {
-            e->first = strtoll(val, NULL, 10);
+            if (parse_num(val, 1, &e->first))
+                goto bad;
             seen |= 4;
         } else if (strcmp(p, "next") == 0) {
-            e->next = strtoll(val, NULL, 10);
+            if (parse_num(val, 1, &e->next))
+                goto bad;
             seen |= 8;
         } else if (strcmp(p, "last") == 0) {
             snprintf(e->last, sizeof e->last, "%s", val);
@@ -180,9 +215,46 @@ int q_read(const char *dir, const char *name, q_entry *e)
     if (seen != 15 || e->rcpts.n == 0)
         goto bad;
     return 0;
+nomem:
+    rc = -1;
+    errno = ENOMEM;
 bad:
     q_free(e);
-    return -2;
+    return rc;
+}
+
+int q_read(const char *dir, const char *name, q_entry *e)
+{
+    char path[4096], *buf;
+    size_t len;
+    struct stat sb;
+    int fd, rc, e2;
+
+    memset(e, 0, sizeof *e);
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    /* O_NONBLOCK: a FIFO put there must not hang the flush before fstat
+     * refuses it. */
+    fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0)
+        return errno == ELOOP ? -2 : -1;
+    if (fstat(fd, &sb) != 0) {
+        e2 = errno;
+        close(fd);
+        errno = e2;
+        return -1;
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        close(fd);
+        return -2;
+    }
+    rc = sm_read_all(fd, &buf, &len);
+    e2 = errno;
+    close(fd);
+    if (rc != 0) {
+        errno = e2;
+        return -1;
+    }
+    return q_parse(buf, len, e);
 }
 
 int q_remove(const char *dir, const char *name)

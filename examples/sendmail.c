@@ -134,6 +134,8 @@ int sm_parse_addresses(const char *value, size_t len, sm_list *l)
             if (c == '\\' && i + 1 < len) {
                 dst[(*nd)++] = c;
                 c = value[++i];
+                if (c == '\r' || c == '\n')
+                    c = ' '; /* no quoted-pair: a line end, unfolded */
             } else if (c == '"') {
                 quote = 0;
             }
@@ -174,31 +176,55 @@ int sm_parse_addresses(const char *value, size_t len, sm_list *l)
     return rc;
 }
 
-/* The field starting at pos: its name's length and where it ends (after
- * its continuation lines).  0 at the end of the header section. */
-static int next_field(const char *m, size_t len, size_t pos, size_t *name_len, size_t *end)
+/* The index after the line that i is in: lines end with CRLF, LF or a
+ * bare CR, as the library's content encoder ends them on the wire (it
+ * turns each into CRLF), so a field hidden behind a bare CR here would be
+ * a field there. */
+static size_t line_end(const char *m, size_t len, size_t i)
+{
+    while (i < len && m[i] != '\r' && m[i] != '\n')
+        i++;
+    if (i < len && m[i] == '\r' && i + 1 < len && m[i + 1] == '\n')
+        i++;
+    return i < len ? i + 1 : len;
+}
+
+/* Where the header section starts: after a leading mbox "From " line,
+ * which programs written for sendmail may hand over and which sendmail
+ * drops (it is no header field, so it would end the header section). */
+static size_t header_start(const char *m, size_t len)
+{
+    if (len >= 5 && memcmp(m, "From ", 5) == 0) {
+        size_t i = 5;
+        while (i < len && (m[i] == ' ' || m[i] == '\t'))
+            i++;
+        if (i < len && m[i] != ':') /* "From : x" is a field */
+            return line_end(m, len, 0);
+    }
+    return 0;
+}
+
+/* The field starting at pos: its name's length, where its value starts and
+ * where it ends (after its continuation lines).  0 at the end of the
+ * header section: an empty line, or a line that is no field. */
+static int next_field(const char *m, size_t len, size_t pos, size_t *name_len, size_t *value,
+                      size_t *end)
 {
     size_t i = pos;
 
-    if (pos >= len || m[pos] == '\r' || m[pos] == '\n' || m[pos] == ' ' || m[pos] == '\t')
-        return 0;
-    while (i < len && m[i] != ':') {
-        if ((unsigned char)m[i] <= 32 || (unsigned char)m[i] >= 127)
-            return 0;
+    while (i < len && (unsigned char)m[i] > 32 && (unsigned char)m[i] < 127 && m[i] != ':')
         i++;
-    }
-    if (i == len || i == pos)
+    if (i == pos)
         return 0;
     *name_len = i - pos;
-    for (;;) {
-        while (i < len && m[i] != '\n')
-            i++;
-        if (i < len)
-            i++;
-        if (i < len && (m[i] == ' ' || m[i] == '\t'))
-            continue;
-        break;
-    }
+    while (i < len && (m[i] == ' ' || m[i] == '\t')) /* obsolete: "Bcc :" */
+        i++;
+    if (i == len || m[i] != ':')
+        return 0;
+    *value = i + 1;
+    i = line_end(m, len, i);
+    while (i < len && (m[i] == ' ' || m[i] == '\t'))
+        i = line_end(m, len, i);
     *end = i;
     return 1;
 }
@@ -210,12 +236,12 @@ static int field_is(const char *m, size_t pos, size_t name_len, const char *name
 
 int sm_header_recipients(const char *msg, size_t len, sm_list *l)
 {
-    size_t pos = 0, nl, end;
+    size_t pos = header_start(msg, len), nl, val, end;
 
-    while (next_field(msg, len, pos, &nl, &end)) {
+    while (next_field(msg, len, pos, &nl, &val, &end)) {
         if (field_is(msg, pos, nl, "to") || field_is(msg, pos, nl, "cc") ||
             field_is(msg, pos, nl, "bcc")) {
-            if (sm_parse_addresses(msg + pos + nl + 1, end - pos - nl - 1, l) != 0)
+            if (sm_parse_addresses(msg + val, end - val, l) != 0)
                 return -1;
         }
         pos = end;
@@ -225,9 +251,9 @@ int sm_header_recipients(const char *msg, size_t len, sm_list *l)
 
 int sm_has_header(const char *msg, size_t len, const char *name)
 {
-    size_t pos = 0, nl, end;
+    size_t pos = header_start(msg, len), nl, val, end;
 
-    while (next_field(msg, len, pos, &nl, &end)) {
+    while (next_field(msg, len, pos, &nl, &val, &end)) {
         if (field_is(msg, pos, nl, name))
             return 1;
         pos = end;
@@ -235,13 +261,36 @@ int sm_has_header(const char *msg, size_t len, const char *name)
     return 0;
 }
 
+/* src's n bytes with every line end (CRLF, LF, bare CR) written as CRLF;
+ * the length written, at most 2 n. */
+static size_t copy_crlf(char *dst, const char *src, size_t n)
+{
+    size_t i, o = 0;
+
+    for (i = 0; i < n; i++) {
+        if (src[i] == '\r' || src[i] == '\n') {
+            if (src[i] == '\r' && i + 1 < n && src[i + 1] == '\n')
+                i++;
+            dst[o++] = '\r';
+            dst[o++] = '\n';
+        } else {
+            dst[o++] = src[i];
+        }
+    }
+    return o;
+}
+
 int sm_message_copy(const char *msg, size_t len, const char *from_line, char **out,
                     size_t *out_len)
 {
     size_t extra = from_line ? strlen(from_line) + 8 : 0;
-    size_t pos = 0, n = 0, nl, end;
-    char *b = malloc(len + extra + 1);
+    size_t pos = header_start(msg, len), n = 0, nl, val, end;
+    char *b;
 
+    /* the header lines may double (line ends become CRLF) */
+    if (len > ((size_t)-1 - extra - 3) / 2)
+        return -1;
+    b = malloc(2 * len + extra + 3);
     if (!b)
         return -1;
     if (from_line) {
@@ -250,12 +299,22 @@ int sm_message_copy(const char *msg, size_t len, const char *from_line, char **o
         memcpy(b + extra - 2, "\r\n", 2);
         n = extra;
     }
-    while (next_field(msg, len, pos, &nl, &end)) {
-        if (!field_is(msg, pos, nl, "bcc")) {
-            memcpy(b + n, msg + pos, end - pos);
-            n += end - pos;
-        }
+    /* The fields kept are written with CRLF line ends: as they were, a
+     * field ending in a bare CR, once the Bcc after it is gone, could meet
+     * the LF of the empty line and make one CRLF of the two, so that the
+     * header section would run on into the body. */
+    while (next_field(msg, len, pos, &nl, &val, &end)) {
+        if (!field_is(msg, pos, nl, "bcc"))
+            n += copy_crlf(b + n, msg + pos, end - pos);
         pos = end;
+    }
+    /* A line that is neither a field nor empty ends the header section
+     * here; a receiver might read on and take a Bcc field after it as a
+     * header.  The empty line that should have been there makes it body,
+     * as sendmail and Postfix do. */
+    if (pos < len && msg[pos] != '\r' && msg[pos] != '\n') {
+        memcpy(b + n, "\r\n", 2);
+        n += 2;
     }
     memcpy(b + n, msg + pos, len - pos);
     n += len - pos;

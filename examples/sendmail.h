@@ -30,6 +30,15 @@ void sm_list_free(sm_list *l);
  * to l.  0, or -1 (out of memory). */
 int sm_parse_addresses(const char *value, size_t len, sm_list *l);
 
+/*
+ * The header section, for the three functions below: the fields from the
+ * start of the message (after a leading mbox "From " line, which is
+ * dropped) to an empty line or a line that is no field.  Lines end with
+ * CRLF, LF or a bare CR, as the library's content encoder ends them; a
+ * field name may be followed by white space before its colon (obsolete
+ * syntax, "Bcc :").
+ */
+
 /* The addresses of every To, Cc and Bcc header of the message's header
  * section.  0, or -1 (out of memory). */
 int sm_header_recipients(const char *msg, size_t len, sm_list *l);
@@ -38,8 +47,11 @@ int sm_header_recipients(const char *msg, size_t len, sm_list *l);
 int sm_has_header(const char *msg, size_t len, const char *name);
 
 /* The copy that is sent: the message without its Bcc fields (continuation
- * lines included), with "From: from_line" (CRLF) in front when
- * from_line is not NULL.  Heap buffer in *out (*out_len), or -1 (out of
+ * lines included) and without a leading "From " line, with "From:
+ * from_line" (CRLF) in front when from_line is not NULL, the line ends of
+ * the fields made CRLF, and an empty line (CRLF) put in when the header
+ * section ends at a line that is not empty, so that every receiver takes
+ * what follows as the body.  Heap buffer in *out (*out_len), or -1 (out of
  * memory). */
 int sm_message_copy(const char *msg, size_t len, const char *from_line, char **out,
                     size_t *out_len);

@@ -16,7 +16,7 @@ seconds=$2
 src=$(cd "$(dirname "$0")" && pwd)
 status=0
 # fuzz_body_isaN: the encoder's slower paths, fuzzed on the body corpus
-names="reply body address dns settings sts body_isa0 body_isa1 body_isa2 client"
+names="reply body address dns settings sts body_isa0 body_isa1 body_isa2 client sendmail queue dsn"
 for name in $names; do
     if [ ! -x "$build/tests/fuzz/fuzz_$name" ]; then
         echo "$build/tests/fuzz/fuzz_$name: not built (CC=clang meson setup ... -Dfuzzing=true)" >&2
