@@ -2,8 +2,8 @@
 # Runs the unit tests, every hostile-server test program (suite 'hostile':
 # starttls, replies, connection, certificates, content, recipients,
 # sessions, resumption, mx-hostile, alloc-failure), (scaled down) the load test
-# and the MTA-STS policy fetch (against tests/peers/sts_https.py) under
-# valgrind memcheck:
+# the MTA-STS policy fetch (against tests/peers/sts_https.py) and tm-send's
+# sendmail mode (tests/tm-send/test_sendmail.sh) under valgrind memcheck:
 #
 #   tests/valgrind.sh BUILD_DIR
 #
@@ -76,6 +76,13 @@ rc=0
 timeout 600 python3 "$src/tests/peers/sts_https.py" run --dir "$build/tests/peers-sts-valgrind" -- \
 	$vg "$build/tests/sts/test_sts_fetch" || rc=$?
 verdict sts-fetch $rc
+
+echo "== tm-send's sendmail mode (queue, flush, bounces) under valgrind, through peers.py"
+rc=0
+TM_SEND_VALGRIND="$vg" timeout 900 python3 "$src/tests/peers/peers.py" run \
+	--dir "$build/tests/peers-sendmail-valgrind" -- \
+	/bin/sh "$src/tests/tm-send/test_sendmail.sh" "$build/examples/tm-send" || rc=$?
+verdict sendmail $rc
 
 echo "valgrind memcheck: $memcheck"
 exit $status

@@ -11,8 +11,26 @@ tm_send_init "$1" 'sendmail test'
 dir=$(mktemp -d)
 trap 'rm -f "$msg" "$out" "$settings"; rm -rf "$dir"' EXIT
 # invoked by the name "sendmail" (argv[0]), as /usr/sbin/sendmail would be
-ln -s "$(cd "$(dirname "$tm_send")" && pwd)/$(basename "$tm_send")" "$dir/sendmail"
-sendmail="$dir/sendmail"
+real="$(cd "$(dirname "$tm_send")" && pwd)/$(basename "$tm_send")"
+mkdir "$dir/bin"
+ln -s "$real" "$dir/bin/sendmail"
+sendmail="$dir/bin/sendmail"
+# TM_SEND_VALGRIND="valgrind ...": every run of tm-send under it (tests/valgrind.sh),
+# its reports in $dir/vg/PID, which must stay empty
+if [ -n "${TM_SEND_VALGRIND:-}" ]; then
+    mkdir "$dir/vg"
+    for name in sendmail tm-send; do
+        printf '#!/bin/sh\nexec %s --log-file=%s/vg/%%p "%s" "$@"\n' "$TM_SEND_VALGRIND" "$dir" \
+            "$dir/bin/$name" > "$dir/$name"
+        chmod +x "$dir/$name"
+    done
+    ln -s "$real" "$dir/bin/tm-send"
+    sendmail="$dir/sendmail"
+    tm_send="$dir/tm-send"
+fi
+# No queue unless a case asks for one: the default spool is not the tests'.
+printf '# the tests: no default queue\nno-queue\n' > "$dir/none.conf"
+export TM_SENDMAIL_CONF="$dir/none.conf"
 common="--ca-file $TM_TEST_CA --dns $TM_TEST_DNS --port $TM_TEST_PORT --helo client.tm.test --timeout 10"
 id=$$
 
@@ -190,22 +208,22 @@ grep -q 'queued as' "$out" || why="$why no 'queued as';"
 expect "--queue: deferred domain queued, exit 0" 0 "$got" "$why"
 
 # shellcheck disable=SC2086
-"$sendmail" --flush "$q" $common > "$out" 2>&1
+"$sendmail" --flush-due "$q" $common > "$out" 2>&1
 got=$?
 grep -q 'next try in' "$out" && grep -q '^attempts 1$' "$entry" && why= || why=" tried too early;"
-expect "--flush: an entry not due is left alone" 0 "$got" "$why"
+expect "--flush-due: an entry not due is left alone" 0 "$got" "$why"
 
 # shellcheck disable=SC2086
-TM_QUEUE_NOW=$((now + 400)) "$sendmail" --flush "$q" $common > "$out" 2>&1
+TM_QUEUE_NOW=$((now + 400)) "$sendmail" --flush-due "$q" $common > "$out" 2>&1
 got=$?
 why=
 grep -q '^attempts 2$' "$entry" && grep -q '^state deferred$' "$entry" || why=" not rescheduled;"
 grep -q "^next $((now + 400 + 600))\$" "$entry" || why="$why next not +600 s: $(grep '^next' "$entry");"
-expect "--flush: still down: rescheduled, back-off doubled" 0 "$got" "$why"
+expect "--flush-due: still down: rescheduled, back-off doubled" 0 "$got" "$why"
 
 # The domain "comes back": the flush goes to mx-valid (which takes any domain).
 # shellcheck disable=SC2086
-TM_QUEUE_NOW=$((now + 1100)) "$sendmail" --flush "$q" $common --mx "mx-valid.tm.test:$TM_TEST_PORT" \
+TM_QUEUE_NOW=$((now + 1100)) "$sendmail" --flush-due "$q" $common --mx "mx-valid.tm.test:$TM_TEST_PORT" \
     > "$out" 2>&1
 got=$?
 why=
@@ -217,7 +235,7 @@ TM_QUEUE_NOW=$((now + 90000)) "$sendmail" --flush "$q" $common --mx "mx-valid.tm
     >> "$out" 2>&1
 sleep 0.5
 [ "$(mailbox mx-dead.tm.test "qd$id")" -eq 1 ] || why="$why delivered twice;"
-expect "--flush: delivered, removed, not sent again" 0 "$got" "$why"
+expect "--flush-due: delivered, removed, not sent again" 0 "$got" "$why"
 
 # A flush that stopped during a delivery leaves the entry "attempting": the
 # outcome is unknown, so it is held, never sent again.
@@ -240,18 +258,22 @@ grep -q 'held' "$out" || why="$why no 'held' line;"
 expect "--flush after an interrupted flush: held, not delivered" 75 "$got" "$why"
 rm -f "$entry"
 
-# given up after 5 days: kept as f-*, exit 69, not delivered
+# given up after 5 days: kept as f-*, exit 69, not delivered, bounced (4.4.7)
 # shellcheck disable=SC2086
-"$sendmail" --queue "$q" -f a@tm.test $common "qe$id@mx-dead.tm.test" < "$dir/o.eml" > "$out" 2>&1
+"$sendmail" --queue "$q" -f "exp$id@tm.test" $common "qe$id@mx-dead.tm.test" < "$dir/o.eml" > "$out" 2>&1
 # shellcheck disable=SC2086
 TM_QUEUE_NOW=$((now + 6 * 86400)) "$sendmail" --flush "$q" $common \
-    --mx "mx-valid.tm.test:$TM_TEST_PORT" > "$out" 2>&1
+    --bounce "mbox:$dir/expired.mbox" --mx "mx-valid.tm.test:$TM_TEST_PORT" > "$out" 2>&1
 got=$?
 why=
 [ "$(entries | wc -l)" -eq 0 ] && [ "$(find "$q" -name 'f-*' | wc -l)" -eq 1 ] || why=" not moved to f-*;"
 grep -q 'expired' "$out" || why="$why no 'expired' line;"
 [ "$(mailbox mx-dead.tm.test "qe$id")" -eq 0 ] || why="$why delivered;"
-expect "--flush: expired after 5 days" 69 "$got" "$why"
+grep -q "^To: <exp$id@tm.test>" "$dir/expired.mbox" 2>/dev/null &&
+    grep -q "^Final-Recipient: rfc822; *qe$id@mx-dead.tm.test" "$dir/expired.mbox" &&
+    grep -q '^Status: 4\.4\.7' "$dir/expired.mbox" && grep -q '^Action: failed' "$dir/expired.mbox" ||
+    why="$why no 4.4.7 bounce to the sender: $(head -c 300 "$dir/expired.mbox" 2>/dev/null);"
+expect "--flush: expired after 5 days, bounced to the sender" 69 "$got" "$why"
 
 # one flush at a time
 # shellcheck disable=SC2086
@@ -260,4 +282,164 @@ got=$?
 grep -q 'another flush' "$out" && why= || why=" no 'another flush';"
 expect "--flush while another runs: 75" 75 "$got" "$why"
 
+# a queue that cannot be written: the caller keeps the message (75)
+# shellcheck disable=SC2086
+"$sendmail" --queue "$dir/o.eml/q" -f a@tm.test $common "nq$id@mx-dead.tm.test" < "$dir/o.eml" > "$out" 2>&1
+got=$?
+grep -q "queue $dir/o.eml/q" "$out" && why= || why=" the queue's error not said;"
+expect "a queue that cannot be written: 75" 75 "$got" "$why"
+
+# --- configuration only, as cron calls it: echo ... | sendmail -t ----------
+q2="$dir/spool"
+mbox="$dir/bounces.mbox"
+cat > "$dir/sendmail.conf" <<CONF
+# what /etc/tlsmail/sendmail.conf would say
+ca-file $TM_TEST_CA
+dns $TM_TEST_DNS
+port $TM_TEST_PORT
+helo client.tm.test
+timeout 10
+from cron$id@tm.test
+queue $q2
+bounce mbox:$mbox
+CONF
+printf 'To: c1%s@valid.tm.test, c2%s@plain.tm.test\nSubject: cron output\n\nit ran\n' "$id" "$id" |
+    TM_SENDMAIL_CONF="$dir/sendmail.conf" "$sendmail" -t > "$out" 2>&1
+got=$?
+why=
+for r in valid.tm.test:c1$id plain.tm.test:c2$id; do
+    wait_box "${r%%:*}" "${r#*:}"
+    [ -n "$box" ] || { why="$why nothing for ${r#*:}@${r%%:*};"; continue; }
+    grep -q "^Return-Path: <cron$id@tm.test>" "$box" || why="$why sender not the configuration's;"
+    grep -q "^From: cron$id@tm.test" "$box" || why="$why no From added;"
+    grep -q '^Date: [A-Z][a-z][a-z], [0-9]* [A-Z][a-z][a-z] 20[0-9][0-9] ' "$box" || why="$why no Date added;"
+    grep -q '^Message-ID: <.*@client.tm.test>' "$box" || why="$why no Message-ID added;"
+done
+[ ! -e "$q2" ] || [ "$(find "$q2" -name 'q-*' | wc -l)" -eq 0 ] || why="$why something queued;"
+expect "configuration file only (cron): -t, Date and Message-ID added" 0 "$got" "$why"
+
+# A Date and a Message-ID of the message are kept (and not doubled).
+printf 'Date: Mon, 2 Nov 2026 10:00:00 +0000\nMessage-ID: <keep%s@tm.test>\nSubject: x\n\nx\n' "$id" |
+    TM_SENDMAIL_CONF="$dir/sendmail.conf" "$sendmail" "dk$id@valid.tm.test" > "$out" 2>&1
+got=$?
+wait_box valid.tm.test "dk$id"
+why=
+[ -n "$box" ] && [ "$(grep -c '^Date:' "$box")" -eq 1 ] && [ "$(grep -ci '^Message-ID:' "$box")" -eq 1 ] &&
+    grep -q "^Message-ID: <keep$id@tm.test>" "$box" || why=" Date/Message-ID not kept alone;"
+expect "the message's Date and Message-ID kept" 0 "$got" "$why"
+
+# --- PHP's mail(): sendmail -t -i, a Bcc, one domain down: queued by the
+# configuration's queue, delivered by the next -q (not waiting for the
+# back-off), exactly once.
+cat > "$dir/php.eml" <<MSG
+To: p1$id@valid.tm.test
+Cc: p2$id@mx-dead.tm.test
+Bcc: p3$id@plain.tm.test
+Subject: from PHP
+
+order confirmed
+MSG
+TM_SENDMAIL_CONF="$dir/sendmail.conf" "$sendmail" -t -i < "$dir/php.eml" > "$out" 2>&1
+got=$?
+why=
+wait_box valid.tm.test "p1$id"
+[ -n "$box" ] || why=" not delivered to valid.tm.test;"
+wait_box plain.tm.test "p3$id"
+[ -n "$box" ] || why="$why not delivered to the Bcc;"
+pe=$(find "$q2" -maxdepth 1 -name 'q-*' -type f 2>/dev/null)
+[ -n "$pe" ] && [ "$(echo "$pe" | wc -l)" -eq 1 ] && grep -q "^rcpt p2$id@mx-dead.tm.test\$" "$pe" ||
+    why="$why not one entry for mx-dead.tm.test in the configuration's queue;"
+expect "PHP -t -i, Bcc, a domain down: queued, 0" 0 "$got" "$why"
+TM_SENDMAIL_CONF="$dir/sendmail.conf" "$sendmail" -bp > "$out" 2>&1
+got=$?
+grep -q "to <p2$id@mx-dead.tm.test>" "$out" && grep -q 'next try in' "$out" && why= ||
+    why=" -bp: $(head -c 300 "$out");"
+expect "-bp lists the entry" 0 "$got" "$why"
+# the domain is back (its MX: mx-valid); -q tries now, whatever the back-off
+TM_SENDMAIL_CONF="$dir/sendmail.conf" "$sendmail" -q --mx "mx-valid.tm.test:$TM_TEST_PORT" > "$out" 2>&1
+got=$?
+TM_SENDMAIL_CONF="$dir/sendmail.conf" "$sendmail" -q --mx "mx-valid.tm.test:$TM_TEST_PORT" >> "$out" 2>&1
+why=
+wait_box mx-dead.tm.test "p2$id"
+[ -n "$box" ] || why=" not delivered by -q;"
+sleep 0.5
+[ "$(mailbox mx-dead.tm.test "p2$id")" -eq 1 ] || why="$why not exactly once;"
+[ -n "$box" ] && grep -qi '^Bcc:' "$box" && why="$why Bcc header in the queued copy;"
+[ "$(find "$q2" -name 'q-*' | wc -l)" -eq 0 ] || why="$why entry left;"
+expect "-q delivers the queued domain now, exactly once" 0 "$got" "$why"
+
+# --- a recipient refused (550 5.1.1): 69 and a bounce (RFC 3464) to the sender
+printf 'Subject: will bounce\nX-Tag: bounce%s\n\nx\n' "$id" |
+    TM_SENDMAIL_CONF="$dir/sendmail.conf" "$sendmail" -f "s$id@tm.test" \
+    "reject$id@valid.tm.test" "fine$id@valid.tm.test" > "$out" 2>&1
+got=$?
+why=
+wait_box valid.tm.test "fine$id"
+[ -n "$box" ] || why=" the other recipient not delivered;"
+b=$(cat "$mbox" 2>/dev/null)
+case "$b" in
+*"To: <s$id@tm.test>"*) ;;
+*) why="$why no bounce to the sender in the mbox;" ;;
+esac
+for want in '^From MAILER-DAEMON ' '^Content-Type: multipart/report; *report-type=delivery-status' \
+    '^Content-Type: message/delivery-status' '^Reporting-MTA: dns; *client.tm.test' \
+    "^Final-Recipient: rfc822; *reject$id@valid.tm.test" '^Action: failed' '^Status: 5\.1\.1' \
+    '^Diagnostic-Code: smtp; *550 5\.1\.1' '^Content-Type: text/rfc822-headers' "^X-Tag: bounce$id" \
+    '^Auto-Submitted: auto-replied'; do
+    grep -q "$want" "$mbox" 2>/dev/null || why="$why no /$want/ in the bounce;"
+done
+grep -q "^Final-Recipient: rfc822; *fine$id@" "$mbox" 2>/dev/null && why="$why the delivered one bounced;"
+expect "550 5.1.1: 69, a bounce to the sender" 69 "$got" "$why"
+# the null sender is never bounced to
+size=$(wc -c < "$mbox")
+printf 'Subject: null\n\nx\n' | TM_SENDMAIL_CONF="$dir/sendmail.conf" "$sendmail" -f '<>' \
+    "reject$id@valid.tm.test" > "$out" 2>&1
+got=$?
+why=
+[ "$(wc -c < "$mbox")" -eq "$size" ] || why=" a bounce for the null sender;"
+grep -q 'null sender' "$out" || why="$why not said;"
+expect "the null sender: no bounce" 69 "$got" "$why"
+# --bounce stderr: the report on standard error
+printf 'Subject: b\n\nx\n' | TM_SENDMAIL_CONF="$dir/sendmail.conf" "$sendmail" --bounce stderr \
+    -f "e$id@tm.test" "reject$id@valid.tm.test" > "$out" 2>&1
+got=$?
+grep -q "^Final-Recipient: rfc822; *reject$id@valid.tm.test" "$out" && why= || why=" no report on stderr;"
+expect "--bounce stderr" 69 "$got" "$why"
+
+# --- a held entry released goes with the next flush
+"$sendmail" --queue "$q" -f a@tm.test $common "qr$id@mx-dead.tm.test" < "$dir/o.eml" > "$out" 2>&1
+entry=$(entries)
+sed 's/^state deferred$/state held/' "$entry" > "$dir/edit" && cat "$dir/edit" > "$entry"
+# shellcheck disable=SC2086
+"$sendmail" --flush "$q" $common --mx "mx-valid.tm.test:$TM_TEST_PORT" > "$out" 2>&1
+why=
+[ "$(mailbox mx-dead.tm.test "qr$id")" -eq 0 ] || why=" a held entry was sent;"
+"$sendmail" --release "$entry" > "$out" 2>&1 || why="$why --release failed: $(cat "$out");"
+grep -q '^state deferred$' "$entry" || why="$why not deferred after --release;"
+# shellcheck disable=SC2086
+"$sendmail" --flush "$q" $common --mx "mx-valid.tm.test:$TM_TEST_PORT" > "$out" 2>&1
+got=$?
+wait_box mx-dead.tm.test "qr$id"
+[ -n "$box" ] || why="$why not delivered after --release;"
+"$sendmail" --release "$q/q-nothing" > "$out" 2>&1 && why="$why --release of nothing: 0;"
+expect "--release: held -> deferred, sent by the next flush" 0 "$got" "$why"
+
+# --- a configuration error: 78, nothing read or sent
+printf 'dns 127.0.0.1\nflush %s\n' "$q" > "$dir/bad.conf"
+TM_SENDMAIL_CONF="$dir/bad.conf" "$sendmail" "bad$id@valid.tm.test" < "$dir/o.eml" > "$out" 2>&1
+got=$?
+grep -q 'bad.conf:2: flush is not a configuration option' "$out" && why= || why=" $(cat "$out");"
+expect "a bad configuration line: 78, named" 78 "$got" "$why"
+TM_SENDMAIL_CONF="$dir/missing.conf" "$sendmail" "bad$id@valid.tm.test" < "$dir/o.eml" > "$out" 2>&1
+expect "\$TM_SENDMAIL_CONF names a missing file: 78" 78 "$?" ""
+
+if [ -n "${TM_SEND_VALGRIND:-}" ]; then
+    why=
+    runs=$(find "$dir/vg" -type f | wc -l)
+    [ "$runs" -ge 30 ] || why=" only $runs runs under valgrind;"
+    for f in "$dir"/vg/*; do
+        [ -s "$f" ] && why="$why $(head -c 2000 "$f");"
+    done
+    result "valgrind: no error or leak in $runs runs" "$([ -z "$why" ] && echo 1 || echo 0)" "$why"
+fi
 finish
