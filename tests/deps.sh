@@ -6,6 +6,15 @@ set -eu
 packages="meson ninja-build pkg-config gcc g++ clang libclang-rt-14-dev libmbedtls-dev
 libcmocka-dev postfix dnsmasq-base openssl ca-certificates python3 valgrind binutils golang-go
 unbound ldnsutils"
+# The install suite: cmake-package (cmake) and python-pip (venv with
+# ensurepip, setuptools and wheel, and the system's pip for `pip wheel`).
+packages="$packages cmake python3-venv python3-setuptools python3-wheel python3-pip"
+# The Debian step (tests/package/debian.sh): dpkg-buildpackage, the
+# Build-Depends of debian/control not listed above (build-essential is
+# implied by them, debhelper-compat is debhelper, dh-sequence-python3 is
+# dh-python), lintian, git (git archive of the checkout); its smoke test
+# needs nothing more than the suite does.
+packages="$packages dpkg-dev build-essential debhelper dh-python lintian git"
 
 missing=""
 for p in $packages; do

@@ -5,6 +5,8 @@
 #      sessions, resumption, mx, settings, load, tm-send, dane) against the hostile
 #      server and real Postfix + dnsmasq (+ a validating unbound for DANE), ABI,
 #      Python, Go, install check;
+#   1b. Debian: the packages built from the clean checkout (HEAD), lintian,
+#      installed with apt, debian/tests/smoke, purged (tests/package/debian.sh);
 #   2. clang (-Werror): builds everything, runs the unit tests;
 #   3. clang ASan+UBSan: the whole C suite again;
 #   4. clang TSan: the unit tests (settings readers and writers on threads);
@@ -47,6 +49,17 @@ run_tests() {
 
 setup_build build-gcc
 run_tests build-gcc
+
+# 4 checks: built with its build-time tests, lintian without errors,
+# installed, smoke test; always purged afterwards.  77: skipped (not CI).
+echo "== debian: tests/package/debian.sh"
+if sh tests/package/debian.sh; then
+    passed=$((passed + 4))
+else
+    rc=$?
+    [ "$rc" -eq 77 ] || { echo "== debian: failed ($rc)"; exit "$rc"; }
+fi
+echo "== debian: done at $(( $(date +%s) - start )) s"
 
 CC=clang setup_build build-clang
 run_tests build-clang --suite unit --suite fuzz

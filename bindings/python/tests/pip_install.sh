@@ -14,8 +14,8 @@
 #     dynamic loader's search (LD_LIBRARY_PATH), and the unit tests that
 #     need no peers (test_async.py) pass against the installed package.
 #
-# Exit 0 on success, 1 on failure, 77 (skip) when venv, setuptools or wheel
-# are missing.
+# Exit 0 on success, 1 on failure, 77 (skip) when venv, setuptools, wheel or
+# pip are missing (under CI=true: 1, a missing tool fails).
 set -eu
 
 BUILD=$(cd "${1:?usage: pip_install.sh BUILDDIR SRCDIR VERSION}" && pwd)
@@ -26,8 +26,12 @@ PY=${PYTHON:-/usr/bin/python3}
 fail() { echo "pip_install.sh: FAIL: $*" >&2; exit 1; }
 note() { echo "pip_install.sh: $*"; }
 
-"$PY" -c 'import venv, ensurepip, setuptools, wheel' 2>/dev/null ||
-    { note "python3 venv/ensurepip, setuptools or wheel missing (Debian: python3-venv python3-setuptools python3-wheel): skipped"; exit 77; }
+if ! "$PY" -c 'import venv, ensurepip, setuptools, wheel, pip' 2>/dev/null; then
+    missing="$PY: venv/ensurepip, setuptools, wheel or pip missing (Debian: python3-venv python3-setuptools python3-wheel python3-pip)"
+    [ "${CI:-}" = true ] && fail "$missing (CI=true: not skipped; tests/deps.sh installs them)"
+    note "$missing: skipped"
+    exit 77
+fi
 
 # Only what this script chooses: no PYTHONPATH, no build tree on the loader
 # path (meson test puts it there), no user site, no network.
