@@ -2,6 +2,7 @@
  * multipart/report around it), RFC 3463 (status codes), RFC 3834
  * (Auto-Submitted). */
 #include "dsn.h"
+#include "sendmail.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -458,20 +459,6 @@ done:
     return err ? -1 : 0;
 }
 
-static int write_all(int fd, const char *p, size_t n)
-{
-    while (n) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0)
-            return -1;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 int dsn_mbox_append(const char *path, const char *msg, size_t len, long long now)
 {
     obuf b = {0};
@@ -561,7 +548,7 @@ int dsn_mbox_append(const char *path, const char *msg, size_t len, long long now
             return -1;
         }
     }
-    if (write_all(fd, b.p, b.len) != 0 || fsync(fd) != 0) {
+    if (sm_write_all(fd, b.p, b.len) != 0 || fsync(fd) != 0) {
         e2 = errno;
         if (ftruncate(fd, sb.st_size) == 0)
             fsync(fd);

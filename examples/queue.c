@@ -11,20 +11,6 @@
 #include <time.h>
 #include <unistd.h>
 
-static int write_all(int fd, const char *p, size_t n)
-{
-    while (n) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0)
-            return -1;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 static int sync_dir(const char *dir)
 {
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), rc;
@@ -95,7 +81,7 @@ int q_write(const char *dir, char *name, size_t cap, const q_entry *e)
     fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0)
         goto done;
-    if (write_all(fd, head, head_len) || write_all(fd, e->data, e->size) || fsync(fd)) {
+    if (sm_write_all(fd, head, head_len) || sm_write_all(fd, e->data, e->size) || fsync(fd)) {
         e2 = errno;
         close(fd);
         unlink(tmp);

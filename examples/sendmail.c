@@ -8,6 +8,20 @@
 #include <strings.h>
 #include <unistd.h>
 
+int sm_write_all(int fd, const char *p, size_t n)
+{
+    while (n) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0)
+            return -1;
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
 int sm_read_all(int fd, char **buf, size_t *len)
 {
     size_t cap = 65536, n = 0;

@@ -18,6 +18,10 @@ typedef struct {
  * the NUL).  0, or -1 with errno. */
 int sm_read_all(int fd, char **buf, size_t *len);
 
+/* Writes all n bytes of p to fd (again after EINTR or a short write).  0,
+ * or -1 with errno. */
+int sm_write_all(int fd, const char *p, size_t n);
+
 /* Appends a copy of addr unless the list has it already (the local part
  * compared exactly, the domain without regard to case).  0, or -1 (out of
  * memory). */
