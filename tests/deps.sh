@@ -7,8 +7,8 @@ packages="meson ninja-build pkg-config gcc g++ clang libclang-rt-14-dev libmbedt
 libcmocka-dev postfix dnsmasq-base openssl ca-certificates python3 valgrind binutils golang-go
 unbound ldnsutils"
 # The install suite: cmake-package (cmake) and python-pip (venv with
-# ensurepip, setuptools and wheel, and the system's pip for `pip wheel`).
-packages="$packages cmake python3-venv python3-setuptools python3-wheel python3-pip"
+# ensurepip; the package's build backend needs nothing more).
+packages="$packages cmake python3-venv"
 # The Debian step (tests/package/debian.sh): dpkg-buildpackage, the
 # Build-Depends of debian/control not listed above (build-essential is
 # implied by them, debhelper-compat is debhelper, dh-sequence-python3 is

@@ -3,19 +3,24 @@
 # works offline into a virtual environment, and the installed package loads
 # the build's library with no PYTHONPATH:
 #
-#  1. a venv with the system's site-packages (setuptools and wheel from
-#     Debian's python3-setuptools and python3-wheel: there is no PyPI here),
-#     `pip install --no-index --no-build-isolation <copy of bindings/python>`;
-#  2. a clean venv (only its own pip and setuptools): a wheel built by the
-#     system's pip, installed with `pip install --no-index`;
-#  3. in each: the version is meson.build's, py.typed is installed,
+#  1. a fresh venv (only its own pip), `pip install <copy of bindings/python>`
+#     with no index and pip's default build isolation: the in-tree backend
+#     (build_backend/tlsmail_build.py) needs nothing installed;
+#  2. the same with the pip on PATH (another interpreter, where there is one);
+#  3. `pip wheel` and `pip download`-free sdist: the wheel installed into a
+#     clean venv; the sdist holds what a rebuild needs and builds the same
+#     wheel;
+#  4. `pip install -e` (PEP 660): the venv imports the source copy;
+#  5. in each: the version is meson.build's, py.typed is installed,
 #     `import tlsmail` from the venv (not the source tree) finds the build's
 #     libtlsmail.so.1 through $TLSMAIL_LIBRARY and, without it, through the
 #     dynamic loader's search (LD_LIBRARY_PATH), and the unit tests that
-#     need no peers (test_async.py) pass against the installed package.
+#     need no peers (test_async.py) pass against the installed package;
+#  6. the backend's own TOML reader (for Python < 3.11) reads pyproject.toml
+#     as tomllib does.
 #
-# Exit 0 on success, 1 on failure, 77 (skip) when venv, setuptools, wheel or
-# pip are missing (under CI=true: 1, a missing tool fails).
+# Exit 0 on success, 1 on failure, 77 (skip) when venv or ensurepip is
+# missing (under CI=true: 1, a missing tool fails).
 set -eu
 
 BUILD=$(cd "${1:?usage: pip_install.sh BUILDDIR SRCDIR VERSION}" && pwd)
@@ -26,8 +31,8 @@ PY=${PYTHON:-/usr/bin/python3}
 fail() { echo "pip_install.sh: FAIL: $*" >&2; exit 1; }
 note() { echo "pip_install.sh: $*"; }
 
-if ! "$PY" -c 'import venv, ensurepip, setuptools, wheel, pip' 2>/dev/null; then
-    missing="$PY: venv/ensurepip, setuptools, wheel or pip missing (Debian: python3-venv python3-setuptools python3-wheel python3-pip)"
+if ! "$PY" -c 'import venv, ensurepip' 2>/dev/null; then
+    missing="$PY: venv or ensurepip missing (Debian: python3-venv)"
     [ "${CI:-}" = true ] && fail "$missing (CI=true: not skipped; tests/deps.sh installs them)"
     note "$missing: skipped"
     exit 77
@@ -44,7 +49,7 @@ trap 'rm -rf "$TMP"' EXIT INT TERM
 # pip builds in the tree it is given: a copy, so the source stays clean.
 mkdir "$TMP/src"
 cp "$SRC/bindings/python/pyproject.toml" "$TMP/src/"
-cp -R "$SRC/bindings/python/tlsmail" "$TMP/src/"
+cp -R "$SRC/bindings/python/tlsmail" "$SRC/bindings/python/build_backend" "$TMP/src/"
 cd "$TMP"
 
 SO=$BUILD/libtlsmail.so.1
@@ -87,24 +92,76 @@ for line in open("/proc/self/maps"):
     note "$venv: tlsmail $got from $where, library $mapped: ok"
 }
 
-# -- 1. pip install ./bindings/python, setuptools and wheel from the system ---
-note "venv --system-site-packages; pip install --no-index --no-build-isolation"
-"$PY" -m venv --system-site-packages "$TMP/venv-sys" || fail "python3 -m venv"
-"$TMP/venv-sys/bin/pip" install --no-index --no-build-isolation --no-deps "$TMP/src" \
-    >"$TMP/pip1.log" 2>&1 || { cat "$TMP/pip1.log"; fail "pip install --no-build-isolation"; }
-check "$TMP/venv-sys"
+# only_tlsmail VENV: nothing but pip (and setuptools, if the venv came with
+# it) and tlsmail in VENV: standard library only at run time
+only_tlsmail() {
+    "$1/bin/pip" list --format=freeze >"$TMP/freeze.txt"
+    if grep -v -e '^pip==' -e '^setuptools==' -e '^tlsmail==' "$TMP/freeze.txt"; then
+        fail "$1: more than tlsmail was installed"
+    fi
+    grep -q "^tlsmail==$VERSION\$" "$TMP/freeze.txt" || fail "$1: tlsmail==$VERSION not listed"
+}
 
-# -- 2. a clean venv: a wheel built by the system's pip ------------------------
-note "pip wheel (system); clean venv; pip install --no-index the wheel"
-"$PY" -m pip wheel --no-index --no-build-isolation --no-deps -w "$TMP/wheels" "$TMP/src" \
-    >"$TMP/wheel.log" 2>&1 || { cat "$TMP/wheel.log"; fail "pip wheel"; }
+# -- 1. a fresh venv, plain pip install, build isolation, no index ------------
+note "fresh venv; pip install ./bindings/python (no index, isolated build)"
+"$PY" -m venv "$TMP/venv1" || fail "python3 -m venv"
+"$TMP/venv1/bin/pip" install "$TMP/src" >"$TMP/pip1.log" 2>&1 ||
+    { cat "$TMP/pip1.log"; fail "pip install ./bindings/python"; }
+only_tlsmail "$TMP/venv1"
+check "$TMP/venv1"
+
+# -- 2. the pip of another interpreter on PATH, if there is one ---------------
+other=$(command -v python3 || true)
+if [ -n "$other" ] && [ "$(readlink -f "$other")" != "$(readlink -f "$PY")" ] &&
+    "$other" -c 'import venv, ensurepip' 2>/dev/null; then
+    note "fresh venv of $other ($("$other" -V 2>&1)); pip install"
+    "$other" -m venv "$TMP/venv2" || fail "$other -m venv"
+    "$TMP/venv2/bin/pip" install "$TMP/src" >"$TMP/pip2.log" 2>&1 ||
+        { cat "$TMP/pip2.log"; fail "$other: pip install ./bindings/python"; }
+    check "$TMP/venv2"
+fi
+
+# -- 3. a wheel and an sdist; the wheel into a clean venv ---------------------
+note "pip wheel; clean venv; pip install the wheel; the sdist rebuilds the same wheel"
+"$TMP/venv1/bin/pip" wheel --no-deps -w "$TMP/wheels" "$TMP/src" >"$TMP/wheel.log" 2>&1 ||
+    { cat "$TMP/wheel.log"; fail "pip wheel"; }
 WHL=$(ls "$TMP"/wheels/tlsmail-"$VERSION"-py3-none-any.whl 2>/dev/null) ||
     { ls "$TMP/wheels"; fail "no pure-Python wheel tlsmail-$VERSION-py3-none-any.whl"; }
-"$PY" -m venv "$TMP/venv-clean" || fail "python3 -m venv"
-"$TMP/venv-clean/bin/pip" install --no-index --no-deps "$WHL" >"$TMP/pip2.log" 2>&1 ||
-    { cat "$TMP/pip2.log"; fail "pip install $WHL"; }
-# Standard library only: nothing but the package itself was added.
-"$TMP/venv-clean/bin/pip" list --format=freeze >"$TMP/freeze.txt"
-grep -v -e '^pip==' -e '^setuptools==' -e '^tlsmail==' "$TMP/freeze.txt" && fail "more than tlsmail was installed"
-check "$TMP/venv-clean"
+"$PY" -m venv "$TMP/venv3" || fail "python3 -m venv"
+"$TMP/venv3/bin/pip" install --no-deps "$WHL" >"$TMP/pip3.log" 2>&1 ||
+    { cat "$TMP/pip3.log"; fail "pip install $WHL"; }
+only_tlsmail "$TMP/venv3"
+check "$TMP/venv3"
+# the sdist, through the backend's hook (pip has no sdist command)
+(cd "$TMP/src" && "$PY" -c '
+import sys
+sys.path.insert(0, "build_backend")
+import tlsmail_build as b
+print(b.build_sdist(sys.argv[1]))' "$TMP") >"$TMP/sdist.name" || fail "build_sdist"
+SDIST=$TMP/$(cat "$TMP/sdist.name")
+[ "$(basename "$SDIST")" = "tlsmail-$VERSION.tar.gz" ] || fail "sdist named $(basename "$SDIST")"
+mkdir "$TMP/unpacked" && tar -xzf "$SDIST" -C "$TMP/unpacked" || fail "sdist unpack"
+"$TMP/venv1/bin/pip" wheel --no-deps -w "$TMP/wheels2" "$TMP/unpacked/tlsmail-$VERSION" \
+    >"$TMP/wheel2.log" 2>&1 || { cat "$TMP/wheel2.log"; fail "pip wheel of the sdist"; }
+cmp "$WHL" "$TMP/wheels2/$(basename "$WHL")" || fail "the sdist builds another wheel"
+
+# -- 4. editable ---------------------------------------------------------------
+note "pip install -e: the venv imports the source"
+"$PY" -m venv "$TMP/venv4" || fail "python3 -m venv"
+"$TMP/venv4/bin/pip" install -e "$TMP/src" >"$TMP/pip4.log" 2>&1 ||
+    { cat "$TMP/pip4.log"; fail "pip install -e"; }
+where=$("$TMP/venv4/bin/python" -c 'import importlib.util as u; print(u.find_spec("tlsmail").submodule_search_locations[0])')
+[ "$where" = "$TMP/src/tlsmail" ] || fail "editable: tlsmail from $where"
+TLSMAIL_LIBRARY=$SO "$TMP/venv4/bin/python" -c 'import tlsmail; tlsmail.version()' ||
+    fail "editable: import tlsmail"
+
+# -- 6. the backend's TOML reader ---------------------------------------------
+"$PY" -c '
+import sys, tomllib
+sys.path.insert(0, sys.argv[1] + "/build_backend")
+import tlsmail_build as b
+text = open(sys.argv[1] + "/pyproject.toml").read()
+mine, theirs = b._read_toml(text), tomllib.loads(text)
+assert mine == theirs, (mine, theirs)
+' "$TMP/src" || fail "the backend reads pyproject.toml otherwise than tomllib"
 note "all pip install checks passed"
