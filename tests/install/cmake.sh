@@ -29,8 +29,26 @@ for t in cmake meson; do
     exit 77
 done
 # meson test puts the build tree on LD_LIBRARY_PATH: drop it, so that the
-# consumer can only find the installed library.
-unset LD_LIBRARY_PATH
+# consumer can only find the installed library (what else is there, e.g. an
+# mbedTLS outside the loader's search path, stays).
+keep=
+if [ -n "${LD_LIBRARY_PATH:-}" ]; then
+    build_real=$(cd "$BUILD" && pwd -P)
+    old_ifs=$IFS
+    IFS=:
+    for d in $LD_LIBRARY_PATH; do
+        case "$(cd "$d" 2>/dev/null && pwd -P)" in
+        "$build_real" | "$build_real"/*) ;;
+        *) keep="${keep:+$keep:}$d" ;;
+        esac
+    done
+    IFS=$old_ifs
+fi
+if [ -n "$keep" ]; then
+    export LD_LIBRARY_PATH="$keep"
+else
+    unset LD_LIBRARY_PATH
+fi
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/tlsmail-cmake.XXXXXX")
 trap 'rm -rf "$TMP"' EXIT INT TERM
