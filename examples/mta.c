@@ -54,10 +54,20 @@ struct mta {
 
 int is_sendmail(int argc, char **argv)
 {
+    static const char *const queue_cmds[] = { "--flush", "--flush-due", "--list", "--release" };
     const char *base = strrchr(argv[0], '/');
+    size_t i;
 
     base = base ? base + 1 : argv[0];
-    return strcmp(base, "sendmail") == 0 || (argc > 1 && strcmp(argv[1], "--sendmail") == 0);
+    if (strcmp(base, "sendmail") == 0 || (argc > 1 && strcmp(argv[1], "--sendmail") == 0))
+        return 1;
+    /* "tm-send --flush DIR ...": the queue's commands need no --sendmail */
+    for (i = 0; argc > 1 && i < sizeof queue_cmds / sizeof queue_cmds[0]; i++) {
+        size_t n = strlen(queue_cmds[i]);
+        if (strncmp(argv[1], queue_cmds[i], n) == 0 && (argv[1][n] == '\0' || argv[1][n] == '='))
+            return 1;
+    }
+    return 0;
 }
 
 static void sendmail_usage(FILE *f)

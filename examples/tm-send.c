@@ -76,6 +76,8 @@ static void usage(FILE *f)
           "  --version              print the library version\n"
           "tm-send --sendmail ..., or called sendmail: the sendmail command line\n"
           "                         (-t, -i, -f ADDR, -F NAME, recipients; see --sendmail --help)\n"
+          "tm-send --flush DIR | --flush-due DIR | --list DIR | --release DIR/q-NAME [options]\n"
+          "                         sendmail mode's queue commands (see --sendmail --help)\n"
           "exit status: 0 delivered, 75 deferred or uncertain, 69 bounced, 64 usage,\n"
           "  66 the message file cannot be read, 70 internal error\n",
           f);

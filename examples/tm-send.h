@@ -65,7 +65,8 @@ int exit_code(int result);
 void log_stderr(void *arg, int level, const char *msg);
 
 /* Whether tm-send runs as a sendmail drop-in: called "sendmail" (any
- * directory), or "--sendmail" as its first argument. */
+ * directory), "--sendmail" as its first argument, or a queue command
+ * (--flush, --flush-due, --list, --release) as its first argument. */
 int is_sendmail(int argc, char **argv);
 
 /* sendmail mode (mta.c): the exit status. */

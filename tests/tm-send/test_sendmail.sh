@@ -208,10 +208,10 @@ grep -q 'queued as' "$out" || why="$why no 'queued as';"
 expect "--queue: deferred domain queued, exit 0" 0 "$got" "$why"
 
 # shellcheck disable=SC2086
-"$sendmail" --flush-due "$q" $common > "$out" 2>&1
+"$tm_send" --flush-due "$q" $common > "$out" 2>&1
 got=$?
 grep -q 'next try in' "$out" && grep -q '^attempts 1$' "$entry" && why= || why=" tried too early;"
-expect "--flush-due: an entry not due is left alone" 0 "$got" "$why"
+expect "tm-send --flush-due (no --sendmail needed): an entry not due is left alone" 0 "$got" "$why"
 
 # shellcheck disable=SC2086
 TM_QUEUE_NOW=$((now + 400)) "$sendmail" --flush-due "$q" $common > "$out" 2>&1
@@ -414,7 +414,7 @@ sed 's/^state deferred$/state held/' "$entry" > "$dir/edit" && cat "$dir/edit" >
 "$sendmail" --flush "$q" $common --mx "mx-valid.tm.test:$TM_TEST_PORT" > "$out" 2>&1
 why=
 [ "$(mailbox mx-dead.tm.test "qr$id")" -eq 0 ] || why=" a held entry was sent;"
-"$sendmail" --release "$entry" > "$out" 2>&1 || why="$why --release failed: $(cat "$out");"
+"$tm_send" --release "$entry" > "$out" 2>&1 || why="$why --release failed: $(cat "$out");"
 grep -q '^state deferred$' "$entry" || why="$why not deferred after --release;"
 # shellcheck disable=SC2086
 "$sendmail" --flush "$q" $common --mx "mx-valid.tm.test:$TM_TEST_PORT" > "$out" 2>&1
