@@ -79,6 +79,6 @@ echo "== valgrind: done at $(( $(date +%s) - start )) s"
 
 echo "== fuzzers"
 CC=clang setup_build build-fuzz -Dfuzzing=true
-sh tests/fuzz/run.sh build-fuzz "${TM_FUZZ_SECONDS:-10}"
+sh tests/fuzz/run.sh build-fuzz "${TM_FUZZ_SECONDS:-5}"
 echo "== all tests passed in $(( $(date +%s) - start )) s"
 echo "tests: $passed passed, 0 failed"

@@ -77,7 +77,7 @@ timeout 600 python3 "$src/tests/peers/sts_https.py" run --dir "$build/tests/peer
 	$vg "$build/tests/sts/test_sts_fetch" || rc=$?
 verdict sts-fetch $rc
 
-echo "== tm-send's sendmail mode (queue, flush, bounces) under valgrind, through peers.py"
+echo "== tm-send's sendmail mode (queue, flushes, configuration, bounces) under valgrind, through peers.py"
 rc=0
 TM_SEND_VALGRIND="$vg" timeout 900 python3 "$src/tests/peers/peers.py" run \
 	--dir "$build/tests/peers-sendmail-valgrind" -- \

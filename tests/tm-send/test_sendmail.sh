@@ -15,9 +15,12 @@ real="$(cd "$(dirname "$tm_send")" && pwd)/$(basename "$tm_send")"
 mkdir "$dir/bin"
 ln -s "$real" "$dir/bin/sendmail"
 sendmail="$dir/bin/sendmail"
-# TM_SEND_VALGRIND="valgrind ...": every run of tm-send under it (tests/valgrind.sh),
-# its reports in $dir/vg/PID, which must stay empty
-if [ -n "${TM_SEND_VALGRIND:-}" ]; then
+# TM_SEND_VALGRIND="valgrind ...": from the queue's checks on (the queue,
+# flushes, the configuration file, bounces; the header handling before them
+# is fuzzed and runs under ASan), every run of tm-send under it
+# (tests/valgrind.sh), its reports in $dir/vg/PID, which must stay empty.
+valgrind_from_here() {
+    [ -n "${TM_SEND_VALGRIND:-}" ] || return 0
     mkdir "$dir/vg"
     for name in sendmail tm-send; do
         printf '#!/bin/sh\nexec %s --log-file=%s/vg/%%p "%s" "$@"\n' "$TM_SEND_VALGRIND" "$dir" \
@@ -27,7 +30,7 @@ if [ -n "${TM_SEND_VALGRIND:-}" ]; then
     ln -s "$real" "$dir/bin/tm-send"
     sendmail="$dir/sendmail"
     tm_send="$dir/tm-send"
-fi
+}
 # No queue unless a case asks for one: the default spool is not the tests'.
 printf '# the tests: no default queue\nno-queue\n' > "$dir/none.conf"
 export TM_SENDMAIL_CONF="$dir/none.conf"
@@ -188,6 +191,7 @@ why=
 expect "--json: a line per domain" 0 "$got" "$why"
 
 # --- --queue DIR and --flush DIR ---------------------------------------------
+valgrind_from_here
 q="$dir/queue"
 mkdir "$q"
 now=$(date +%s)
@@ -436,7 +440,7 @@ expect "\$TM_SENDMAIL_CONF names a missing file: 78" 78 "$?" ""
 if [ -n "${TM_SEND_VALGRIND:-}" ]; then
     why=
     runs=$(find "$dir/vg" -type f | wc -l)
-    [ "$runs" -ge 30 ] || why=" only $runs runs under valgrind;"
+    [ "$runs" -ge 25 ] || why=" only $runs runs under valgrind;"
     for f in "$dir"/vg/*; do
         [ -s "$f" ] && why="$why $(head -c 2000 "$f");"
     done
