@@ -522,6 +522,28 @@ to_stderr:
     return rc;
 }
 
+/* One transaction: data from from to the n addresses of to (one domain),
+ * each one's outcome in rs[0..n), the message's in *st.  tm_deliver's
+ * return. */
+static int deliver_one(tm_context *ctx, struct conf *c, const char *from,
+                       const char *const *to, size_t n, const char *data, size_t size,
+                       tm_rcpt_status *rs, tm_delivery_status *st)
+{
+    tm_message msg = TM_MESSAGE_INIT;
+
+    tm_status_init(st, TM_STATUS_VERSION);
+    memset(rs, 0, n * sizeof *rs);
+    msg.from = from;
+    msg.sending_domain = c->sending;
+    msg.to = (const char **)to;
+    msg.to_count = n;
+    msg.data = data;
+    msg.size = size;
+    msg.rcpt_status = rs;
+    msg.rcpt_status_cap = n;
+    return tm_deliver(ctx, &msg, &c->policy, &c->so, st);
+}
+
 /* ---- the queue (--queue DIR, --flush DIR) ------------------------------ */
 
 /* Writes the recipients of group whose outcome is want into an entry:
@@ -719,20 +741,9 @@ static int flush_queue(struct mta *m, const char *dir, int all)
             ret = worse(ret, EX_SOFTWARE_);
             break; /* left "attempting": held by the next flush, never sent twice */
         }
-        {
-            tm_message msg = TM_MESSAGE_INIT;
-            tm_status_init(&st, TM_STATUS_VERSION);
-            msg.from = e.from;
-            msg.sending_domain = c->sending;
-            msg.to = (const char **)e.rcpts.v;
-            msg.to_count = e.rcpts.n;
-            msg.data = e.data;
-            msg.size = e.size;
-            msg.rcpt_status = rs;
-            msg.rcpt_status_cap = e.rcpts.n;
-            e.attempts++;
-            rc = tm_deliver(ctx, &msg, &c->policy, &c->so, &st);
-        }
+        e.attempts++;
+        rc = deliver_one(ctx, c, e.from, (const char *const *)e.rcpts.v, e.rcpts.n, e.data,
+                         e.size, rs, &st);
         for (j = 0; j < e.rcpts.n; j++) {
             int res = rcpt_result(&st, rs, j);
             if (res == TM_RESULT_BOUNCED) {
@@ -909,7 +920,6 @@ static int deliver_all(struct mta *m, const sm_list *rcpts, const char *from, co
      * first appear. */
     for (i = 0; i < rcpts->n; i++) {
         const char *domain = strrchr(rcpts->v[i], '@') + 1;
-        tm_message msg = TM_MESSAGE_INIT;
         tm_delivery_status st;
         char qname[256], hname[256];
         size_t n = 0;
@@ -927,17 +937,7 @@ static int deliver_all(struct mta *m, const sm_list *rcpts, const char *from, co
             ret = worse(ret, ex);
             continue;
         }
-        tm_status_init(&st, TM_STATUS_VERSION);
-        memset(rs, 0, rcpts->n * sizeof *rs);
-        msg.from = from;
-        msg.sending_domain = c->sending;
-        msg.to = group;
-        msg.to_count = n;
-        msg.data = copy;
-        msg.size = copy_len;
-        msg.rcpt_status = rs;
-        msg.rcpt_status_cap = n;
-        rc = tm_deliver(ctx, &msg, &c->policy, &c->so, &st);
+        rc = deliver_one(ctx, c, from, group, n, copy, copy_len, rs, &st);
         ex = exit_code(st.result);
         if (rc == TM_EINVAL || rc == TM_EADDRESS || rc == TM_ETOOMANY)
             ex = EX_USAGE_;
